@@ -1,0 +1,50 @@
+# tdlib: `make reproduce` (main job, offline cpu profile) and `make test` (pytest + nbval).
+# Both create .venv from requirements.lock when it is missing or stale.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROFILE ?= cpu
+FORCE   ?= 0
+SHARED  := $(abspath ../shared/data)
+
+# Data: explicit env vars win; else ../shared/data when it exists; else tdlib falls back to the hub.
+GLUE_DIR     ?= $(if $(wildcard $(SHARED)/glue),$(SHARED)/glue,)
+TDLIB_CORPUS ?= $(if $(wildcard $(SHARED)/corpus/enwiki-2015-wikiextractor/train),$(SHARED)/corpus/enwiki-2015-wikiextractor/train,)
+export GLUE_DIR TDLIB_CORPUS PROFILE FORCE
+# the default profile is offline by design; the paper profile needs the hub
+ifeq ($(PROFILE),cpu)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+endif
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: setup test test-all reproduce lint lab clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --prefix $(abspath $(VENV)) --name tdlib --display-name "tdlib (.venv)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "slow or not slow" tests
+
+reproduce: setup
+	$(BIN)/python -m tdlib.reproduce --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
+
+lint: setup
+	$(BIN)/ruff check tdlib tests
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed checkpoints runs

@@ -1,0 +1,132 @@
+"""Command line: ``python -m tdlib <command> ...``, a thin mirror of the Python API.
+
+Errors on bad input (TdlibError) print one line, ``error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import TdlibError
+
+
+def _print_counts(counts) -> None:
+    print(f"  decomposed parameters : {counts.decomposed:,} (dense maps: {counts.raw_decomposable:,})")
+    print(f"  compression ratio     : {counts.ratio:.2f}x (encoder weights), "
+          f"{counts.ratio_with_bias_ln:.2f}x (with biases/LayerNorm)")
+    print(f"  encoder / embeddings / head / total: {counts.encoder:,} / {counts.embeddings:,} / "
+          f"{counts.head:,} / {counts.total:,}")
+
+
+def cmd_compress(args) -> int:
+    from .modeling import compress, count_params
+    from .models import load_model, load_tokenizer
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise TdlibError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+    start = time.perf_counter()
+    print(f"loading teacher {args.teacher!r}", flush=True)
+    model = load_model(args.teacher, num_labels=args.num_labels)
+    print(f"decomposing ({args.ops}) with Tucker rank_layer={args.rank_layer} rank_dim={args.rank_dim}", flush=True)
+    student = compress(model, args.rank_layer, args.rank_dim, ops=args.ops, init=args.init, seed=args.seed,
+                       n_iter_max=args.n_iter_max, progress=True)
+    counts = count_params(student)
+    fit = student.tdlib_decomposition
+    print(f"compressed {args.teacher} -> IV-{args.rank_layer}-{args.rank_dim} ({args.ops})")
+    _print_counts(counts)
+    if fit is not None:
+        print(f"  relative weight error : {fit.errors_[-1]:.4f} after {len(fit.errors_)} HOOI sweeps "
+              f"({fit.fit_seconds_:.1f} s)")
+    tmp = out.with_name(out.name + ".partial")
+    student.save_pretrained(tmp)
+    try:
+        load_tokenizer(args.teacher).save_pretrained(tmp)
+    except TdlibError:
+        pass
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    print(f"saved to {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .modeling import compression_spec, count_params
+    from .models import load_model
+
+    model = load_model(args.path)
+    spec = compression_spec(model)
+    print(f"{args.path}: {type(model).__name__}")
+    if spec:
+        print(f"  Tucker IV-{spec.rank_layer}-{spec.rank_dim}, ops={spec.ops}, n={spec.n}, D={spec.d_model}, "
+              f"base={spec.base_model_type}, implementation={spec.implementation}")
+    else:
+        print("  dense (not compressed by tdlib)")
+    _print_counts(count_params(model))
+    return 0
+
+
+def cmd_ranks(args) -> int:
+    from .models import load_model
+    from .ranks import Geometry, pick_ranks
+
+    geom = Geometry.of(load_model(args.teacher))
+    choices = pick_ranks(geom, ratio=args.ratio, budget=args.budget, ops=args.ops, rank_dim_step=args.step,
+                         seq_len=args.seq_len)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in choices], indent=2))
+        return 0
+    print(f"{'rank_layer':>10} {'rank_dim':>8} {'params':>12} {'ratio':>8} {'MAC ratio':>9}")
+    for c in choices:
+        print(f"{c.rank_layer:>10} {c.rank_dim:>8} {c.n_params:>12,} {c.ratio:>7.2f}x {c.mac_ratio:>8.2f}x")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="Tucker-compress a BERT-family model and save it")
+    p.add_argument("--teacher", default="minilm", help="'minilm' (embedded), a hub id or a local directory")
+    p.add_argument("--rank-layer", type=int, required=True, help="l: size of the matrix bank")
+    p.add_argument("--rank-dim", type=int, required=True, help="d: dimension rank")
+    p.add_argument("--ops", default="san_ffn", choices=["san", "ffn", "san_ffn"])
+    p.add_argument("--init", default="pretrained", choices=["pretrained", "random"])
+    p.add_argument("--num-labels", type=int, default=None, help="add a sequence-classification head")
+    p.add_argument("--n-iter-max", type=int, default=100, help="HOOI sweeps at most")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("info", help="describe a saved (compressed or dense) model")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("ranks", help="list Tucker ranks meeting a compression ratio or parameter budget")
+    p.add_argument("--teacher", default="minilm")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--ratio", type=float)
+    g.add_argument("--budget", type=int)
+    p.add_argument("--ops", default="san_ffn", choices=["san", "ffn", "san_ffn"])
+    p.add_argument("--step", type=int, default=16, help="rank_dim grid step")
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length for the MAC ratio")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ranks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TdlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,209 @@
+"""Layers: the shared Tucker factor bank, and the linear maps that read from it.
+
+``TuckerBank`` owns the trainable factors of the whole encoder: U (D x d) and V (D x d) shared by
+every map, the bank of l core matrices C (l x d x d) and the mixing weights P (n x l). Matrix i of
+the stacked tensor is W_i = U M_i V^T with M_i = sum_j P_ij C_j.
+
+``BankLinear`` replaces one ``nn.Linear`` whose weight is made of a x b such D x D blocks
+(a = b = 1 for Q, K, V, O; 1 x k for the FFN up-projection; k x 1 for the FFN down-projection).
+Two implementations (the paper's reconstruction protocol and its naive alternative):
+
+* ``factorized``: x -> xU -> (M V^T) or x -> xU -> M -> V^T, whichever costs fewer multiply-adds
+  for this block shape, never forming a D x D matrix. Maps that read the same input tensor (Q, K
+  and V) share one xU through the bank's input cache; the k FFN-up blocks share it by construction.
+* ``reconstructed``: W = U M V^T is built and applied as a dense matrix.
+
+In ``eval()`` mode the small matrices (M, M V^T, or W) are built once, without autograd, and reused
+by every forward; the cache is keyed on the parameters' storage and version counters, so an
+optimizer step, ``load_state_dict`` or ``.to()`` invalidates it. ``n_builds`` counters let tests
+check that inference does not rebuild per forward. Gradients w.r.t. the factors need ``train()``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import check_choice
+
+IMPLEMENTATIONS = ("factorized", "reconstructed")
+
+
+def map_macs(a: int, b: int, d_model: int, rank_dim: int) -> tuple[int, int]:
+    """Per-token multiply-adds of an (a*D) -> (b*D) bank map: (folded M V^T, M then V^T).
+
+    Both start with xU (a*D*d); folding costs a*d*b*D more, the chain a*d*b*d + b*d*D.
+    """
+    project = a * d_model * rank_dim
+    return project + a * rank_dim * b * d_model, project + a * rank_dim * b * rank_dim + b * rank_dim * d_model
+
+
+def _version_key(*tensors: torch.Tensor) -> tuple:
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+class TuckerBank(nn.Module):
+    """Trainable factors (U, V, C, P) shared by all decomposed maps of the encoder."""
+
+    def __init__(self, n: int, d_model: int, rank_layer: int, rank_dim: int) -> None:
+        super().__init__()
+        self.n, self.d_model, self.rank_layer, self.rank_dim = n, d_model, rank_layer, rank_dim
+        self.U = nn.Parameter(torch.empty(d_model, rank_dim))
+        self.V = nn.Parameter(torch.empty(d_model, rank_dim))
+        self.C = nn.Parameter(torch.empty(rank_layer, rank_dim, rank_dim))
+        self.P = nn.Parameter(torch.empty(n, rank_layer))
+        self.n_builds = 0  # M rebuilds (eval cache misses)
+        self.n_projections = 0  # xU products computed (shared ones count once)
+        self._mixed: tuple[tuple, torch.Tensor] | None = None
+        self._shared: dict[str, list] = {}
+
+    @torch.no_grad()
+    def init_random(self, seed: int = 0, weight_std: float = 0.02) -> TuckerBank:
+        """Random init whose reconstructed W_i have entries of std ``weight_std`` (BERT's init range)."""
+        gen = torch.Generator().manual_seed(seed)
+        for p in (self.U, self.V):
+            q, _ = torch.linalg.qr(torch.randn(self.d_model, self.rank_dim, generator=gen, dtype=torch.float64))
+            p.copy_(q)
+        self.P.copy_(torch.randn(self.n, self.rank_layer, generator=gen) / math.sqrt(self.rank_layer))
+        self.C.copy_(torch.randn(self.rank_layer, self.rank_dim, self.rank_dim, generator=gen)
+                     * weight_std * self.d_model / self.rank_dim)
+        return self
+
+    @torch.no_grad()
+    def init_from(self, P: torch.Tensor, C: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> TuckerBank:
+        """Copy factors of a fitted Tucker decomposition (``tdlib.decompose.Tucker``) in."""
+        for param, value in ((self.P, P), (self.C, C), (self.U, U), (self.V, V)):
+            param.copy_(value.to(param))
+        return self
+
+    def caching(self) -> bool:
+        return not self.training
+
+    def mixed(self) -> torch.Tensor:
+        """M (n, d, d), M_i = sum_j P_ij C_j; cached in eval mode."""
+        if not self.caching():
+            return torch.einsum("nl,lpq->npq", self.P, self.C)
+        key = _version_key(self.P, self.C)
+        if self._mixed is None or self._mixed[0] != key:
+            with torch.no_grad():
+                self.n_builds += 1
+                self._mixed = (key, torch.einsum("nl,lpq->npq", self.P, self.C))
+        return self._mixed[1]
+
+    def project(self, x: torch.Tensor, blocks: int, group: str | None = None, uses: int = 1) -> torch.Tensor:
+        """xU for an input of ``blocks`` D-wide chunks -> (..., blocks * d).
+
+        Consumers of one ``group`` (Q, K, V of a layer) that receive the *same* tensor object share
+        one product: the first computes it, the next ``uses - 1`` reuse it, then the entry is dropped.
+        """
+        if group is not None:
+            entry = self._shared.get(group)
+            if entry is not None and entry[0] is x:
+                entry[2] -= 1
+                if entry[2] <= 0:
+                    del self._shared[group]
+                return entry[1]
+        self.n_projections += 1
+        if blocks == 1:
+            xu = F.linear(x, self.U.T)
+        else:
+            xu = F.linear(x.unflatten(-1, (blocks, self.d_model)), self.U.T).flatten(-2)
+        if group is not None and uses > 1:
+            self._shared[group] = [x, xu, uses - 1]
+        return xu
+
+    def train(self, mode: bool = True):
+        self._mixed = None
+        self._shared.clear()
+        return super().train(mode)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, D={self.d_model}, rank_layer={self.rank_layer}, rank_dim={self.rank_dim}"
+
+
+class BankLinear(nn.Module):
+    """A linear map whose (a*D) x (b*D) weight is an a x b grid of bank matrices, plus the original bias."""
+
+    def __init__(self, bank: TuckerBank, indices: list[list[int]], bias: torch.Tensor | None = None,
+                 group: str | None = None, group_uses: int = 1, implementation: str = "factorized") -> None:
+        super().__init__()
+        object.__setattr__(self, "bank", bank)  # not a submodule: the bank is saved once, by the encoder
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long), persistent=False)
+        self.a, self.b = len(indices), len(indices[0])
+        self.in_features, self.out_features = self.a * bank.d_model, self.b * bank.d_model
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.group, self.group_uses = group, group_uses
+        self.implementation = implementation
+        # fold M V^T into one (a*d) x (b*D) matrix when that is cheaper than applying M, then V^T
+        folded, chained = map_macs(self.a, self.b, bank.d_model, bank.rank_dim)
+        self.fold = folded <= chained
+        self.n_builds = 0
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, bank: TuckerBank, indices: list[list[int]], **kwargs) -> BankLinear:
+        """Replace a dense ``nn.Linear`` by a bank map, keeping its bias (the converter, as in tltorch)."""
+        return cls(bank, indices, linear.bias, **kwargs)
+
+    @property
+    def implementation(self) -> str:
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, value: str) -> None:
+        self._implementation = check_choice("implementation", value, IMPLEMENTATIONS)
+        self._cache = None
+
+    # -- the small matrices ---------------------------------------------------------------------
+    def _mblock(self) -> torch.Tensor:
+        """M arranged as an (a*d) x (b*d) block matrix (rows: input blocks, columns: output blocks)."""
+        m = self.bank.mixed()[self.indices]  # (a, b, d, d)
+        return m.permute(0, 2, 1, 3).reshape(self.a * self.bank.rank_dim, self.b * self.bank.rank_dim)
+
+    def _build(self) -> torch.Tensor:
+        """The per-implementation matrix, in F.linear's (out, in) layout."""
+        self.n_builds += 1
+        bank, mb = self.bank, self._mblock()
+        d = bank.rank_dim
+        if self.implementation == "reconstructed":
+            m = mb.reshape(self.a, d, self.b, d)
+            w = torch.einsum("ip,apbq,jq->aibj", bank.U, m, bank.V)  # (a, D, b, D), y = x W
+            return w.reshape(self.in_features, self.out_features).T.contiguous()
+        if self.fold:  # G = M blockdiag(V^T): (a*d) x (b*D)
+            g = torch.einsum("apbq,jq->apbj", mb.reshape(self.a, d, self.b, d), bank.V)
+            return g.reshape(self.a * d, self.out_features).T.contiguous()
+        return mb.T.contiguous()
+
+    def weight_for_forward(self) -> torch.Tensor:
+        if not self.bank.caching():
+            return self._build()
+        key = (_version_key(self.bank.U, self.bank.V, self.bank.C, self.bank.P), self.implementation)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, self._build())
+        return self._cache[1]
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_for_forward()
+        if self.implementation == "reconstructed":
+            return F.linear(x, w, self.bias)
+        xu = self.bank.project(x, self.a, self.group, self.group_uses)
+        if self.fold:
+            return F.linear(xu, w, self.bias)
+        z = F.linear(xu, w)  # (..., b*d)
+        if self.b == 1:
+            return F.linear(z, self.bank.V, self.bias)
+        y = F.linear(z.unflatten(-1, (self.b, self.bank.rank_dim)), self.bank.V).flatten(-2)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, blocks={self.a}x{self.b}, "
+                f"implementation={self.implementation!r}, fold={self.fold}, group={self.group!r}")

