@@ -31,8 +31,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 setup: $(VENV)/.installed
 
+SMOKE := $(abspath .smoke)
+
+# pytest over tests/, then every notebook on the smoke profile (papermill), re-run and compared by nbval
 test: setup
 	$(BIN)/python -m pytest -q tests
+	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
+	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures FORCE=1 \
+	  $(BIN)/python -m tdlib.reproduce --profile smoke --out $(SMOKE)/notebooks
+	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures \
+	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(SMOKE)/notebooks
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
@@ -41,10 +49,10 @@ reproduce: setup
 	$(BIN)/python -m tdlib.reproduce --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 
 lint: setup
-	$(BIN)/ruff check tdlib tests
+	$(BIN)/ruff check tdlib tests tools notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed checkpoints runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache .smoke notebooks/executed checkpoints runs

@@ -89,6 +89,47 @@ def cmd_ranks(args) -> int:
     return 0
 
 
+def _pairs(text: str, name: str) -> list[tuple[int, int]]:
+    try:
+        return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item]
+    except ValueError:
+        raise TdlibError(f"--{name} takes AxB pairs separated by commas, e.g. 8x128,1x32; got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from .bench import GEOMETRIES, run_speed, time_tucker
+    from .provenance import seed_everything
+    from .results import save_record
+
+    seed_everything(args.seed)
+    if args.what == "tucker":
+        shape = tuple(int(v) for v in args.shape.split("x"))
+        result = time_tucker(shape, args.rank_layer, args.rank_dim, args.seed, args.threads)
+        print(f"Tucker-HOOI {args.shape} rank ({args.rank_layer}, {args.rank_dim}, {args.rank_dim}): "
+              f"{result['seconds']:.1f} s, {result['sweeps']} sweeps, relative error {result['rel_error']:.4f}, "
+              f"{args.threads} threads")
+        params = {"what": "tucker", "shape": list(shape), "rank_layer": args.rank_layer, "rank_dim": args.rank_dim}
+    else:
+        if args.geometry not in GEOMETRIES:
+            raise TdlibError(f"unknown geometry {args.geometry!r}; choose one of {sorted(GEOMETRIES)}")
+        configs, grid = _pairs(args.configs, "configs"), _pairs(args.grid, "grid")
+        result = run_speed(args.geometry, configs, grid, args.threads, args.min_run_time, not args.no_peers,
+                           not args.no_memory, args.seed)
+        print(f"{'model':28} {'batch':>5} {'seq':>4} {'ms':>8} {'speedup':>7} {'MAC x':>6} {'of MAC':>6} "
+              f"{'params':>10} {'peak MB':>7}")
+        for r in result["rows"]:
+            peak = r.get("peak_forward_mb")
+            print(f"{r['model']:28} {r['batch']:>5} {r['seq_len']:>4} {r['median_ms']:>8.1f} {r['speedup']:>6.2f}x "
+                  f"{r['mac_ratio']:>5.2f}x {r['fraction_of_mac_limit']:>6.2f} {r['decomposed_params']:>10,} "
+                  f"{'' if peak is None else f'{peak:.0f}':>7}")
+        params = {"what": "speed", "geometry": args.geometry, "configs": configs, "grid": grid,
+                  "threads": args.threads, "min_run_time": args.min_run_time}
+    if args.out:
+        save_record(args.out, params, result, seed=args.seed)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for the MAC ratio")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ranks)
+
+    p = sub.add_parser("bench", help="time dense vs compressed inference, or the Tucker fit")
+    p.add_argument("what", choices=["speed", "tucker"])
+    p.add_argument("--geometry", default="minilm", help="minilm (real weights), bert-base or tiny (random weights)")
+    p.add_argument("--configs", default="36x192,16x96", help="Tucker configs LxD, comma separated")
+    p.add_argument("--grid", default="1x32,1x128,8x32,8x128,32x128", help="batch x seq_len points")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per cell")
+    p.add_argument("--no-peers", action="store_true", help="skip the method-II and tltorch peers")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    p.add_argument("--shape", default="144x768x768", help="tucker: tensor shape")
+    p.add_argument("--rank-layer", type=int, default=72)
+    p.add_argument("--rank-dim", type=int, default=384)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write a results JSON with provenance here")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -268,15 +268,15 @@ class TensorTrain(Decomposition):
         a, b, c = cls._dims(shape, matrix_mode)
         return a * rank1 + rank1 * b * rank2 + rank2 * c
 
-    def n_params(self) -> int:
-        return self.param_count(self.shape_, self.rank1, self.rank2, self.matrix_mode)
+    def ranks(self) -> dict:
+        return {"rank1": self.rank1, "rank2": self.rank2, "matrix_mode": self.matrix_mode}
 
     @classmethod
     def check_ranks(cls, shape, matrix_mode="first", **ranks):
         a, b, c = cls._dims(shape, matrix_mode)
         r1 = check_rank("rank1", ranks["rank1"], a, "the first TT mode")
         r2 = check_rank("rank2", ranks["rank2"], c, "the last TT mode")
-        return {"rank1": r1, "rank2": r2}
+        return {"rank1": r1, "rank2": r2, "matrix_mode": check_choice("matrix_mode", matrix_mode, ("first", "middle"))}
 
     def _fit(self, tensor):
         check_choice("matrix_mode", self.matrix_mode, ("first", "middle"))

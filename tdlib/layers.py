@@ -207,3 +207,45 @@ class BankLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, blocks={self.a}x{self.b}, "
                 f"implementation={self.implementation!r}, fold={self.fold}, group={self.group!r}")
+
+
+class LowRankLinear(nn.Module):
+    """Method II as a layer: every D x D block has its own rank-r factors, W_i = A_i B_i (A: D x r, B: r x D).
+
+    The peer that per-matrix low-rank compression (SVD per matrix) gives at a parameter budget; used by
+    the speed benchmark and the method comparison. Blocks that read one input share one matmul for
+    their A_i (FFN up), and blocks that feed one output share one matmul for their B_i (FFN down).
+    """
+
+    def __init__(self, a: int, b: int, d_model: int, rank: int, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.a, self.b, self.d_model, self.rank = a, b, d_model, rank
+        self.in_features, self.out_features = a * d_model, b * d_model
+        if a > 1 and b > 1:
+            raise ValueError("LowRankLinear supports 1 x b or a x 1 block grids")
+        blocks = a * b
+        self.A = nn.Parameter(torch.randn(blocks, d_model, rank) / math.sqrt(d_model))
+        self.B = nn.Parameter(torch.randn(blocks, rank, d_model) * 0.02 / math.sqrt(rank))
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, a: int, b: int, d_model: int, rank: int) -> LowRankLinear:
+        """Truncated SVD of every block of a dense layer (y = x W orientation)."""
+        layer = cls(a, b, d_model, rank, linear.bias)
+        w = linear.weight.detach().T.reshape(a, d_model, b, d_model).permute(0, 2, 1, 3).reshape(a * b, d_model,
+                                                                                                    d_model)
+        u, s, vh = torch.linalg.svd(w.float(), full_matrices=False)
+        with torch.no_grad():
+            layer.A.copy_(u[..., :rank] * s[:, None, :rank].sqrt())
+            layer.B.copy_(s[:, :rank, None].sqrt() * vh[:, :rank, :])
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.a == 1:  # one input: all A_i in one matmul, then each B_i on its slice
+            h = F.linear(x, self.A.permute(0, 2, 1).reshape(-1, self.d_model))  # (..., b*r)
+            if self.b == 1:
+                return F.linear(h, self.B[0].T, self.bias)
+            y = torch.einsum("...kr,krj->...kj", h.unflatten(-1, (self.b, self.rank)), self.B).flatten(-2)
+            return y if self.bias is None else y + self.bias
+        h = torch.einsum("...ki,kir->...kr", x.unflatten(-1, (self.a, self.d_model)), self.A).flatten(-2)
+        return F.linear(h, self.B.reshape(-1, self.d_model).T, self.bias)  # one output: all B_i in one matmul

@@ -60,7 +60,7 @@ def encoder_macs(geom: Geometry, seq_len: int, rank_dim: int | None = None, ops:
         linear = dense_san + dense_ffn
     else:
         d = rank_dim
-        qkv = D * d + 3 * min(map_macs(1, 1, D, d)) - 2 * D * d  # one shared xU, three tails
+        qkv = 3 * min(map_macs(1, 1, D, d)) - 2 * D * d  # three maps, but one shared xU
         san = qkv + min(map_macs(1, 1, D, d))
         ffn = min(map_macs(1, k, D, d)) + min(map_macs(k, 1, D, d))
         linear = (san if ops != "ffn" else dense_san) + (ffn if ops != "san" else dense_ffn)

@@ -104,6 +104,15 @@ def test_unknown_method_and_bad_kwargs():
         make("IV", rank=3)
 
 
+def test_tt_middle_bounds_rank1_by_the_hidden_size(low_rank_tensor):
+    fit = TensorTrain(14, 5, matrix_mode="middle").fit(low_rank_tensor)  # 14 > n = 12 but <= D = 16
+    assert fit.n_params() == TensorTrain.param_count((12, 16, 16), 14, 5, "middle")
+    with pytest.raises(RankError, match="rank1=14 exceeds the first TT mode"):
+        TensorTrain(14, 5).fit(low_rank_tensor)
+    with pytest.raises(ConfigError, match="unknown matrix_mode"):
+        TensorTrain(4, 5, matrix_mode="last").fit(low_rank_tensor)
+
+
 def test_not_a_stacked_tensor_is_rejected():
     with pytest.raises(RankError, match=r"\(n, D, D\)"):
         Tucker(2, 2).fit(torch.zeros(4, 5, 6))

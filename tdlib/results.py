@@ -1,0 +1,61 @@
+"""Results records: ``results/<name>/<parameter-hash>.json`` with provenance, computed once, reused.
+
+Expensive work (distillation, benchmarks, decomposition sweeps) is wrapped in :func:`cached`: the
+parameters are hashed, and a record with the same hash is loaded instead of recomputed unless
+``force`` (or ``FORCE=1`` in the environment) is set. Every record holds the parameters, the
+result and a :func:`tdlib.provenance.provenance` block; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .provenance import provenance, write_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(os.environ.get("TDLIB_RESULTS", ROOT / "results"))
+
+
+def param_hash(params: dict) -> str:
+    blob = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def record_path(name: str, params: dict, root: str | os.PathLike | None = None) -> Path:
+    return Path(root or RESULTS) / name / f"{param_hash(params)}.json"
+
+
+def save_record(path: str | os.PathLike, params: dict, result, *, seed: int | None = None,
+                profile: str | None = None, data_files=(), seconds: float | None = None) -> dict:
+    record = {"params": params, "result": result,
+              "provenance": provenance(seed=seed, profile=profile, data_files=data_files, wall_seconds=seconds)}
+    write_json_atomic(path, record)
+    return record
+
+
+def load_record(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def cached(name: str, params: dict, compute: Callable[[], object], *, force: bool | None = None,
+           seed: int | None = None, profile: str | None = None, data_files=(), root=None) -> dict:
+    """Load ``results/<name>/<hash(params)>.json`` or run ``compute()`` and save it with provenance."""
+    path = record_path(name, params, root)
+    force = os.environ.get("FORCE", "0") == "1" if force is None else force
+    if path.exists() and not force:
+        record = load_record(path)
+        record["cached"] = True
+        record["path"] = str(path)
+        return record
+    start = time.perf_counter()
+    result = compute()
+    record = save_record(path, params, result, seed=seed, profile=profile, data_files=data_files,
+                         seconds=time.perf_counter() - start)
+    record["cached"] = False
+    record["path"] = str(path)
+    return record

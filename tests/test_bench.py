@@ -1,0 +1,89 @@
+"""Benchmark machinery: MAC counting, peers, records. No timing assertions (speed is measured, not tested)."""
+
+import json
+
+import pytest
+import torch
+
+from tdlib import compress
+from tdlib.bench import GEOMETRIES, count_macs, dense_model, low_rank_peer, run_speed, time_tucker, tltorch_peer
+from tdlib.cli import main
+from tdlib.layers import LowRankLinear
+from tdlib.ranks import encoder_macs
+
+
+def _inputs(batch=2, seq=16):
+    ids = torch.randint(1000, 30000, (batch, seq), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.fixture(scope="module")
+def tiny_dense():
+    return dense_model("tiny")
+
+
+def test_counted_macs_match_the_analytic_model(tiny_dense):
+    geom, inputs = GEOMETRIES["tiny"], _inputs()
+    tokens = 2 * 16
+    pooler = 2 * 64 * 64  # the counter also sees the pooler (2 sequences)
+    assert count_macs(tiny_dense, inputs) - pooler == encoder_macs(geom, 16)["total"] * tokens
+    for d in (8, 24):
+        model = compress(tiny_dense, 6, d, init="random").eval()
+        assert count_macs(model, inputs) - pooler == encoder_macs(geom, 16, d)["total"] * tokens
+
+
+def test_low_rank_linear_is_the_blockwise_svd():
+    torch.manual_seed(0)
+    for a, b in ((1, 1), (1, 4), (4, 1)):
+        lin = torch.nn.Linear(16 * a, 16 * b)
+        full = LowRankLinear.from_linear(lin, a, b, 16, 16)
+        x = torch.randn(3, 5, 16 * a)
+        torch.testing.assert_close(full(x), lin(x), rtol=1e-4, atol=1e-4)
+        low = LowRankLinear.from_linear(lin, a, b, 16, 4)
+        assert sum(p.numel() for n, p in low.named_parameters() if n != "bias") == a * b * 2 * 16 * 4
+
+
+def test_peers_replace_every_map_at_the_budget(tiny_dense):
+    budget = 20_000
+    for peer in (low_rank_peer(tiny_dense, budget), tltorch_peer(tiny_dense, budget)):
+        out = peer(**_inputs()).last_hidden_state
+        assert out.shape == (2, 16, 64) and torch.isfinite(out).all()
+        from tdlib.bench import decomposed_params
+
+        assert 0.5 * budget < decomposed_params(peer) < 1.5 * budget
+
+
+def test_run_speed_rows_are_complete(tiny_dense):
+    result = run_speed("tiny", configs=[(6, 16)], grid=[(1, 8)], min_run_time=0.01, memory=False)
+    names = [r["model"] for r in result["rows"]]
+    assert names == ["dense", "IV-6-16 factorized", "IV-6-16 reconstructed", "IV-6-16 II-lowrank peer",
+                     "IV-6-16 tltorch peer"]
+    for row in result["rows"]:
+        assert row["median_ms"] > 0 and row["macs"] > 0
+        assert row["fraction_of_mac_limit"] == pytest.approx(row["speedup"] / row["mac_ratio"])
+    fact = result["rows"][1]
+    assert fact["mac_ratio"] == pytest.approx(fact["mac_ratio_analytic"], rel=0.02)
+
+
+def test_memory_probe_runs_in_a_fresh_process():
+    from tdlib.bench import peak_forward_memory_mb
+
+    mb = peak_forward_memory_mb("tiny", "IV-6-16 factorized", 2, 16)
+    assert mb is not None and mb >= 0
+
+
+def test_time_tucker_reports_fit():
+    out = time_tucker((12, 16, 16), 4, 6)
+    assert out["seconds"] > 0 and 0 < out["rel_error"] < 1 and out["sweeps"] >= 1
+
+
+def test_bench_cli_writes_a_record_with_provenance(tmp_path, capsys):
+    out = tmp_path / "tucker.json"
+    assert main(["bench", "tucker", "--shape", "12x16x16", "--rank-layer", "4", "--rank-dim", "6",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["params"]["shape"] == [12, 16, 16]
+    prov = record["provenance"]
+    assert prov["seed"] == 0 and prov["packages"]["torch"].startswith("2.13") and "sha" in prov["git"]
+    assert main(["bench", "speed", "--geometry", "nope"]) == 2
+    assert main(["bench", "speed", "--grid", "8by128"]) == 2

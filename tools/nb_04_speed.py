@@ -1,0 +1,123 @@
+"""Source of notebooks/04_speed.ipynb (python tools/nb_04_speed.py regenerates it)."""
+
+from nbbuild import build
+
+build("notebooks/04_speed.ipynb", [
+    ("md", """
+# 04 · Inference speed (claim C4)
+
+**Claim C4** (Ren et al., 2022): the tiny compressed BERT (~1/48 of the encoder weights, d = 128 on BERT-base)
+is **2.7x faster** at inference.
+
+What this notebook measures, in one process with a fixed number of threads (`tdlib.bench`, `torch.utils.benchmark`):
+the dense encoder vs the Tucker model in the reconstruction protocol (`implementation="factorized"`, cached
+M V^T) and in the naive one (`"reconstructed"`, cached dense W), and two peers at the same parameter count:
+per-matrix low rank (method II) and tltorch's Tucker `FactorizedLinear`. Beside each speed-up stands the
+multiply-add (MAC) ratio counted by `torch.utils.flop_counter` from the ops the model actually runs
+(attention included), and the fraction of that limit achieved. BERT-base geometry uses random weights
+(speed does not depend on them); MiniLM uses its real weights.
+"""),
+    ("params", """
+profile = "cpu"
+minilm_configs = [[36, 192], [16, 96]]
+minilm_grid = [[1, 32], [1, 128], [8, 32], [8, 128], [32, 128], [8, 512]]
+bert_base_configs = [[72, 384], [96, 128]]
+bert_base_grid = [[8, 128]]
+threads = 2
+min_run_time = 1.0
+peers = True
+memory = True
+seed = 0
+headline = [8, 128]
+"""),
+    ("code", """
+import pandas as pd
+import matplotlib.pyplot as plt
+from tdlib.bench import run_speed
+from tdlib.plots import savefig
+from tdlib.provenance import seed_everything
+from tdlib.ranks import BERT_BASE, MINILM, mac_ratio
+from tdlib.results import cached
+
+seed_everything(seed)
+plan = {g: (c, grid) for g, c, grid in (("minilm", minilm_configs, minilm_grid),
+                                        ("bert-base", bert_base_configs, bert_base_grid)) if c}
+records = {}
+for geometry, (configs, grid) in plan.items():
+    params = {"geometry": geometry, "configs": configs, "grid": grid, "threads": threads,
+              "min_run_time": min_run_time, "peers": peers, "memory": memory, "seed": seed}
+    records[geometry] = cached("04_speed", params, lambda: run_speed(
+        geometry, [tuple(c) for c in configs], [tuple(g) for g in grid], threads, min_run_time, peers, memory, seed),
+        seed=seed, profile=profile)
+    print(geometry, "->", records[geometry]["path"], "(cached)" if records[geometry]["cached"] else "(computed)")
+"""),
+    ("md", "The theoretical limit from the shapes alone (`tdlib.ranks.mac_ratio`, seq 128): stable numbers that nbval checks."),
+    ("check", """
+for name, geom, configs in (("minilm", MINILM, minilm_configs), ("bert-base", BERT_BASE, bert_base_configs)):
+    for l, d in configs:
+        print(f"{name:9s} IV-{l}-{d}: MAC ratio {mac_ratio(geom, d, 128):.3f}")
+"""),
+    ("code", """
+rows = pd.DataFrame([r for rec in records.values() for r in rec["result"]["rows"]])
+cols = ["geometry", "model", "batch", "seq_len", "median_ms", "speedup", "mac_ratio", "fraction_of_mac_limit",
+        "decomposed_params"] + (["peak_forward_mb"] if "peak_forward_mb" in rows else [])
+table = rows[cols].round(3)
+table
+"""),
+    ("code", """
+hb, hs = headline
+fig, axes = plt.subplots(1, len(records), figsize=(6.5 * len(records), 4.2), squeeze=False)
+for ax, (geometry, rec) in zip(axes[0], records.items(), strict=True):
+    df = pd.DataFrame(rec["result"]["rows"])
+    cell = df[(df.batch == hb) & (df.seq_len == hs)] if ((df.batch == hb) & (df.seq_len == hs)).any() else df
+    x = range(len(cell))
+    ax.bar([i - 0.2 for i in x], cell.speedup, width=0.4, label="measured speed-up")
+    ax.bar([i + 0.2 for i in x], cell.mac_ratio, width=0.4, label="MAC ratio (limit)", alpha=0.6)
+    ax.set_xticks(list(x), cell.model, rotation=35, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_title(f"{geometry}: batch {cell.batch.iloc[0]} x seq {cell.seq_len.iloc[0]}, {threads} threads")
+    ax.set_ylabel("x faster than dense")
+    ax.legend(fontsize=8)
+fig.tight_layout()
+savefig(fig, "04_speed")
+plt.show()
+"""),
+    ("md", """
+### Claim C4 and the issue's targets
+
+Read at the headline point (batch 8 x seq 128). The paper's 2.7x is for its ~1/48 model on BERT-base (GPU/CPU
+setting not stated in our summary); ours is the d = 128 model on BERT-base geometry, and the d = 96 MiniLM
+analogue, on 2 CPU threads.
+"""),
+    ("code", """
+def at(geometry, model, b=hb, s=hs):
+    df = pd.DataFrame(records[geometry]["result"]["rows"]) if geometry in records else pd.DataFrame()
+    hit = df[(df.model == model) & (df.batch == b) & (df.seq_len == s)] if len(df) else df
+    return hit.iloc[0] if len(hit) else None
+
+checks = []
+for geometry, configs in (("bert-base", bert_base_configs), ("minilm", minilm_configs)):
+    for l, d in configs:
+        fact, peer = at(geometry, f"IV-{l}-{d} factorized"), at(geometry, f"IV-{l}-{d} tltorch peer")
+        if fact is None:
+            continue
+        checks.append({"geometry": geometry, "config": f"IV-{l}-{d}", "speedup": round(fact.speedup, 2),
+                       "mac_ratio": round(fact.mac_ratio, 2),
+                       "fraction_of_mac_limit": round(fact.fraction_of_mac_limit, 2),
+                       "meets_0.85_of_limit": bool(fact.fraction_of_mac_limit >= 0.85),
+                       "faster_than_tltorch_peer": None if peer is None else bool(fact.median_ms < peer.median_ms)})
+checks = pd.DataFrame(checks)
+tiny = at("bert-base", f"IV-{bert_base_configs[-1][0]}-{bert_base_configs[-1][1]} factorized") if bert_base_configs else None
+# the first config of each list is the ~1/7 model: it must never be slower than dense
+sevenths = {"minilm": minilm_configs[:1], "bert-base": bert_base_configs[:1]}
+big = sorted({f"{g} IV-{l}-{d} @ {r.batch}x{r.seq_len}" for g in records for l, d in sevenths[g]
+              for _, r in pd.DataFrame(records[g]["result"]["rows"]).iterrows()
+              if r.model == f"IV-{l}-{d} factorized" and r.speedup < 1})
+print("C4: paper 2.7x; ours (BERT-base geometry, ~1/48, batch 8 x 128):",
+      "n/a" if tiny is None else f"{tiny.speedup:.2f}x", "| target >= 3.0x:",
+      "n/a" if tiny is None else ("met" if tiny.speedup >= 3.0 else "not met"))
+print("~1/7 config slower than dense at:", big or "no grid point")
+checks
+"""),
+])
