@@ -239,6 +239,57 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
     return {"geometry": geometry, "threads": threads, "min_run_time": min_run_time, "rows": rows}
 
 
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::einsum")
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention")
+
+
+def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int = 5) -> dict:
+    """Where one forward's time goes (``torch.profiler``, self CPU time, mean of ``repeats``).
+
+    Categories: ``linear`` (matmul kernels: what compression shrinks), ``attention`` (the SDPA
+    kernel: same in every model), ``other`` (GELU, LayerNorm, adds, copies, embeddings...). The
+    evidence for how close a speed-up can get to the MAC ratio of the linear maps.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        model(**inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                model(**inputs)
+    totals = {"linear": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        if event.key in MATMUL_OPS:
+            cat = "linear"
+        elif event.key in ATTENTION_OPS or "scaled_dot_product" in event.key:
+            cat = "attention"
+        else:
+            cat = "other"
+        totals[cat] += event.self_cpu_time_total / 1e3 / repeats
+    total = sum(totals.values())
+    return {**{f"{k}_ms": v for k, v in totals.items()}, "total_ms": total,
+            **{f"{k}_share": v / total for k, v in totals.items()}}
+
+
+def breakdown(geometry: str, configs: Iterable[tuple[int, int]], batch: int = 8, seq_len: int = 128,
+              threads: int = 2, seed: int = 0) -> list[dict]:
+    """:func:`op_breakdown` of the dense model and each Tucker config (factorized), one process."""
+    models = build_models(geometry, list(configs), peers=False, seed=seed)
+    rows = []
+    for name, (model, info) in tqdm(models.items(), desc=f"profile {geometry}"):
+        if info["kind"] not in ("dense", "tucker-factorized"):
+            continue
+        inputs = _inputs(batch, seq_len, model.config.vocab_size, seed)
+        rows.append({"geometry": geometry, "model": name, **info, "batch": batch, "seq_len": seq_len,
+                     **op_breakdown(model, inputs, threads)})
+    dense = rows[0]
+    for row in rows:
+        row["linear_speedup"] = dense["linear_ms"] / row["linear_ms"]
+        row["total_speedup"] = dense["total_ms"] / row["total_ms"]
+    return rows
+
+
 def time_tucker(shape: tuple[int, int, int] = (144, 768, 768), rank_layer: int = 72, rank_dim: int = 384,
                 seed: int = 0, threads: int = 2) -> dict:
     """Wall time of Tucker-HOOI on a random tensor of the given shape (BERT-base: 144 x 768 x 768)."""

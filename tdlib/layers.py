@@ -10,7 +10,8 @@ Two implementations (the paper's reconstruction protocol and its naive alternati
 
 * ``factorized``: x -> xU -> (M V^T) or x -> xU -> M -> V^T, whichever costs fewer multiply-adds
   for this block shape, never forming a D x D matrix. Maps that read the same input tensor (Q, K
-  and V) share one xU through the bank's input cache; the k FFN-up blocks share it by construction.
+  and V) share one xU through the bank's input cache (in eval, one fused xU [G_q|G_k|G_v] matmul);
+  the k FFN-up blocks share it by construction.
 * ``reconstructed``: W = U M V^T is built and applied as a dense matrix.
 
 In ``eval()`` mode the small matrices (M, M V^T, or W) are built once, without autograd, and reused
@@ -58,7 +59,10 @@ class TuckerBank(nn.Module):
         self.n_builds = 0  # M rebuilds (eval cache misses)
         self.n_projections = 0  # xU products computed (shared ones count once)
         self._mixed: tuple[tuple, torch.Tensor] | None = None
-        self._shared: dict[str, list] = {}
+        self._shared: dict[str, list] = {}  # group -> [input, xU, uses left] (training path)
+        self._groups: dict[str, list[BankLinear]] = {}  # group -> members, in call order (Q, K, V)
+        self._fused: dict[str, tuple] = {}  # group -> (key, concatenated weight, concatenated bias)
+        self._fused_out: dict[str, list] = {}  # group -> [input, {member: output}] (eval path)
 
     @torch.no_grad()
     def init_random(self, seed: int = 0, weight_std: float = 0.02) -> TuckerBank:
@@ -115,9 +119,42 @@ class TuckerBank(nn.Module):
             self._shared[group] = [x, xu, uses - 1]
         return xu
 
+    def register_group(self, group: str, members: list[BankLinear]) -> None:
+        """Declare maps that read one input (Q, K, V): in eval they run as one fused matmul."""
+        self._groups[group] = members
+
+    def fused_group_forward(self, member: BankLinear, x: torch.Tensor) -> torch.Tensor:
+        """Eval path of a group: the first member computes xU [G_1 | G_2 | ...] + [b_1 | b_2 | ...] once.
+
+        One (d x 3D) matmul instead of three (d x D) ones; the other members take their slice
+        (a view) when they are called with the same input tensor.
+        """
+        group = member.group
+        pending = self._fused_out.get(group)
+        if pending is not None and pending[0] is x and member in pending[1]:
+            out = pending[1].pop(member)
+            if not pending[1]:
+                del self._fused_out[group]
+            return out
+        members = self._groups[group]
+        biases = [m.bias for m in members if m.bias is not None]
+        key = (_version_key(self.U, self.V, self.C, self.P, *biases), tuple(m.implementation for m in members))
+        cached = self._fused.get(group)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                weight = torch.cat([m.weight_for_forward() for m in members]).contiguous()
+                bias = torch.cat(biases) if len(biases) == len(members) else None
+            cached = self._fused[group] = (key, weight, bias)
+        y = F.linear(self.project(x, 1), cached[1], cached[2])
+        outs = y.split([m.out_features for m in members], dim=-1)
+        self._fused_out[group] = [x, {m: o for m, o in zip(members, outs, strict=True) if m is not member}]
+        return outs[members.index(member)]
+
     def train(self, mode: bool = True):
         self._mixed = None
         self._shared.clear()
+        self._fused.clear()
+        self._fused_out.clear()
         return super().train(mode)
 
     def extra_repr(self) -> str:
@@ -192,6 +229,9 @@ class BankLinear(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.group is not None and self.fold and self.implementation == "factorized" and self.bank.caching()
+                and self.group in self.bank._groups):
+            return self.bank.fused_group_forward(self, x)
         w = self.weight_for_forward()
         if self.implementation == "reconstructed":
             return F.linear(x, w, self.bias)

@@ -94,11 +94,14 @@ def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | 
     k = spec.ffn_blocks
     for layer_id, layer in enumerate(layers):
         if spec.ops in ("san", "san_ffn"):
+            members = []
             for role in ("query", "key", "value"):
                 lin = get_module(layer, f"attention.self.{role}")
-                set_module(layer, f"attention.self.{role}", BankLinear.from_linear(
+                members.append(BankLinear.from_linear(
                     lin, bank, [[index[layer_id, role, 0]]], group=f"{layer_id}.qkv", group_uses=3,
                     implementation=spec.implementation))
+                set_module(layer, f"attention.self.{role}", members[-1])
+            bank.register_group(f"{layer_id}.qkv", members)
             lin = get_module(layer, "attention.output.dense")
             set_module(layer, "attention.output.dense", BankLinear.from_linear(
                 lin, bank, [[index[layer_id, "attn_out", 0]]], implementation=spec.implementation))

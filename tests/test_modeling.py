@@ -211,3 +211,22 @@ def test_reconstruct_dense_gives_a_plain_bert(tiny_bert, batch):
     dense = reconstruct_dense(model)
     assert not any(isinstance(m, BankLinear) for m in dense.modules())
     torch.testing.assert_close(hidden(dense, batch), hidden(model, batch), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_qkv_in_eval_matches_the_per_map_path(tiny_bert, batch):
+    model = compress(tiny_bert, 5, 12).eval()
+    fused = hidden(model, batch)
+    assert bank_of(model)._fused and not bank_of(model)._fused_out  # built, and nothing left pending
+    bank_of(model)._groups.clear()  # the unfused eval path
+    torch.testing.assert_close(hidden(model, batch), fused, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_cache_follows_bias_updates(tiny_bert, batch):
+    model = compress(tiny_bert, 5, 12).eval()
+    before = hidden(model, batch)
+    with torch.no_grad():
+        model.encoder.layer[0].attention.self.value.bias.add_(1.0)  # (a key-bias shift is softmax-invariant)
+    after = hidden(model, batch)
+    assert not torch.allclose(before, after)
+    set_implementation(model, "reconstructed")
+    torch.testing.assert_close(hidden(model, batch), after, rtol=1e-4, atol=1e-5)

@@ -25,3 +25,24 @@ def test_ill_typed_parameter_fails():
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
         load_profile("gpu")
+
+
+def test_claims_table_reads_records_and_reports_losses(tmp_path):
+    from tdlib.report import claims, markdown_table, write_readme_table
+    from tdlib.results import save_record
+
+    rows = [{"method": m, "budget_ratio": 48.0, "rel_error": e} for m, e in (("IV", 0.93), ("cp", 0.92), ("II", 0.96))]
+    save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"}, rows, seed=0, profile="cpu")
+    speed = {"threads": 2, "rows": [{"kind": "tucker-factorized", "batch": 8, "seq_len": 128, "rank_layer": 96,
+                                     "rank_dim": 128, "speedup": 3.1, "mac_ratio": 3.9, "fraction_of_mac_limit": 0.8}]}
+    save_record(tmp_path / "04_speed" / "b.json", {"geometry": "bert-base"}, speed, seed=0, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C1"]["status"] == "not supported (weights)" and "best cp, Tucker #2" in table["C1"]["ours"]
+    assert table["C4"]["status"] == "reproduced" and table["C4"]["ours"].startswith("3.10x")
+    assert table["C2"]["status"] == "pending"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nend\n")
+    assert write_readme_table(list(table.values()), readme)
+    text = readme.read_text()
+    assert "old" not in text and markdown_table(list(table.values())) in text and text.endswith("end\n")
+    assert not write_readme_table(list(table.values()), readme)  # idempotent

@@ -82,9 +82,12 @@ savefig(fig, "01_decomposability")
 plt.show()
 """),
     ("md", """
-Reading the figure: a curve that rises faster than the random baseline marks redundancy that a
-decomposition along that mode can remove. Whether the inter-matrix (mode 0) curve rises faster than the
-single-matrix one is the measured form of the paper's premise; the numbers are in the table above and in
-`results/01_decomposability/`.
+Reading the figure: compare each curve with its **random counterpart** (right panel), not with the other
+curves. A random square matrix already has a concave spectrum (Marchenko-Pastur), while the unfoldings of a
+random tensor are almost linear; the teacher's lead over its random counterpart is the redundancy that a
+decomposition along that mode can remove. The fraction of each mode needed for a given energy, teacher vs
+random, is in the table above (`results/01_decomposability/`). Energy per rank is not energy per parameter:
+a rank-d factor of one matrix costs 2Dd parameters for one matrix, a rank-d shared factor costs 2Dd for all n,
+which is why notebook 02 compares methods at equal parameter budgets.
 """),
 ])

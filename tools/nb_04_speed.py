@@ -23,6 +23,10 @@ minilm_configs = [[36, 192], [16, 96]]
 minilm_grid = [[1, 32], [1, 128], [8, 32], [8, 128], [32, 128], [8, 512]]
 bert_base_configs = [[72, 384], [96, 128]]
 bert_base_grid = [[8, 128]]
+sweep_rank_dims = [384, 256, 192, 128, 96, 64]
+profile_configs = [[72, 384], [96, 128]]
+tucker_shape = [144, 768, 768]
+tucker_ranks = [72, 384]
 threads = 2
 min_run_time = 1.0
 peers = True
@@ -82,6 +86,64 @@ for ax, (geometry, rec) in zip(axes[0], records.items(), strict=True):
 fig.tight_layout()
 savefig(fig, "04_speed")
 plt.show()
+"""),
+    ("md", """
+### Rank sweep: speed tracks d
+
+On BERT-base geometry at the headline point, the factorized model for each rank_dim d (rank_layer does not
+change the cost), measured speed-up against the MAC-ratio limit.
+"""),
+    ("code", """
+from tdlib.bench import breakdown, time_tucker
+
+sweep_configs = [[72, d] for d in sweep_rank_dims]
+sweep = cached("04_speed", {"geometry": "bert-base", "sweep": sweep_configs, "grid": [headline], "threads": threads,
+                            "min_run_time": min_run_time, "seed": seed},
+               lambda: run_speed("bert-base", [tuple(c) for c in sweep_configs], [tuple(headline)], threads,
+                                 min_run_time, peers=False, memory=False, seed=seed),
+               seed=seed, profile=profile) if sweep_rank_dims else None
+if sweep:
+    sw = pd.DataFrame([r for r in sweep["result"]["rows"] if r["kind"] == "tucker-factorized"])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(sw.rank_dim, sw.mac_ratio, "o--", label="MAC ratio (limit)")
+    ax.plot(sw.rank_dim, sw.speedup, "o-", label="measured speed-up")
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_xlabel("rank_dim d (BERT-base geometry, D = 768)")
+    ax.set_ylabel("x faster than dense")
+    ax.set_title(f"batch {headline[0]} x seq {headline[1]}, {threads} threads")
+    ax.legend()
+    savefig(fig, "04_speed_rank_sweep")
+    plt.show()
+    display(sw[["model", "median_ms", "speedup", "mac_ratio", "fraction_of_mac_limit"]].round(3))
+"""),
+    ("md", """
+### Where the time goes
+
+`torch.profiler` self-CPU time of one forward, by category: `linear` (matmul kernels, what compression
+shrinks), `attention` (the SDPA kernel, unchanged), `other` (GELU, LayerNorm, adds, copies, embeddings:
+unchanged). If only `linear` shrinks, the best total speed-up is dense_total / (dense_total - dense_linear +
+compressed_linear): the gap between that and the MAC ratio is work the MAC count does not see.
+"""),
+    ("code", """
+prof = cached("04_speed_profile", {"geometry": "bert-base", "configs": profile_configs, "batch": headline[0],
+                                   "seq_len": headline[1], "threads": threads, "seed": seed},
+              lambda: breakdown("bert-base", [tuple(c) for c in profile_configs], headline[0], headline[1],
+                                threads, seed), seed=seed, profile=profile) if profile_configs else None
+if prof:
+    pf = pd.DataFrame(prof["result"])
+    display(pf[["model", "total_ms", "linear_ms", "attention_ms", "other_ms", "linear_share", "linear_speedup",
+                "total_speedup"]].round(3))
+"""),
+    ("md", "Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost."),
+    ("code", """
+tucker = cached("04_tucker_time", {"shape": tucker_shape, "rank_layer": tucker_ranks[0], "rank_dim": tucker_ranks[1],
+                                   "threads": threads, "seed": seed},
+                lambda: time_tucker(tuple(tucker_shape), *tucker_ranks, seed, threads), seed=seed,
+                profile=profile) if tucker_shape else None
+if tucker:
+    t = tucker["result"]
+    print(f"Tucker {tuple(t['shape'])} -> ({t['rank_layer']}, {t['rank_dim']}, {t['rank_dim']}): "
+          f"{t['seconds']:.1f} s, {t['sweeps']} HOOI sweeps, {threads} threads")
 """),
     ("md", """
 ### Claim C4 and the issue's targets
