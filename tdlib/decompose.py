@@ -56,6 +56,15 @@ class Decomposition:
     def param_count(cls, shape: Shape, **ranks: int) -> int:
         raise NotImplementedError
 
+    @classmethod
+    def macs_per_map(cls, shape: Shape, **ranks: int) -> int:
+        """Multiply-adds per token of applying one W_i in factorized form (best folding, no sharing).
+
+        Parameter efficiency is not inference efficiency: this is what a budget-matched rank costs
+        at run time, to set beside the reconstruction error.
+        """
+        raise NotImplementedError
+
     def ranks(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.rank_names}
 
@@ -103,6 +112,10 @@ class Raw(Decomposition):
         n, d_model, _ = shape
         return n * d_model * d_model
 
+    @classmethod
+    def macs_per_map(cls, shape, **ranks):
+        return shape[1] * shape[2]
+
     def _fit(self, tensor):
         self.weights_ = tensor.clone()
 
@@ -124,6 +137,10 @@ class PerMatrix(Decomposition):
     def param_count(cls, shape, rank_dim):
         n, d_model, _ = shape
         return n * (2 * d_model * rank_dim + rank_dim**2)
+
+    @classmethod
+    def macs_per_map(cls, shape, rank_dim):
+        return 2 * shape[1] * rank_dim  # x U_i, then (S_i V_i^T) folded
 
     def _fit(self, tensor):
         u, s, vh = torch.linalg.svd(tensor, full_matrices=False)
@@ -155,6 +172,10 @@ class Tucker(Decomposition):
     def param_count(cls, shape, rank_layer, rank_dim):
         n, d_model, _ = shape
         return 2 * d_model * rank_dim + rank_layer * rank_dim**2 + n * rank_layer
+
+    @classmethod
+    def macs_per_map(cls, shape, rank_layer, rank_dim):
+        return 2 * shape[1] * rank_dim  # x U, then (M_i V^T) folded
 
     def _fit(self, tensor):
         check_choice("init", self.init, ("svd", "random"))
@@ -206,6 +227,10 @@ class SharedFactors(Decomposition):
         n, d_model, _ = shape
         return 2 * d_model * rank_dim + n * rank_dim**2
 
+    @classmethod
+    def macs_per_map(cls, shape, rank_dim):
+        return 2 * shape[1] * rank_dim  # x U, then (S_i V^T) folded
+
     def _fit(self, tensor):
         n, d = tensor.shape[0], self.rank_dim
         core, factors, self.errors_ = hooi(tensor, (n, d, d), "svd", self.n_iter_max, self.tol, self.seed)
@@ -231,6 +256,10 @@ class CP(Decomposition):
     def param_count(cls, shape, rank):
         n, d_model, _ = shape
         return rank * (n + 2 * d_model)
+
+    @classmethod
+    def macs_per_map(cls, shape, rank):
+        return 2 * shape[1] * rank  # x U (D x R), then (diag(p_i) V^T) folded
 
     @classmethod
     def check_ranks(cls, shape, **ranks):
@@ -267,6 +296,14 @@ class TensorTrain(Decomposition):
     def param_count(cls, shape, rank1, rank2, matrix_mode="first"):
         a, b, c = cls._dims(shape, matrix_mode)
         return a * rank1 + rank1 * b * rank2 + rank2 * c
+
+    @classmethod
+    def macs_per_map(cls, shape, rank1, rank2, matrix_mode="first"):
+        d_model = shape[1]
+        if matrix_mode == "first":  # W_i = (sum_a G1[i,a] G2[a]) G3: a D x r2 matrix, then r2 x D
+            return 2 * d_model * rank2
+        # W_i = G1 G2[:, i, :] G3: x G1 (D x r1), then G2_i G3 folded (r1 x D), or unfolded
+        return d_model * rank1 + min(rank1 * d_model, rank1 * rank2 + rank2 * d_model)
 
     def ranks(self) -> dict:
         return {"rank1": self.rank1, "rank2": self.rank2, "matrix_mode": self.matrix_mode}

@@ -64,14 +64,16 @@ def claim_c1(root=None) -> dict:
 
 
 def claim_c4(root=None) -> dict:
+    raw = 144 * 768 * 768  # BERT-base's decomposable weights
     for rec in records("04_speed", root):
-        if rec["params"]["geometry"] != "bert-base":
+        if rec["params"]["geometry"] != "bert-base" or "sweep" in rec["params"]:
             continue
         rows = [r for r in rec["result"]["rows"] if r["kind"] == "tucker-factorized" and r["batch"] == 8
                 and r["seq_len"] == 128]
         if not rows:
             continue
-        tiny = min(rows, key=lambda r: r["rank_dim"])
+        # the paper's tiny model: the config whose compression is closest to 1/48
+        tiny = min(rows, key=lambda r: abs(raw / r.get("decomposed_params", raw) - 48))
         return {"ours": f"{tiny['speedup']:.2f}x for IV-{tiny['rank_layer']}-{tiny['rank_dim']} on BERT-base "
                         f"geometry (batch 8 x 128, {rec['result']['threads']} CPU threads); "
                         f"{tiny['fraction_of_mac_limit']:.2f} of its {tiny['mac_ratio']:.2f}x MAC limit",

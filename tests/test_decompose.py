@@ -116,3 +116,14 @@ def test_tt_middle_bounds_rank1_by_the_hidden_size(low_rank_tensor):
 def test_not_a_stacked_tensor_is_rejected():
     with pytest.raises(RankError, match=r"\(n, D, D\)"):
         Tucker(2, 2).fit(torch.zeros(4, 5, 6))
+
+
+def test_macs_per_map_match_the_factorized_forward():
+    shape = (72, 384, 384)
+    assert Raw.macs_per_map(shape) == 384 * 384
+    assert Tucker.macs_per_map(shape, rank_layer=36, rank_dim=192) == 2 * 384 * 192
+    assert PerMatrix.macs_per_map(shape, rank_dim=25) == 2 * 384 * 25
+    assert SharedFactors.macs_per_map(shape, rank_dim=137) == 2 * 384 * 137
+    assert CP.macs_per_map(shape, rank=1755) == 2 * 384 * 1755  # > D^2: slower than the dense map
+    assert TensorTrain.macs_per_map(shape, 18, 201) == 2 * 384 * 201
+    assert TensorTrain.macs_per_map(shape, 96, 50, "middle") == 384 * 96 + 96 * 50 + 50 * 384

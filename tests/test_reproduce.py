@@ -33,12 +33,18 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
 
     rows = [{"method": m, "budget_ratio": 48.0, "rel_error": e} for m, e in (("IV", 0.93), ("cp", 0.92), ("II", 0.96))]
     save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"}, rows, seed=0, profile="cpu")
-    speed = {"threads": 2, "rows": [{"kind": "tucker-factorized", "batch": 8, "seq_len": 128, "rank_layer": 96,
-                                     "rank_dim": 128, "speedup": 3.1, "mac_ratio": 3.9, "fraction_of_mac_limit": 0.8}]}
+    row = {"kind": "tucker-factorized", "batch": 8, "seq_len": 128, "fraction_of_mac_limit": 0.8, "mac_ratio": 3.9}
+    speed = {"threads": 2, "rows": [
+        {**row, "rank_layer": 72, "rank_dim": 384, "decomposed_params": 11_217_024, "speedup": 1.3},
+        {**row, "rank_layer": 96, "rank_dim": 128, "decomposed_params": 1_783_296, "speedup": 3.1},
+        {**row, "rank_layer": 36, "rank_dim": 64, "decomposed_params": 300_000, "speedup": 5.0}]}
     save_record(tmp_path / "04_speed" / "b.json", {"geometry": "bert-base"}, speed, seed=0, profile="cpu")
+    sweep = {"threads": 2, "rows": [{**row, "rank_layer": 72, "rank_dim": 64, "decomposed_params": 400_000,
+                                     "speedup": 4.9}]}
+    save_record(tmp_path / "04_speed" / "c.json", {"geometry": "bert-base", "sweep": [[72, 64]]}, sweep)
     table = {r["claim"]: r for r in claims(tmp_path)}
     assert table["C1"]["status"] == "not supported (weights)" and "best cp, Tucker #2" in table["C1"]["ours"]
-    assert table["C4"]["status"] == "reproduced" and table["C4"]["ours"].startswith("3.10x")
+    assert table["C4"]["status"] == "reproduced" and table["C4"]["ours"].startswith("3.10x for IV-96-128")
     assert table["C2"]["status"] == "pending"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nend\n")

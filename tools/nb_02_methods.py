@@ -69,6 +69,24 @@ table = pd.concat(frames, ignore_index=True)
 pivot = table.pivot_table(index=["tensor", "budget_ratio"], columns="method", values="rel_error").round(4)
 pivot
 """),
+    ("md", """
+Parameter efficiency is not inference efficiency. Each method's budget-matched ranks also set what one map costs
+at run time in factorized form (`macs_per_map`, multiply-adds per token with the best folding), shown here as a
+multiple of a dense D x D map: above 1 the "compressed" map is slower than the dense one.
+"""),
+    ("code", """
+from tdlib.decompose import METHODS
+
+def cost(row):
+    if not isinstance(row.get("ranks"), dict) or "params" not in row or pd.isna(row.get("params")):
+        return float("nan")
+    name = "tt" if row["method"].startswith("tt") else row["method"]
+    shape = runs[row["tensor"]][0].shape
+    return METHODS[name].macs_per_map(tuple(shape), **row["ranks"]) / (shape[1] * shape[2])
+
+table["macs_vs_dense"] = table.apply(cost, axis=1)
+table.pivot_table(index=["tensor", "budget_ratio"], columns="method", values="macs_vs_dense").round(3)
+"""),
     ("code", """
 fig, axes = plt.subplots(1, len(records), figsize=(6 * len(records), 4.2), squeeze=False)
 for ax, (name, rec) in zip(axes[0], records.items(), strict=True):
