@@ -1,0 +1,193 @@
+"""GLUE data and metrics, as the paper reports them.
+
+``load_task(task, split)`` returns a ``datasets.Dataset`` with the same columns whatever the
+source: ``text_a``, ``text_b`` (empty for single-sentence tasks) and ``label`` (int class id, or
+float score for STS-B), with class ids in the hub's ``glue`` order. Sources, in order: an explicit
+``glue_dir``; the ``GLUE_DIR`` environment variable (the classic ``glue_data/<TASK>/{train,dev}.tsv``
+layout; ../shared/data/glue here); the Hugging Face hub (``datasets.load_dataset("glue", ...)``),
+which needs a network. A directory that is given but lacks the task's files is an error, never a
+silent fall-back to the hub.
+
+Metrics (scikit-learn / scipy): CoLA Matthews correlation; SST-2, MNLI-m/mm, QNLI, RTE accuracy;
+MRPC and QQP F1 and accuracy; STS-B Pearson and Spearman. A task's score is the mean of its
+reported metrics, and the GLUE average is the mean of task scores (MNLI-m and -mm count as two),
+which is how "x% of BERT-base" is computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from .errors import DataError, check_choice
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # folder name in glue_data
+    hub: str  # datasets "glue" config
+    text_a: str | int  # TSV column (name, or index for header-less files)
+    text_b: str | int | None
+    label: str | int
+    labels: tuple[str, ...]  # TSV label strings in hub class order; () = regression
+    metrics: tuple[str, ...]
+    max_length: int = 128
+    header: bool = True
+    hub_columns: tuple[str, str | None] = ("sentence", None)
+    splits: tuple[str, ...] = ("train", "dev")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) or 1
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.labels
+
+
+TASKS: dict[str, Task] = {
+    "cola": Task("CoLA", "cola", 3, None, 1, ("0", "1"), ("mcc",), 64, header=False),
+    "sst2": Task("SST-2", "sst2", "sentence", None, "label", ("0", "1"), ("acc",), 64),
+    "mrpc": Task("MRPC", "mrpc", "#1 String", "#2 String", "Quality", ("0", "1"), ("f1", "acc"),
+                 hub_columns=("sentence1", "sentence2")),
+    "stsb": Task("STS-B", "stsb", "sentence1", "sentence2", "score", (), ("pearson", "spearman"),
+                 hub_columns=("sentence1", "sentence2")),
+    "rte": Task("RTE", "rte", "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("acc",),
+                hub_columns=("sentence1", "sentence2")),
+    "qnli": Task("QNLI", "qnli", "question", "sentence", "label", ("entailment", "not_entailment"), ("acc",),
+                 hub_columns=("question", "sentence")),
+    "qqp": Task("QQP", "qqp", "question1", "question2", "is_duplicate", ("0", "1"), ("f1", "acc"),
+                hub_columns=("question1", "question2")),
+    "mnli": Task("MNLI", "mnli", "sentence1", "sentence2", "gold_label", ("entailment", "neutral", "contradiction"),
+                 ("acc",), hub_columns=("premise", "hypothesis"), splits=("train", "dev_matched", "dev_mismatched")),
+}
+PAPER_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+HUB_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation_matched",
+              "dev_mismatched": "validation_mismatched"}
+
+
+def get_task(task: str) -> Task:
+    key = task.lower().replace("-", "")
+    if key not in TASKS:
+        raise DataError(f"unknown GLUE task {task!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[key]
+
+
+def task_file(task: str, split: str, glue_dir: str | os.PathLike | None = None) -> Path | None:
+    """The TSV for (task, split) from ``glue_dir`` or GLUE_DIR; None when neither is set (hub)."""
+    spec = get_task(task)
+    check_choice("split", split, spec.splits)
+    root = glue_dir or os.environ.get("GLUE_DIR")
+    if not root:
+        return None
+    path = Path(root) / spec.name / f"{split}.tsv"
+    if not path.is_file():
+        raise DataError(f"{path} not found: GLUE_DIR/glue_dir must hold {spec.name}/{split}.tsv in the classic "
+                        f"glue_data layout (unset GLUE_DIR to use the hub, which needs a network)")
+    return path
+
+
+def read_tsv(path: Path, spec: Task) -> dict[str, list]:
+    """Parse one GLUE TSV into text_a/text_b/label lists; one clear error per malformed row."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:  # utf-8-sig: MRPC starts with a BOM
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise DataError(f"{path} is empty")
+    header = rows[0] if spec.header else None
+    body = rows[1:] if spec.header else rows
+
+    def col(key):
+        if isinstance(key, int):
+            return key
+        if key not in header:
+            raise DataError(f"{path}: header lacks column {key!r} (has {header}); is this {spec.name}'s file?")
+        return header.index(key)
+
+    ia, ib, il = col(spec.text_a), (col(spec.text_b) if spec.text_b is not None else None), col(spec.label)
+    width = len(header) if header else max(ia, il) + 1
+    out: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
+    for lineno, row in enumerate(body, start=2 if header else 1):
+        if len(row) < width:
+            raise DataError(f"{path}:{lineno}: {len(row)} tab-separated fields, expected {width}")
+        raw = row[il].strip()
+        if spec.is_regression:
+            try:
+                label = float(raw)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: score {raw!r} is not a number") from None
+        else:
+            if raw not in spec.labels:
+                raise DataError(f"{path}:{lineno}: label {raw!r} is not one of {spec.labels}")
+            label = spec.labels.index(raw)
+        out["text_a"].append(row[ia])
+        out["text_b"].append(row[ib] if ib is not None else "")
+        out["label"].append(label)
+    return out
+
+
+def load_task(task: str, split: str = "train", glue_dir: str | os.PathLike | None = None,
+              max_examples: int | None = None, seed: int = 0):
+    """A GLUE split as a datasets.Dataset (text_a, text_b, label); ``max_examples`` subsamples (seeded)."""
+    import datasets
+
+    spec = get_task(task)
+    path = task_file(task, split, glue_dir)
+    if path is not None:
+        data = datasets.Dataset.from_dict(read_tsv(path, spec))
+    else:
+        try:
+            hub = datasets.load_dataset("glue", spec.hub, split=HUB_SPLITS[split])
+        except Exception as exc:  # noqa: BLE001 (offline, missing cache, ...)
+            raise DataError(f"GLUE {spec.name} {split}: no GLUE_DIR set and the hub failed "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); set GLUE_DIR to a "
+                            "glue_data folder") from None
+        a, b = spec.hub_columns
+        data = datasets.Dataset.from_dict({"text_a": hub[a], "text_b": hub[b] if b else [""] * len(hub),
+                                           "label": hub["label"]})
+    if max_examples is not None and max_examples < len(data):
+        data = data.shuffle(seed=seed).select(range(max_examples))
+    return data
+
+
+def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
+    """The task's reported metrics (as fractions), plus ``score``: their mean."""
+    spec = get_task(task)
+    preds, gold = np.asarray(predictions), np.asarray(labels)
+    if preds.shape[0] != gold.shape[0]:
+        raise DataError(f"{spec.name}: {preds.shape[0]} predictions for {gold.shape[0]} labels")
+    if spec.is_regression:
+        preds = preds.reshape(-1).astype(float)
+    elif preds.ndim == 2:
+        preds = preds.argmax(-1)
+    fns = {"mcc": lambda: matthews_corrcoef(gold, preds), "acc": lambda: accuracy_score(gold, preds),
+           "f1": lambda: f1_score(gold, preds), "pearson": lambda: pearsonr(preds, gold)[0],
+           "spearman": lambda: spearmanr(preds, gold)[0]}
+    out = {m: float(fns[m]()) for m in spec.metrics}
+    out["score"] = float(np.mean([out[m] for m in spec.metrics]))
+    return out
+
+
+def glue_average(scores: dict[str, float]) -> float:
+    """Mean of per-task scores (keys like 'cola', 'mnli-m', 'mnli-mm')."""
+    if not scores:
+        raise DataError("no task scores to average")
+    return float(np.mean(list(scores.values())))
+
+
+def encode(data, tokenizer, task: str, max_length: int | None = None):
+    """Tokenise a split to fixed length (the task's 64 or 128 unless given) for the encoder."""
+    spec = get_task(task)
+    length = max_length or spec.max_length
+
+    def tok(batch):
+        pair = spec.text_b is not None
+        return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
+                         max_length=length, padding="max_length")
+
+    return data.map(tok, batched=True, desc=f"tokenise {spec.name}")
