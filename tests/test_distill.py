@@ -1,0 +1,52 @@
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import BertModel
+
+from tdlib import compress
+from tdlib.distill import LastLayerTaps, distillation_step, prediction_loss, soft_cross_entropy
+
+
+def test_tapped_scores_are_the_attention_logits(batch):
+    torch.manual_seed(0)
+    config = tiny_config()
+    config._attn_implementation = "eager"  # attention probabilities are returned by the eager path
+    model = BertModel(config).eval()
+    with torch.no_grad(), LastLayerTaps(model) as taps:
+        out = model(**batch, output_attentions=True)
+    mask = batch["attention_mask"]
+    raw = taps.scores()  # unmasked logits
+    additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(raw.dtype).min
+    probs = torch.softmax(raw + additive, dim=-1)
+    torch.testing.assert_close(probs, out.attentions[-1], rtol=1e-4, atol=1e-5)
+    masked = taps.scores(mask)
+    assert masked[1, :, 7:, :].abs().sum() == 0 and masked[1, :, :, 7:].abs().sum() == 0
+    assert torch.equal(masked[0], raw[0])  # no padding in sequence 0
+
+
+def test_scores_need_a_forward():
+    with pytest.raises(RuntimeError, match="run the model's forward"):
+        LastLayerTaps(BertModel(tiny_config())).scores()
+
+
+def test_intermediate_loss_vanishes_at_full_rank_and_trains_the_bank(tiny_bert, batch):
+    exact = compress(tiny_bert, 24, 32).eval()
+    assert distillation_step(exact, tiny_bert, batch)["loss"] < 1e-8
+    student = compress(tiny_bert, 3, 8).train()
+    losses = distillation_step(student, tiny_bert, batch)
+    assert losses["loss"] > 1e-4 and losses["att"] > 0 and losses["rep"] > 0
+    losses["loss"].backward()
+    assert student.encoder.tdlib_bank.C.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_bert.parameters())  # the teacher is never trained
+
+
+def test_prediction_losses():
+    t = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    s = torch.tensor([[0.1, 0.2, 0.3], [1.0, -1.0, 0.0]])
+    entropy = soft_cross_entropy(t, t)
+    assert soft_cross_entropy(s, t) > entropy  # Gibbs: the teacher's own distribution is the minimum
+    one_hot = torch.tensor([[50.0, 0, 0], [0, 0, 50.0]])
+    hard = torch.nn.functional.cross_entropy(s, torch.tensor([0, 2]))
+    assert soft_cross_entropy(s, one_hot) == pytest.approx(hard.item(), rel=1e-5)
+    mse = prediction_loss(torch.tensor([[1.0], [3.0]]), None, torch.tensor([2.0, 3.0]), regression=True)
+    assert mse.item() == pytest.approx(0.5)
