@@ -136,11 +136,11 @@ def count_macs(model: nn.Module, inputs: dict) -> int:
     return counter.get_total_flops() // 2
 
 
-def _memory_probe(geometry: str, name: str, batch: int, seq_len: int, seed: int) -> float:
-    """In a fresh interpreter: peak extra RSS (MB) of one forward of model ``name``, caches already built."""
+def _memory_probe(geometry: str, name: str, config: list[int] | None, peers: bool, batch: int, seq_len: int,
+                  seed: int) -> float:
+    """In a fresh interpreter: peak extra RSS (MB) of one forward of model ``name`` (built from ``config``)."""
     torch.set_num_threads(1)
-    configs = [] if name == "dense" else [tuple(int(x) for x in name.split()[0][3:].split("-"))]
-    models = build_models(geometry, configs, peers=name.endswith("peer"), seed=seed)
+    models = build_models(geometry, [tuple(config)] if config else [], peers=peers, seed=seed)
     model = models[name][0]
     for other in [k for k in models if k != name]:
         del models[other]
@@ -160,19 +160,22 @@ def _status_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
-def peak_forward_memory_mb(geometry: str, name: str, batch: int, seq_len: int, seed: int = 0) -> float | None:
+def peak_forward_memory_mb(geometry: str, name: str, batch: int, seq_len: int, seed: int = 0,
+                          config: tuple[int, int] | None = None, peers: bool = False) -> float | None:
     """Peak extra resident memory of one inference forward (MB), measured in a fresh interpreter.
 
     A subprocess per model keeps models from sharing a high-water mark (and avoids fork after
     OpenMP threads started, which can deadlock). It builds the model, releases freed memory
     (``malloc_trim``), resets the kernel's RSS high-water mark, and reports how far one cold forward
-    (activations plus the eval caches it builds) raises it above the loaded model.
-    Linux only (``/proc/self/clear_refs``); None elsewhere.
+    (activations plus the eval caches it builds) raises it above the loaded model. ``name`` is a
+    :func:`build_models` name, built from ``config`` (rank_layer, rank_dim; None for the dense model)
+    with the peers when ``peers``. Linux only (``/proc/self/clear_refs``); None elsewhere.
     """
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     cmd = [sys.executable, "-m", "tdlib.bench", "--memory-probe",
-           json.dumps({"geometry": geometry, "name": name, "batch": batch, "seq_len": seq_len, "seed": seed})]
+           json.dumps({"geometry": geometry, "name": name, "config": list(config) if config else None, "peers": peers,
+                       "batch": batch, "seq_len": seq_len, "seed": seed})]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         warnings.warn(f"memory probe for {name!r} failed: {proc.stderr.strip().splitlines()[-1:]}", stacklevel=2)
@@ -235,7 +238,9 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
     if memory:  # at the largest grid point only: one fresh process per model
         batch, seq_len = max(grid, key=lambda g: g[0] * g[1])
         for row in tqdm([r for r in rows if (r["batch"], r["seq_len"]) == (batch, seq_len)], desc="peak memory"):
-            row["peak_forward_mb"] = peak_forward_memory_mb(geometry, row["model"], batch, seq_len, seed)
+            config = (row["rank_layer"], row["rank_dim"]) if "rank_layer" in row else None
+            row["peak_forward_mb"] = peak_forward_memory_mb(geometry, row["model"], batch, seq_len, seed, config,
+                                                            peers=row["kind"] in ("II-lowrank", "tltorch-tucker"))
     return {"geometry": geometry, "threads": threads, "min_run_time": min_run_time, "rows": rows}
 
 

@@ -19,7 +19,7 @@ import tensorly as tl
 import torch
 from tqdm.auto import tqdm
 
-from .decompose import PerMatrix, SharedFactors, TensorTrain, Tucker, make
+from .decompose import METHODS, Decomposition, PerMatrix, SharedFactors, TensorTrain, Tucker
 from .errors import RankError
 
 Shape = tuple[int, int, int]
@@ -79,12 +79,18 @@ def _spread(items: list, k: int) -> list:
     return [items[round(i * step)] for i in range(k)]
 
 
+def method_class(method: str) -> type[Decomposition]:
+    """The decomposition class behind a compared method name (both TT variants are ``TensorTrain``)."""
+    if method not in COMPARED:
+        raise RankError(f"unknown method {method!r}; compare one of {COMPARED}")
+    return METHODS["tt" if method.startswith("tt") else method]
+
+
 def _fit(method: str, ranks: dict, tensor: torch.Tensor, seed: int, cp_iters: int):
-    name = "tt" if method.startswith("tt") else method
     kwargs = dict(ranks, seed=seed)
-    if name == "cp":
+    if method == "cp":
         kwargs["n_iter_max"] = cp_iters
-    return make(name, **kwargs).fit(tensor)
+    return method_class(method)(**kwargs).fit(tensor)
 
 
 def compare_methods(tensor: torch.Tensor, budgets: list[int], methods=COMPARED, seed: int = 0, cp_iters: int = 25,

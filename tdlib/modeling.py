@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -62,8 +62,7 @@ class CompressionSpec:
     def from_dict(cls, data: dict) -> CompressionSpec:
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
-        missing = {n for n in ("rank_layer", "rank_dim", "ops", "n_layers", "d_model", "ffn_blocks",
-                               "base_model_type") if n not in data}
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
         if unknown or missing:
             raise ConfigError(
                 f"config 'tdlib' entry has unknown keys {sorted(unknown)} / lacks {sorted(missing)}; "

@@ -68,8 +68,10 @@ def test_run_speed_rows_are_complete(tiny_dense):
 def test_memory_probe_runs_in_a_fresh_process():
     from tdlib.bench import peak_forward_memory_mb
 
-    mb = peak_forward_memory_mb("tiny", "IV-6-16 factorized", 2, 16)
+    mb = peak_forward_memory_mb("tiny", "IV-6-16 factorized", 2, 16, config=(6, 16))
     assert mb is not None and mb >= 0
+    peer = peak_forward_memory_mb("tiny", "IV-6-16 II-lowrank peer", 2, 16, config=(6, 16), peers=True)
+    assert peer is not None and peer >= 0
 
 
 def test_time_tucker_reports_fit():

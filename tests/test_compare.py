@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from tdlib.compare import COMPARED, budgets_from_ratios, compare_methods, match_ranks, rank_for_energy, spectra
-from tdlib.decompose import METHODS, TensorTrain
+from tdlib.compare import (
+    COMPARED,
+    budgets_from_ratios,
+    compare_methods,
+    match_ranks,
+    method_class,
+    rank_for_energy,
+    spectra,
+)
+from tdlib.decompose import TensorTrain
+from tdlib.errors import RankError
 
 SHAPE = (12, 16, 16)
 
@@ -12,11 +21,9 @@ def test_matched_ranks_stay_within_budget_and_are_tight(method):
     budget = 600
     options = match_ranks(method, SHAPE, budget)
     assert options
-    for ranks in options:
-        name = "tt" if method.startswith("tt") else method
-        params = METHODS[name].param_count(SHAPE, **ranks)
-        assert params <= budget
-    best = max(METHODS["tt" if method.startswith("tt") else method].param_count(SHAPE, **r) for r in options)
+    cls = method_class(method)
+    assert all(cls.param_count(SHAPE, **ranks) <= budget for ranks in options)
+    best = max(cls.param_count(SHAPE, **r) for r in options)
     assert best > 0.6 * budget
 
 
@@ -24,6 +31,12 @@ def test_tt_middle_counts_the_permuted_shape():
     (ranks, *_) = match_ranks("tt-middle", SHAPE, 600)
     assert ranks["matrix_mode"] == "middle"
     assert TensorTrain.param_count(SHAPE, ranks["rank1"], ranks["rank2"], "middle") <= 600
+
+
+def test_method_class_maps_both_tt_variants():
+    assert method_class("tt-first") is method_class("tt-middle") is TensorTrain
+    with pytest.raises(RankError, match="unknown method 'tucker2'"):
+        method_class("tucker2")
 
 
 def test_no_rank_fits_a_tiny_budget():

@@ -75,14 +75,13 @@ at run time in factorized form (`macs_per_map`, multiply-adds per token with the
 multiple of a dense D x D map: above 1 the "compressed" map is slower than the dense one.
 """),
     ("code", """
-from tdlib.decompose import METHODS
+from tdlib.compare import method_class
 
 def cost(row):
     if not isinstance(row.get("ranks"), dict) or "params" not in row or pd.isna(row.get("params")):
         return float("nan")
-    name = "tt" if row["method"].startswith("tt") else row["method"]
     shape = runs[row["tensor"]][0].shape
-    return METHODS[name].macs_per_map(tuple(shape), **row["ranks"]) / (shape[1] * shape[2])
+    return method_class(row["method"]).macs_per_map(tuple(shape), **row["ranks"]) / (shape[1] * shape[2])
 
 table["macs_vs_dense"] = table.apply(cost, axis=1)
 table.pivot_table(index=["tensor", "budget_ratio"], columns="method", values="macs_vs_dense").round(3)
