@@ -130,6 +130,128 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# -- training and evaluation ------------------------------------------------------------------------
+def _settings(args, **extra) -> dict:
+    from .experiments import settings
+
+    keys = ("teacher", "max_train_examples", "max_length", "batch_size", "seed", "checkpoint_every")
+    given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    return settings({**given, **{k: v for k, v in extra.items() if v is not None}})
+
+
+def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=()) -> None:
+    from .results import save_record
+
+    save_record(out / "results.json", params, result, seed=seed, data_files=data_files)
+    print(f"wrote {out / 'results.json'}")
+
+
+def _task_files(task: str) -> list:
+    from .glue import task_file
+
+    return [p for p in (task_file(task, "train"), task_file(task, "dev")) if p is not None]
+
+
+def _print_metrics(label: str, metrics: dict) -> None:
+    print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def cmd_finetune(args) -> int:
+    from .experiments import Data, run_teacher
+    from .models import load_tokenizer
+
+    s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr)
+    out = Path(args.out)
+    model_dir, info = run_teacher(s, Data(s, load_tokenizer(s["teacher"])), args.task, out=out)
+    _print_metrics(f"{args.task} dev ({model_dir})", info["metrics"])
+    _write_results(out, {"command": "finetune", "task": args.task, **s}, info, s["seed"], _task_files(args.task))
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .experiments import (
+        Data,
+        baseline_spec,
+        build_student,
+        run_general,
+        run_task_student,
+        tucker_budget,
+        tucker_spec,
+    )
+    from .models import load_model, load_tokenizer
+
+    out = Path(args.out)
+    if args.stage == "general":
+        s = _settings(args, general_steps=args.steps, general_sequences=args.sequences, general_lr=args.lr,
+                      general_max_length=args.corpus_max_length)
+        if args.rank_layer and args.rank_dim:
+            spec = tucker_spec(args.rank_layer, args.rank_dim, args.ops)
+        elif args.layers and args.hidden:
+            ffn = args.ffn
+            if ffn is None and args.budget_of:
+                from .baseline import ffn_for_budget
+
+                rl, rd = _pairs(args.budget_of, "budget-of")[0]
+                ffn = ffn_for_budget(tucker_budget(load_model(s["teacher"]), rl, rd, args.ops), args.layers,
+                                     args.hidden)
+            if ffn is None:
+                raise TdlibError("a dense baseline needs --ffn, or --budget-of LxD to match a Tucker student")
+            spec = baseline_spec(args.layers, args.hidden, ffn, args.budget_of)
+        else:
+            raise TdlibError("distill general needs --rank-layer and --rank-dim (Tucker student) or --layers and "
+                             "--hidden (dense baseline)")
+        build_student(spec, load_model(s["teacher"]), s["seed"])  # validates the spec before the corpus is read
+        if args.corpus:
+            import os
+
+            os.environ["TDLIB_CORPUS"] = args.corpus
+        model_dir, info = run_general(s, spec, load_tokenizer(s["teacher"]), None, {}, out=out)
+        print(f"{spec['name']}: {info['params']:,} encoder weights, final loss {info['final_loss']:.4f}, "
+              f"{info['seconds']:.0f} s -> {model_dir}")
+        _write_results(out, {"command": "distill general", "student": spec, **s}, info, s["seed"])
+        return 0
+    if not (args.student and args.task):
+        raise TdlibError("distill task needs --student (a general-distilled model dir) and --task; "
+                         "--teacher is the fine-tuned teacher's dir")
+    s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr)
+    spec = {"kind": "given", "name": Path(args.student).name}
+    info = run_task_student(s, spec, Data(s, load_tokenizer(s["teacher"])), args.task, Path(args.student),
+                            Path(args.teacher), None, out=out)
+    _print_metrics(f"{args.task} dev ({info['model']})", info["metrics"])
+    _write_results(out, {"command": "distill task", "student": args.student, "task": args.task, **s}, info,
+                   s["seed"], _task_files(args.task))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .distill import evaluate
+    from .experiments import Data
+    from .models import load_model, load_tokenizer
+
+    s = _settings(args)
+    model = load_model(args.model)
+    if not hasattr(model, "classifier"):
+        raise TdlibError(f"{args.model} has no classification head; evaluate a fine-tuned or task-distilled model")
+    tokenizer = load_tokenizer(args.tokenizer or s["teacher"])
+    metrics = evaluate(model, args.task, Data(s, tokenizer).split(args.task, "dev"))
+    _print_metrics(f"{args.task} dev ({args.model})", metrics)
+    if args.out:
+        _write_results(Path(args.out), {"command": "evaluate", "model": args.model, "task": args.task, **s},
+                       {"metrics": metrics}, s["seed"], _task_files(args.task))
+    return 0
+
+
+def _common_training(p) -> None:
+    p.add_argument("--teacher", default="minilm", help="pre-trained (general) or fine-tuned (task) teacher")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--max-train-examples", type=int, default=None, help="subsample the training set (seeded)")
+    p.add_argument("--max-length", type=int, default=None, help="token length (default: 64 CoLA/SST-2, else 128)")
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", required=True, help="run directory (rerunning the command resumes it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +299,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write a results JSON with provenance here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("finetune", help="fine-tune a teacher on a GLUE task (GLUE_DIR or the hub)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    _common_training(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("distill", help="general distillation (corpus) or two-stage task distillation")
+    p.add_argument("stage", choices=["general", "task"])
+    p.add_argument("--rank-layer", type=int, help="general: Tucker student's l")
+    p.add_argument("--rank-dim", type=int, help="general: Tucker student's d")
+    p.add_argument("--ops", default="san_ffn", choices=["san", "ffn", "san_ffn"])
+    p.add_argument("--layers", type=int, help="general: dense baseline's layers")
+    p.add_argument("--hidden", type=int, help="general: dense baseline's hidden size")
+    p.add_argument("--ffn", type=int, help="general: dense baseline's FFN width")
+    p.add_argument("--budget-of", help="general: LxD of the Tucker student whose budget the baseline matches")
+    p.add_argument("--corpus", help="general: text file or folder (default TDLIB_CORPUS, then the hub)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--sequences", type=int, default=None, help="general: packed sequences to read")
+    p.add_argument("--corpus-max-length", type=int, default=None)
+    p.add_argument("--student", help="task: general-distilled student's model dir")
+    p.add_argument("--task", help="task: GLUE task")
+    p.add_argument("--stage1-steps", type=int, default=None)
+    p.add_argument("--stage2-steps", type=int, default=None)
+    _common_training(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("evaluate", help="GLUE dev metrics of a fine-tuned or distilled model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--tokenizer", help="default: the --teacher's tokenizer ('minilm')")
+    p.add_argument("--teacher", default="minilm")
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", help="write results.json with provenance here")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -86,7 +86,7 @@ def method_class(method: str) -> type[Decomposition]:
     return METHODS["tt" if method.startswith("tt") else method]
 
 
-def _fit(method: str, ranks: dict, tensor: torch.Tensor, seed: int, cp_iters: int):
+def fit_method(method: str, ranks: dict, tensor: torch.Tensor, seed: int = 0, cp_iters: int = 25):
     kwargs = dict(ranks, seed=seed)
     if method == "cp":
         kwargs["n_iter_max"] = cp_iters
@@ -113,7 +113,7 @@ def compare_methods(tensor: torch.Tensor, budgets: list[int], methods=COMPARED, 
         best = None
         for ranks in options:
             start = time.perf_counter()
-            fit = _fit(method, ranks, tensor, seed, cp_iters)
+            fit = fit_method(method, ranks, tensor, seed, cp_iters)
             row = {**base, "ranks": ranks, "params": fit.n_params(), "ratio": raw / fit.n_params(),
                    "rel_error": fit.relative_error(tensor), "seconds": time.perf_counter() - start,
                    "candidates": len(options)}

@@ -91,8 +91,16 @@ class Decomposition:
     def _fit(self, tensor: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def to_tensor(self) -> torch.Tensor:
+    def factors(self) -> list[torch.Tensor]:
+        """The fitted tensors (what a compressed model would train), in :meth:`compose`'s order."""
         raise NotImplementedError
+
+    def compose(self, factors: list[torch.Tensor]) -> torch.Tensor:
+        """The (n, D, D) tensor from ``factors`` (differentiable: a trainable model reuses it)."""
+        raise NotImplementedError
+
+    def to_tensor(self) -> torch.Tensor:
+        return self.compose(self.factors())
 
     def relative_error(self, tensor: torch.Tensor) -> float:
         return relative_error(self.to_tensor(), tensor)
@@ -119,8 +127,11 @@ class Raw(Decomposition):
     def _fit(self, tensor):
         self.weights_ = tensor.clone()
 
-    def to_tensor(self):
-        return self.weights_
+    def factors(self):
+        return [self.weights_]
+
+    def compose(self, factors):
+        return factors[0]
 
 
 class PerMatrix(Decomposition):
@@ -147,8 +158,12 @@ class PerMatrix(Decomposition):
         d = self.rank_dim
         self.U_, self.S_, self.V_ = u[..., :d], torch.diag_embed(s[..., :d]), vh[..., :d, :].transpose(1, 2)
 
-    def to_tensor(self):
-        return self.U_ @ self.S_ @ self.V_.transpose(1, 2)
+    def factors(self):
+        return [self.U_, self.S_, self.V_]
+
+    def compose(self, factors):
+        u, s, v = factors
+        return u @ s @ v.transpose(1, 2)
 
 
 class Tucker(Decomposition):
@@ -208,8 +223,11 @@ class Tucker(Decomposition):
     def V(self) -> torch.Tensor:
         return self.factors_[2]
 
-    def to_tensor(self):
-        return tucker_to_tensor(self.core_, self.factors_)
+    def factors(self):
+        return [self.core_, *self.factors_]
+
+    def compose(self, factors):
+        return tucker_to_tensor(factors[0], factors[1:])
 
 
 class SharedFactors(Decomposition):
@@ -237,8 +255,12 @@ class SharedFactors(Decomposition):
         self.U_, self.V_ = factors[1], factors[2]
         self.S_ = tl.tenalg.mode_dot(core, factors[0], 0)  # fold the (orthogonal) mode-0 factor in
 
-    def to_tensor(self):
-        return self.U_ @ self.S_ @ self.V_.T
+    def factors(self):
+        return [self.U_, self.S_, self.V_]
+
+    def compose(self, factors):
+        u, s, v = factors
+        return u @ s @ v.T
 
 
 class CP(Decomposition):
@@ -269,8 +291,11 @@ class CP(Decomposition):
         self.cp_ = parafac(tensor, rank=self.rank, n_iter_max=self.n_iter_max, tol=self.tol, init=self.init,
                            random_state=self.seed, linesearch=False)
 
-    def to_tensor(self):
-        return tl.cp_to_tensor(self.cp_)
+    def factors(self):
+        return [self.cp_.weights, *self.cp_.factors]
+
+    def compose(self, factors):
+        return tl.cp_to_tensor((factors[0], list(factors[1:])))
 
 
 class TensorTrain(Decomposition):
@@ -320,8 +345,11 @@ class TensorTrain(Decomposition):
         x = tensor if self.matrix_mode == "first" else tensor.permute(1, 0, 2).contiguous()
         self.tt_ = tensor_train(x, rank=[1, self.rank1, self.rank2, 1])
 
-    def to_tensor(self):
-        x = tl.tt_to_tensor(self.tt_)
+    def factors(self):
+        return list(self.tt_.factors)
+
+    def compose(self, factors):
+        x = tl.tt_to_tensor(list(factors))
         return x if self.matrix_mode == "first" else x.permute(1, 0, 2)
 
 

@@ -8,22 +8,39 @@ student (whose maps are ``BankLinear``), and no attention implementation needs p
 Masked positions are zeroed in the scores of both models, as the reference code does, so padding
 never contributes to the loss.
 
-The training loops (general and two-stage task distillation on ``accelerate``) build on these.
+The stages of the recipe are functions over :func:`tdlib.train.train` (one ``accelerate`` loop):
+:func:`finetune` (teacher per task), :func:`general_distill` (pre-trained teacher, corpus),
+:func:`task_distill` (fine-tuned teacher; stage 1 intermediate losses at a constant lr, stage 2
+prediction distillation with 10% warm-up), and :func:`evaluate` on a GLUE dev set.
+A narrower student (the equal-budget baseline of :mod:`tdlib.baseline`) is compared against the
+teacher's hidden states projected onto its width, by the projection saved with it.
 """
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from .errors import ConfigError
+from .glue import compute_metrics, get_task
+from .modeling import apply_structure, compression_spec
 from .stacking import encoder_layers
+from .train import TrainConfig, train
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class LastLayerTaps:
     """Context manager capturing the last encoder layer's Q and K outputs during a forward."""
 
     def __init__(self, model: nn.Module) -> None:
+        model = _unwrap(model)
         layer = encoder_layers(model)[-1]
         self.attn = layer.attention.self
         self.heads = model.config.num_attention_heads
@@ -75,7 +92,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return -(target * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
 
 
-def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
                     regression: bool, temperature: float = 1.0) -> torch.Tensor:
     """Stage-2 loss: soft cross-entropy to the teacher, or MSE to the gold score for regression (STS-B)."""
     if regression:
@@ -83,8 +100,19 @@ def prediction_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return soft_cross_entropy(student_logits, teacher_logits, temperature)
 
 
+def hidden_projection(model: nn.Module) -> torch.Tensor | None:
+    """The D x D' basis a narrower student's hidden states live in (None for full-width students)."""
+    return (getattr(model, "tdlib_extra", None) or {}).get("hidden_projection")
+
+
+def inputs(batch: dict) -> dict:
+    """The model inputs of a batch (labels and other columns dropped)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
 def distillation_step(student: nn.Module, teacher: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     """One intermediate-distillation forward: both models on ``batch``, the recipe's loss on the last layer."""
+    batch = inputs(batch)
     mask = batch.get("attention_mask")
     with torch.no_grad(), LastLayerTaps(teacher) as t_taps:
         t_out = teacher(**batch, output_hidden_states=True)
@@ -92,4 +120,112 @@ def distillation_step(student: nn.Module, teacher: nn.Module, batch: dict) -> di
     with LastLayerTaps(student) as s_taps:
         s_out = student(**batch, output_hidden_states=True)
         s_scores = s_taps.scores(mask)
-    return intermediate_loss(s_scores, t_scores, s_out.hidden_states[-1], t_out.hidden_states[-1])
+    target = t_out.hidden_states[-1]
+    proj = hidden_projection(_unwrap(student))
+    if proj is not None:
+        target = target @ proj.to(target)
+    return intermediate_loss(s_scores, t_scores, s_out.hidden_states[-1], target)
+
+
+def prediction_step(student: nn.Module, teacher: nn.Module, batch: dict, regression: bool,
+                    temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """Stage-2 forward: soft cross-entropy to the teacher's logits (regression: MSE to the gold score)."""
+    x = inputs(batch)
+    logits = student(**x).logits
+    if regression:
+        return {"loss": prediction_loss(logits, None, batch["labels"], True)}
+    with torch.no_grad():
+        t_logits = teacher(**x).logits
+    return {"loss": prediction_loss(logits, t_logits, batch["labels"], False, temperature)}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel keeps the model as .module
+
+
+def check_vocab(student: nn.Module, teacher: nn.Module) -> None:
+    """Teacher and student read the same token ids, or distillation compares different inputs."""
+    vs, vt = student.config.vocab_size, teacher.config.vocab_size
+    if vs != vt:
+        raise ConfigError(f"student vocabulary ({vs} tokens) differs from the teacher's ({vt}); distil a student "
+                          "built from this teacher (tdlib.compress or tdlib.baseline.shrink)")
+
+
+# -- the stages -------------------------------------------------------------------------------------
+def finetune(model: nn.Module, train_data, out_dir: str | Path, config: TrainConfig, *, identity: dict | None = None,
+             progress: bool = True) -> dict:
+    """Fine-tune a model with a classification/regression head on a task's (encoded) training set."""
+    return train(model, lambda m, b: {"loss": m(**inputs(b), labels=b["labels"]).loss}, train_data, config,
+                 out_dir, identity=identity, desc=f"finetune {Path(out_dir).name}", progress=progress)
+
+
+def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str | Path, config: TrainConfig, *,
+                    identity: dict | None = None, progress: bool = True) -> dict:
+    """General distillation: intermediate losses against the pre-trained teacher on a packed corpus."""
+    check_vocab(student, teacher)
+    return train(student, lambda m, b: distillation_step(m, teacher, b), corpus, config, out_dir,
+                 identity=identity, frozen=[teacher], desc=f"general {Path(out_dir).name}", progress=progress)
+
+
+def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,
+                 stage2: TrainConfig, *, regression: bool, identity: dict | None = None, progress: bool = True) -> dict:
+    """Two-stage task distillation; stage 1's model is stage 2's start. Returns both histories."""
+    check_vocab(student, teacher)
+    out = Path(out_dir)
+    h1 = train(student, lambda m, b: distillation_step(m, teacher, b), train_data, stage1, out / "stage1",
+               identity=identity, frozen=[teacher], desc=f"stage1 {out.name}", progress=progress)
+    h2 = train(student, lambda m, b: prediction_step(m, teacher, b, regression), train_data, stage2, out / "stage2",
+               identity={**(identity or {}), "after": "stage1"}, frozen=[teacher], desc=f"stage2 {out.name}",
+               progress=progress)
+    return {"stage1": h1, "stage2": h2}
+
+
+def task_model(encoder: nn.Module, teacher: nn.Module) -> nn.Module:
+    """A task student: ``encoder`` (compressed or narrower, after general distillation) + the teacher's head.
+
+    The model class, label count and problem type come from the fine-tuned ``teacher``; its pooler and
+    classifier are copied (projected onto a narrower student's width), so stage 2 starts from a
+    head that already reads the hidden states the encoder was distilled to produce.
+    """
+    if not hasattr(teacher, "classifier"):
+        raise ConfigError(f"the task teacher ({type(teacher).__name__}) has no classification head; pass a "
+                          "fine-tuned teacher (python -m tdlib finetune ...)")
+    cfg = copy.deepcopy(encoder.config)
+    for key in ("num_labels", "problem_type", "id2label", "label2id"):
+        setattr(cfg, key, getattr(teacher.config, key))
+    cfg.architectures = [type(teacher).__name__]
+    model = type(teacher)(cfg)
+    spec = compression_spec(encoder)
+    if spec is not None:
+        apply_structure(model, spec)
+    model.base_model.load_state_dict(encoder.state_dict())
+    proj = hidden_projection(encoder)
+    P = proj if proj is not None else torch.eye(teacher.config.hidden_size)
+    with torch.no_grad():
+        tb, sb = teacher.base_model, model.base_model
+        if getattr(tb, "pooler", None) is not None and getattr(sb, "pooler", None) is not None:
+            sb.pooler.dense.weight.copy_(P.T @ tb.pooler.dense.weight @ P)
+            sb.pooler.dense.bias.copy_(tb.pooler.dense.bias @ P)
+        model.classifier.weight.copy_(teacher.classifier.weight @ P)
+        model.classifier.bias.copy_(teacher.classifier.bias)
+    if proj is not None:
+        model.tdlib_extra = {"hidden_projection": proj}
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Logits over an encoded dataset, in order, in eval mode (the compressed model's inference path)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    device = next(model.parameters()).device
+    out = [model(**{k: v.to(device) for k, v in inputs(b).items()}).logits.float().cpu()
+           for b in tqdm(loader, desc="predict", disable=not progress, leave=False)]
+    return torch.cat(out).numpy()
+
+
+def evaluate(model: nn.Module, task: str, data, batch_size: int = 64, progress: bool = True) -> dict[str, float]:
+    """The task's metrics of ``model`` on an encoded dev set (with ``labels``)."""
+    get_task(task)
+    logits = predict(model, data, batch_size, progress)
+    return compute_metrics(task, logits, np.asarray(data["labels"]))

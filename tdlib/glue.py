@@ -166,11 +166,18 @@ def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
     elif preds.ndim == 2:
         preds = preds.argmax(-1)
     fns = {"mcc": lambda: matthews_corrcoef(gold, preds), "acc": lambda: accuracy_score(gold, preds),
-           "f1": lambda: f1_score(gold, preds), "pearson": lambda: pearsonr(preds, gold)[0],
-           "spearman": lambda: spearmanr(preds, gold)[0]}
+           "f1": lambda: f1_score(gold, preds), "pearson": lambda: _corr(pearsonr, preds, gold),
+           "spearman": lambda: _corr(spearmanr, preds, gold)}
     out = {m: float(fns[m]()) for m in spec.metrics}
     out["score"] = float(np.mean([out[m] for m in spec.metrics]))
     return out
+
+
+def _corr(fn, preds, gold) -> float:
+    """A correlation; 0 for constant predictions (undefined, and no better than chance), not NaN."""
+    if np.ptp(preds) == 0 or np.ptp(gold) == 0:
+        return 0.0
+    return fn(preds, gold)[0]
 
 
 def glue_average(scores: dict[str, float]) -> float:

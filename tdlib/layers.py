@@ -18,6 +18,9 @@ In ``eval()`` mode the small matrices (M, M V^T, or W) are built once, without a
 by every forward; the cache is keyed on the parameters' storage and version counters, so an
 optimizer step, ``load_state_dict`` or ``.to()`` invalidates it. ``n_builds`` counters let tests
 check that inference does not rebuild per forward. Gradients w.r.t. the factors need ``train()``.
+
+``FactorStack`` / ``StackLinear`` hold any other fitted decomposition (CP, TT, II, III) as trainable
+factors, so the method comparison can distil every method the same way.
 """
 
 from __future__ import annotations
@@ -289,3 +292,44 @@ class LowRankLinear(nn.Module):
             return y if self.bias is None else y + self.bias
         h = torch.einsum("...ki,kir->...kr", x.unflatten(-1, (self.a, self.d_model)), self.A).flatten(-2)
         return F.linear(h, self.B.reshape(-1, self.d_model).T, self.bias)  # one output: all B_i in one matmul
+
+
+class FactorStack(nn.Module):
+    """Any fitted decomposition of the stacked tensor, as trainable factors (protocol 1 for every method).
+
+    The C1 comparison trains CP, TT, II, III and IV students identically, so the only thing that
+    differs between them is the decomposition. The factors are parameters; the (n, D, D) tensor is
+    composed from them by the decomposition's own (differentiable) ``compose`` once per forward in
+    training and once per parameter version in eval. This is the reconstruction protocol: fair for
+    accuracy, not for speed (the speed benchmark compares factorized layers).
+    """
+
+    def __init__(self, fit) -> None:
+        super().__init__()
+        object.__setattr__(self, "fit", fit)  # the decomposition object (ranks, compose), not a module
+        self.factors = nn.ParameterList([nn.Parameter(f.detach().clone().float()) for f in fit.factors()])
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    def tensor(self) -> torch.Tensor:
+        key = (_version_key(*self.factors), torch.is_grad_enabled(), self.training)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.fit.compose(list(self.factors)))
+        return self._cache[1]
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.factors)
+
+
+class StackLinear(nn.Module):
+    """A linear map whose weight is an a x b grid of matrices of a :class:`FactorStack` (y = x W + b)."""
+
+    def __init__(self, stack: FactorStack, indices: list[list[int]], bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        object.__setattr__(self, "stack", stack)  # shared: registered once, on the encoder
+        self.indices = indices
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.stack.tensor()
+        w = torch.cat([torch.cat([t[i] for i in row], dim=1) for row in self.indices], dim=0)  # (in, out)
+        return F.linear(x, w.T, self.bias)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .decompose import Tucker
 from .errors import CheckpointError, ConfigError, check_choice, check_rank
-from .layers import IMPLEMENTATIONS, BankLinear, TuckerBank
+from .layers import IMPLEMENTATIONS, BankLinear, FactorStack, StackLinear, TuckerBank
 from .stacking import OPS, encoder_layers, geometry, get_module, set_module, slots, stack_weights
 
 BANK_NAME = "tdlib_bank"
@@ -155,6 +155,31 @@ def compress(
     out = model if inplace else copy.deepcopy(model)
     apply_structure(out, spec, bank.to(device=ref.device, dtype=ref.dtype))
     out.tdlib_decomposition = fit
+    return out
+
+
+def with_decomposition(model: nn.Module, fit, ops: str = "san_ffn") -> nn.Module:
+    """A copy of ``model`` whose ``ops`` maps read from ``fit`` (any method) as trainable factors.
+
+    The model side of the C1 comparison: ``fit`` is a fitted :mod:`tdlib.decompose` object of the
+    model's own stacked weights. Not saved by ``save_pretrained`` in a reloadable form; it exists to
+    be distilled and evaluated in one process.
+    """
+    n_layers, _, k = geometry(model, ops)
+    out = copy.deepcopy(model)
+    stack = FactorStack(fit)
+    index = {(s.layer, s.role, s.block): s.index for s in slots(n_layers, k, ops)}
+    roles = sorted({(s.role, s.path) for s in slots(n_layers, k, ops)})
+    for layer_id, layer in enumerate(encoder_layers(out)):
+        for role, path in roles:
+            if role == "ffn_up":
+                grid = [[index[layer_id, role, b] for b in range(k)]]
+            elif role == "ffn_down":
+                grid = [[index[layer_id, role, b]] for b in range(k)]
+            else:
+                grid = [[index[layer_id, role, 0]]]
+            set_module(layer, path, StackLinear(stack, grid, get_module(layer, path).bias))
+    getattr(out, "base_model", out).encoder.add_module("tdlib_stack", stack)
     return out
 
 

@@ -38,29 +38,46 @@ def is_tdlib_checkpoint(path: str | os.PathLike) -> bool:
     return config.is_file() and '"tdlib"' in config.read_text()
 
 
+def _saved_with_head(path: str) -> bool:
+    config = Path(path) / "config.json"
+    return config.is_file() and "ForSequenceClassification" in config.read_text()
+
+
 def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_type: str | None = None) -> nn.Module:
     """Load a model: a bare encoder (``num_labels=None``) or one with a sequence-classification head.
 
-    tdlib checkpoints (compressed models) come back compressed; a dense encoder gets a freshly
+    tdlib checkpoints (compressed models) come back compressed; a directory saved with a
+    classification head (a fine-tuned teacher) comes back with it; a dense encoder gets a freshly
     initialised head when ``num_labels`` is given.
     """
     from .modeling import from_pretrained
+    from .train import load_extra
 
     path = resolve(name)
     if is_tdlib_checkpoint(path):
-        return from_pretrained(path)
-    auto = transformers.AutoModel if num_labels is None else transformers.AutoModelForSequenceClassification
+        model = from_pretrained(path)
+        model.tdlib_extra = load_extra(path)
+        return model
+    head = num_labels is not None or _saved_with_head(path)
+    auto = transformers.AutoModelForSequenceClassification if head else transformers.AutoModel
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     if problem_type:
         kwargs["problem_type"] = problem_type
+    verbosity = transformers.logging.get_verbosity()
+    if num_labels is not None:  # a fresh head is the point here; skip transformers' missing-keys report
+        transformers.logging.set_verbosity_error()
     try:
-        return auto.from_pretrained(path, **kwargs)
+        model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:
         local = Path(path).exists()
         hint = ("the directory exists but holds no loadable model (config.json + weights)" if local else
                 "not a local directory; as a hub id it needs a network, or a cached copy when HF_HUB_OFFLINE=1. "
                 "Offline, use teacher 'minilm' (embedded)")
         raise CheckpointError(f"cannot load model {name!r}: {hint} ({str(exc).splitlines()[0]})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    model.tdlib_extra = load_extra(path) if Path(path).is_dir() else {}
+    return model
 
 
 def load_tokenizer(name: str | os.PathLike):

@@ -45,3 +45,65 @@ def minilm():
     from tdlib.models import load_model
 
     return load_model("minilm").eval()
+
+
+# -- a tiny teacher directory, GLUE folder and corpus: the training pipeline end to end in seconds ------
+WORDS = [f"w{i}" for i in range(115)]
+
+
+def tiny_tokenizer(path):
+    from transformers import BertTokenizerFast
+
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def _sentence(rng, n=8):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    """A saved tiny BERT encoder with its tokenizer (stands in for 'minilm' in pipeline tests)."""
+    path = tmp_path_factory.mktemp("tiny_teacher")
+    torch.manual_seed(0)
+    BertModel(tiny_config()).save_pretrained(str(path))
+    tiny_tokenizer(path).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_glue_dir(tmp_path_factory):
+    """RTE (classification) and STS-B (regression) in the classic layout, 48 train / 24 dev rows each."""
+    import random
+
+    root = tmp_path_factory.mktemp("glue")
+    rng = random.Random(0)
+    for split, n in (("train", 48), ("dev", 24)):
+        (root / "RTE").mkdir(exist_ok=True)
+        rows = ["index\tsentence1\tsentence2\tlabel"]
+        rows += [f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.choice(['entailment', 'not_entailment'])}"
+                 for i in range(n)]
+        (root / "RTE" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        (root / "STS-B").mkdir(exist_ok=True)
+        head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+        rows = [head] + [f"{i}\tg\tf\t2012\t{i}\ts\ts\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(0, 5):.2f}"
+                         for i in range(n)]
+        (root / "STS-B" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A WikiExtractor-format corpus of 30 short articles."""
+    import random
+
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("corpus") / "wiki_00"
+    docs = []
+    for i in range(30):
+        body = "\n\n".join(_sentence(rng, 12) for _ in range(4))
+        docs.append(f'<doc id="{i}" url="u" title="t{i}">\nt{i}\n\n{body}\n</doc>')
+    path.write_text("\n".join(docs) + "\n")
+    return path

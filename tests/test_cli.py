@@ -42,3 +42,33 @@ def test_errors_exit_2_with_one_line(tmp_path, tiny_dir, capsys):
 def test_ranks_command(capsys):
     assert main(["ranks", "--teacher", "minilm", "--ratio", "48"]) == 0
     assert "MAC ratio" in capsys.readouterr().out
+
+
+def test_finetune_distill_evaluate(tmp_path, capsys, monkeypatch, tiny_teacher_dir, tiny_glue_dir, tiny_corpus):
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
+    common = ["--batch-size", "8", "--max-length", "16"]
+    assert main(["finetune", "--teacher", str(tiny_teacher_dir), "--task", "rte", "--steps", "3",
+                 "--out", str(tmp_path / "ft"), *common]) == 0
+    assert "rte dev" in capsys.readouterr().out and (tmp_path / "ft" / "results.json").exists()
+    assert main(["distill", "general", "--teacher", str(tiny_teacher_dir), "--layers", "1", "--hidden", "16",
+                 "--budget-of", "8x16", "--corpus", str(tiny_corpus), "--steps", "2", "--sequences", "16",
+                 "--corpus-max-length", "16", "--out", str(tmp_path / "gen"), *common]) == 0
+    assert "dense-1L-16-70: 3,264 encoder weights" in capsys.readouterr().out
+    assert main(["distill", "task", "--teacher", str(tmp_path / "ft" / "model"), "--student",
+                 str(tmp_path / "gen" / "model"), "--task", "rte", "--stage1-steps", "2", "--stage2-steps", "2",
+                 "--out", str(tmp_path / "task"), *common]) == 0
+    first = capsys.readouterr().out
+    assert "rte dev" in first
+    model = tmp_path / "task" / "stage2" / "model"
+    assert main(["evaluate", "--model", str(model), "--task", "rte", "--tokenizer", str(tiny_teacher_dir),
+                 "--max-length", "16"]) == 0
+    assert first.splitlines()[-2].split(":", 1)[1] == capsys.readouterr().out.splitlines()[-1].split(":", 1)[1]
+    # the same --out with other settings is refused, and nothing there changes
+    assert main(["distill", "task", "--teacher", str(tmp_path / "ft" / "model"), "--student",
+                 str(tmp_path / "gen" / "model"), "--task", "rte", "--stage1-steps", "5", "--stage2-steps", "2",
+                 "--out", str(tmp_path / "task"), *common]) == 2
+    assert "different configuration (differs in steps)" in capsys.readouterr().err
+    assert main(["distill", "general", "--out", str(tmp_path / "g2")]) == 2
+    assert "needs --rank-layer and --rank-dim" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_teacher_dir), "--task", "rte"]) == 2
+    assert "no classification head" in capsys.readouterr().err

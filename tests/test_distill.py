@@ -50,3 +50,37 @@ def test_prediction_losses():
     assert soft_cross_entropy(s, one_hot) == pytest.approx(hard.item(), rel=1e-5)
     mse = prediction_loss(torch.tensor([[1.0], [3.0]]), None, torch.tensor([2.0, 3.0]), regression=True)
     assert mse.item() == pytest.approx(0.5)
+
+
+def test_prediction_step_and_vocab_check(tiny_classifier, batch):
+    from tdlib.distill import check_vocab, prediction_step
+    from tdlib.errors import ConfigError
+
+    labels = torch.tensor([0, 2, 1])
+    out = prediction_step(tiny_classifier, tiny_classifier, {**batch, "labels": labels}, regression=False)
+    logits = tiny_classifier(**batch).logits  # against itself: the teacher's entropy
+    expected = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(out["loss"], expected)
+    with pytest.raises(ConfigError, match="vocabulary"):
+        check_vocab(BertModel(tiny_config(vocab_size=99)), tiny_classifier)
+
+
+def test_every_method_trains_as_a_factor_stack(tiny_bert, batch):
+    from tdlib.decompose import make
+    from tdlib.layers import FactorStack
+    from tdlib.modeling import with_decomposition
+    from tdlib.stacking import stack_weights
+
+    W = stack_weights(tiny_bert)
+    full = with_decomposition(tiny_bert, make("tt", rank1=W.shape[0], rank2=32).fit(W)).eval()
+    torch.testing.assert_close(full(**batch).last_hidden_state, tiny_bert(**batch).last_hidden_state,
+                               rtol=1e-4, atol=1e-4)
+    student = with_decomposition(tiny_bert, make("cp", rank=6).fit(W)).train()
+    stack = student.base_model.encoder.tdlib_stack
+    assert isinstance(stack, FactorStack) and stack.n_params() == 6 * (W.shape[0] + 2 * 32) + 6
+    calls = []
+    compose = stack.fit.compose
+    stack.fit.compose = lambda f: calls.append(1) or compose(f)
+    distillation_step(student, tiny_bert, batch)["loss"].backward()
+    assert len(calls) == 1, "the tensor is composed once per forward, not once per map"
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.factors)

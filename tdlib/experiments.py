@@ -1,0 +1,283 @@
+"""The distillation experiments behind notebooks 02 (C1, accuracy half), 03 (C2/C3) and 05 (C5).
+
+:func:`glue_experiment` runs the paper's protocol 1 on GLUE: fine-tune the teacher per task,
+general-distil each student (Tucker configs and their equal-budget dense baselines) from the
+pre-trained teacher on the corpus, task-distil each (two stages) from the fine-tuned teacher, and
+evaluate everything on the dev sets. :func:`method_experiment` trains one student per
+decomposition method at one budget with the same task distillation.
+
+Each training run lives in ``workdir/<stage>/<name>-<hash>/`` where the hash covers everything
+that determines it (settings, data file hashes, parent runs), so a rerun reuses finished runs,
+resumes interrupted ones, and a changed setting starts a new run instead of mixing two.
+Parameters are plain dicts (a notebook's ``parameters`` cell); :data:`GLUE_DEFAULTS` lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from .baseline import encoder_weights, ffn_for_budget, shrink
+from .compare import compare_methods, fit_method, method_class
+from .corpus import load_corpus
+from .distill import evaluate, finetune, general_distill, task_distill, task_model
+from .errors import ConfigError
+from .glue import encode, get_task, glue_average, load_task, task_file
+from .modeling import compress, count_params, with_decomposition
+from .models import load_model, load_tokenizer
+from .provenance import seed_everything, sha256_file
+from .stacking import stack_weights
+from .train import TrainConfig
+
+GLUE_DEFAULTS: dict = {
+    "teacher": "minilm",
+    "tasks": ["cola", "sst2", "mrpc", "stsb", "rte"],
+    "students": [[36, 192], [16, 96]],  # (rank_layer, rank_dim)
+    "baselines": [[1, 384], [1, 144]],  # (num_layers, hidden_size) per student, FFN matched to its budget
+    "ops": "san_ffn",
+    "max_train_examples": None,
+    "max_length": None,  # None: the task's 64/128
+    "batch_size": 32,
+    "finetune_steps": None, "finetune_epochs": 3.0, "finetune_lr": 5e-5,
+    "general_steps": 1000, "general_sequences": 100_000, "general_max_length": 128, "general_lr": 1e-4,
+    "stage1_steps": None, "stage2_steps": None, "task_lr": 5e-5,
+    # the paper's epochs per task (stage1, stage2), used when stage*_steps is None
+    "task_epochs": {"cola": [20, 30], "mnli": [3, 3], "mrpc": [20, 20], "sst2": [5, 5], "stsb": [15, 5],
+                    "qqp": [3, 3], "qnli": [10, 10], "rte": [20, 20]},
+    "checkpoint_every": 200,
+    "seed": 0,
+}
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def settings(params: dict) -> dict:
+    """``params`` over :data:`GLUE_DEFAULTS`; unknown keys are an error naming the known ones."""
+    unknown = sorted(set(params) - set(GLUE_DEFAULTS) - {"task", "ratio", "methods"})
+    if unknown:
+        raise ConfigError(f"unknown experiment parameter(s) {unknown}; known: {sorted(GLUE_DEFAULTS)}")
+    return {**GLUE_DEFAULTS, **params}
+
+
+def _steps(explicit: int | None, epochs: float, n: int, batch: int) -> int:
+    return int(explicit) if explicit else max(1, round(epochs * n / batch))
+
+
+class Data:
+    """Encoded train/dev splits of each task, and the file hashes that identify them."""
+
+    def __init__(self, s: dict, tokenizer) -> None:
+        self.s, self.tokenizer, self._cache = s, tokenizer, {}
+
+    def split(self, task: str, split: str):
+        key = (task, split)
+        if key not in self._cache:
+            limit = self.s["max_train_examples"] if split == "train" else None
+            raw = load_task(task, split, max_examples=limit, seed=self.s["seed"])
+            data = encode(raw, self.tokenizer, task, self.s["max_length"]).rename_column("label", "labels")
+            cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in data.column_names]
+            data.set_format("torch", columns=cols)
+            self._cache[key] = data
+        return self._cache[key]
+
+    def files(self, task: str) -> dict[str, str]:
+        out = {}
+        for split in ("train", "dev"):
+            path = task_file(task, split)
+            out[split] = sha256_file(path) if path is not None else f"hub:glue/{get_task(task).hub}"
+        return out
+
+
+def _config(s: dict, steps: int, lr: float, schedule: str, warmup: float) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=s["batch_size"], lr=lr, schedule=schedule, warmup=warmup,
+                       seed=s["seed"], checkpoint_every=s["checkpoint_every"])
+
+
+def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, progress: bool = True,
+                out: Path | None = None) -> tuple[Path, dict]:
+    """Fine-tune the teacher on ``task`` (into ``out``, or a hashed run dir of ``workdir``); (model dir, info)."""
+    spec = get_task(task)
+    train_data = data.split(task, "train")
+    cfg = _config(s, _steps(s["finetune_steps"], s["finetune_epochs"], len(train_data), s["batch_size"]),
+                  s["finetune_lr"], "linear", 0.1)
+    identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
+                "max_length": s["max_length"]}
+    out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
+    seed_everything(s["seed"])
+    model = load_model(s["teacher"], num_labels=spec.num_labels,
+                       problem_type="regression" if spec.is_regression else "single_label_classification")
+    history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
+    data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
+    metrics = evaluate(model, task, data.split(task, "dev"), progress=progress)
+    return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps}
+
+
+def student_specs(s: dict, teacher_model) -> list[dict]:
+    """Every student: the Tucker configs and, for each, its equal-budget dense baseline."""
+    specs = []
+    for (rl, rd), (layers, hidden) in zip(s["students"], s["baselines"] or [None] * len(s["students"]), strict=False):
+        tucker = tucker_spec(rl, rd, s["ops"])
+        specs.append(tucker)
+        if layers:
+            ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s["ops"]), layers, hidden)
+            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"]))
+    return specs
+
+
+def tucker_budget(teacher_model, rank_layer: int, rank_dim: int, ops: str) -> int:
+    n, d, _ = stack_weights(teacher_model, ops).shape
+    return method_class("IV").param_count((n, d, d), rank_layer=rank_layer, rank_dim=rank_dim)
+
+
+def tucker_spec(rank_layer: int, rank_dim: int, ops: str = "san_ffn") -> dict:
+    return {"kind": "tucker", "name": f"IV-{rank_layer}-{rank_dim}", "rank_layer": rank_layer, "rank_dim": rank_dim,
+            "ops": ops}
+
+
+def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, budget_of: str | None = None) -> dict:
+    return {"kind": "baseline", "name": f"dense-{num_layers}L-{hidden_size}-{intermediate_size}",
+            "num_layers": num_layers, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
+            "budget_of": budget_of}
+
+
+def build_student(spec: dict, teacher_model, seed: int):
+    if spec["kind"] == "tucker":
+        return compress(teacher_model, spec["rank_layer"], spec["rank_dim"], spec["ops"], seed=seed)
+    return shrink(teacher_model, spec["num_layers"], spec["hidden_size"], spec["intermediate_size"])
+
+
+def student_params(model, spec: dict) -> int:
+    return count_params(model, spec["ops"]).decomposed if spec["kind"] == "tucker" else encoder_weights(model)
+
+
+def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
+                progress: bool = True, out: Path | None = None) -> tuple[Path, dict]:
+    """General distillation of one student from the pre-trained teacher."""
+    seed_everything(s["seed"])
+    teacher = load_model(s["teacher"]).eval()
+    student = build_student(spec, teacher, s["seed"])
+    if "corpus" not in corpus_cache:
+        corpus_cache["corpus"] = load_corpus(tokenizer, max_length=s["general_max_length"],
+                                             max_sequences=s["general_sequences"], progress=progress)
+    corpus, files = corpus_cache["corpus"]
+    corpus.set_format("torch")
+    cfg = _config(s, int(s["general_steps"]), s["general_lr"], "linear", 0.1)
+    identity = {"teacher": str(s["teacher"]), "student": spec, "corpus_files": len(files),
+                "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
+                "sequences": len(corpus), "max_length": s["general_max_length"]}
+    out = Path(out) if out else workdir / "general" / f"{spec['name']}-{_hash([identity, cfg])}"
+    history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress)
+    tokenizer.save_pretrained(str(out / "model"))
+    return out / "model", {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
+                           "final_loss": history["loss"]["loss"][-1]}
+
+
+def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
+                     workdir: Path | None, progress: bool = True, out: Path | None = None) -> dict:
+    """Two-stage task distillation of a general-distilled student; dev metrics."""
+    seed_everything(s["seed"])
+    teacher = load_model(teacher_dir).eval()
+    student = task_model(load_model(encoder_dir), teacher)
+    train_data = data.split(task, "train")
+    e1, e2 = s["task_epochs"].get(task, [3, 3])
+    cfg1 = _config(s, _steps(s["stage1_steps"], e1, len(train_data), s["batch_size"]), s["task_lr"], "constant", 0.0)
+    cfg2 = _config(s, _steps(s["stage2_steps"], e2, len(train_data), s["batch_size"]), s["task_lr"], "linear", 0.1)
+    identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
+    out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
+    hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
+                        identity=identity, progress=progress)
+    metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
+    return {"metrics": metrics, "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
+            "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model")}
+
+
+def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+    """Teacher vs Tucker students vs equal-budget baselines on every task: the C2/C3 table."""
+    s = settings(params)
+    workdir = Path(workdir)
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(s["teacher"])
+    data = Data(s, tokenizer)
+    teacher_model = load_model(s["teacher"]).eval()
+    raw = encoder_weights(teacher_model)
+    specs = student_specs(s, teacher_model)
+    del teacher_model
+
+    out: dict = {"tasks": {}, "students": {}, "teacher_encoder_weights": raw}
+    teacher_dirs = {}
+    for task in s["tasks"]:
+        teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
+        out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=len(data.split(task, "dev")),
+                                  data=data.files(task), students={})
+    corpus_cache: dict = {}
+    for spec in specs:
+        encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress)
+        out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
+        for task in s["tasks"]:
+            out["tasks"][task]["students"][spec["name"]] = run_task_student(
+                s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress)
+    out["summary"] = summarise(out)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def summarise(result: dict) -> dict:
+    """GLUE averages (mean of task scores) and each student's % of the teacher's."""
+    tasks = result["tasks"]
+    teacher = glue_average({t: v["metrics"]["score"] for t, v in tasks.items()})
+    rows = {"teacher": {"glue": teacher, "percent_of_teacher": 100.0}}
+    for name in result["students"]:
+        avg = glue_average({t: v["students"][name]["metrics"]["score"] for t, v in tasks.items()})
+        rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
+    return rows
+
+
+def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+    """C1 after distillation: every method at one budget, decomposed from the fine-tuned teacher, task-distilled.
+
+    ``params``: the GLUE settings plus ``task``, ``ratio`` (budget = encoder weights / ratio) and
+    ``methods`` (names of :func:`tdlib.compare.method_class`). Each method gets the ranks with the
+    lowest weight error within the budget (as in the weight comparison). Students are identical except
+    for the decomposition: same init protocol (fit the fine-tuned teacher's stacked weights), same
+    two-stage recipe, no general distillation.
+    """
+    s = settings(params)
+    task, ratio = s["task"], float(s["ratio"])
+    workdir = Path(workdir)
+    tokenizer = load_tokenizer(s["teacher"])
+    data = Data(s, tokenizer)
+    teacher_dir, teacher_info = run_teacher(s, data, task, workdir, progress)
+    teacher = load_model(teacher_dir).eval()
+    tensor = stack_weights(teacher, s["ops"])
+    budget = round(tensor.numel() / ratio)
+    train_data = data.split(task, "train")
+    e1, e2 = s["task_epochs"].get(task, [3, 3])
+    cfg1 = _config(s, _steps(s["stage1_steps"], e1, len(train_data), s["batch_size"]), s["task_lr"], "constant", 0.0)
+    cfg2 = _config(s, _steps(s["stage2_steps"], e2, len(train_data), s["batch_size"]), s["task_lr"], "linear", 0.1)
+    rows = {}
+    chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress)
+    for row in chosen:
+        method = row["method"]
+        if "skipped" in row:
+            rows[method] = {"skipped": row["skipped"]}
+            continue
+        ranks = row["ranks"]
+        seed_everything(s["seed"])
+        fit = fit_method(method, ranks, tensor, s["seed"])
+        student = with_decomposition(teacher, fit, s["ops"]).train()
+        identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
+        out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
+        start = time.perf_counter()
+        hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
+                            identity=identity, progress=progress)
+        metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
+        rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
+                        "init_error": fit.relative_error(tensor), "metrics": metrics,
+                        "stage1_final": hist["stage1"]["loss"]["loss"][-1], "seconds": time.perf_counter() - start}
+    return {"task": task, "budget": budget, "teacher": teacher_info, "methods": rows, "steps": [cfg1.steps, cfg2.steps]}
+

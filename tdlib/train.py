@@ -1,0 +1,242 @@
+"""One training loop for every stage (fine-tuning, general and task distillation), on ``accelerate``.
+
+Why one loop: the stages differ only in their loss and schedule, and each needs the same care,
+which is easy to get wrong four times: seeded data order, ``accelerate`` for one or many
+processes (``accelerate launch --num_processes N``; gloo on CPU, NCCL on GPUs), checkpoints every
+``checkpoint_every`` steps and on interrupt, resuming from the last one when the same command runs
+again, refusing to resume a directory written by another configuration, tqdm progress with the
+loss, and a final model written atomically with ``save_pretrained`` (safetensors).
+
+Run directory layout::
+
+    out_dir/run.json         what this run is (config + identity); a rerun must match it
+    out_dir/checkpoint/      accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
+    out_dir/model/           the final model (save_pretrained), written last; its presence = done
+    out_dir/history.json     per-step losses and wall time, written with the model
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, check_choice
+from .provenance import write_json_atomic
+
+SCHEDULES = ("linear", "constant", "constant_with_warmup")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one stage. ``warmup`` is a fraction of ``steps``."""
+
+    steps: int
+    batch_size: int = 32
+    lr: float = 5e-5
+    schedule: str = "linear"
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: only on interrupt
+
+    def validate(self) -> TrainConfig:
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        return self
+
+    @classmethod
+    def from_epochs(cls, epochs: float, n_examples: int, batch_size: int = 32, **kw) -> TrainConfig:
+        """Steps for ``epochs`` passes over ``n_examples`` (the paper's per-task epochs)."""
+        return cls(steps=max(1, round(epochs * n_examples / batch_size)), batch_size=batch_size, **kw)
+
+
+LossFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _json_safe(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def is_done(out_dir: str | Path) -> bool:
+    return (Path(out_dir) / "model" / "config.json").is_file() and (Path(out_dir) / "history.json").is_file()
+
+
+def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_dir: str | Path, *,
+          identity: dict | None = None, frozen: Sequence[nn.Module] = (), desc: str = "train",
+          progress: bool = True, accelerator=None) -> dict:
+    """Train ``model`` on ``dataset`` (a torch-formatted datasets.Dataset) to minimise ``loss_fn``.
+
+    ``identity`` describes what is being trained (teacher, student spec, data hashes...); with the
+    config it must equal what an existing ``out_dir`` was started with, or this raises instead of
+    resuming someone else's run. ``frozen`` modules (teachers) are moved to the device and kept in
+    eval mode. Returns the history dict (also in ``out_dir/history.json``); the trained model is
+    ``out_dir/model``; ``model`` itself holds the trained weights afterwards. A finished run is not
+    repeated: its weights are loaded into ``model`` and its history returned.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+    from transformers import get_scheduler
+
+    config = config.validate()
+    out = Path(out_dir)
+    run = _json_safe({"config": asdict(config), "identity": identity or {}})
+    run_file = out / "run.json"
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old != run:
+            keys = _diff(old.get("config", {}), run["config"]) + [
+                f"identity.{k}" for k in _diff(old.get("identity", {}), run["identity"])]
+            raise ConfigError(f"{out} holds a run with a different configuration (differs in {', '.join(keys)}); "
+                              "resume with the same settings, or use a new output directory")
+        if is_done(out):
+            load_weights(model, out / "model")
+            return json.loads((out / "history.json").read_text())
+
+    accelerator = accelerator or Accelerator(
+        cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])  # heads idle in stage 1
+    set_seed(config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    if len(loader) == 0:
+        raise ConfigError(f"{len(dataset)} examples make no full batch of {config.batch_size}; lower batch_size")
+    if accelerator.is_main_process:
+        write_json_atomic(run_file, run)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup * config.steps),
+                              num_training_steps=config.steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    for module in frozen:
+        module.to(accelerator.device).eval().requires_grad_(False)
+
+    ckpt = out / "checkpoint"
+    step, history, elapsed = 0, {"steps": [], "loss": {}}, 0.0
+    if (ckpt / "trainer_state.json").exists():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        step, history, elapsed = state["step"], state["history"], state["seconds"]
+    resumed_from = step
+
+    def save_checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        tmp = out / "checkpoint.tmp"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            write_json_atomic(tmp / "trainer_state.json", {"step": step, "history": history,
+                                                          "seconds": elapsed + time.perf_counter() - start})
+            shutil.rmtree(ckpt, ignore_errors=True)
+            tmp.rename(ckpt)
+        accelerator.wait_for_everyone()
+
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and accelerator.is_main_process))
+    try:
+        while step < config.steps:
+            epoch, skip = divmod(step, len(loader))
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in batches:
+                losses = loss_fn(model, batch)
+                accelerator.backward(losses["loss"])
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                step += 1
+                values = {k: accelerator.reduce(v.detach().float(), "mean").item() for k, v in losses.items()}
+                history["steps"].append(step)
+                for k, v in values.items():
+                    history["loss"].setdefault(k, []).append(v)
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                    save_checkpoint()
+                if step >= config.steps:
+                    break
+    except KeyboardInterrupt:
+        save_checkpoint()
+        bar.close()
+        raise
+    bar.close()
+    history.update({"seconds": elapsed + time.perf_counter() - start, "resumed_from": resumed_from,
+                    "num_processes": accelerator.num_processes, "device": str(accelerator.device)})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model_atomic(accelerator.unwrap_model(model), out / "model")
+        write_json_atomic(out / "history.json", history)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).eval()
+    return history
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
+    """``save_pretrained`` into a temporary sibling, then rename: a model directory is whole or absent.
+
+    Tensors in ``model.tdlib_extra`` (e.g. a narrow student's hidden-state projection) are saved
+    beside the weights in ``tdlib_extra.safetensors``; :func:`load_extra` reads them back.
+    """
+    path = Path(path)
+    extra = getattr(model, "tdlib_extra", None)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    if extra:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / EXTRA_FILE))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path
+
+
+EXTRA_FILE = "tdlib_extra.safetensors"
+
+
+def load_extra(path: str | Path) -> dict[str, torch.Tensor]:
+    """The extra tensors saved with a model directory ({} when there are none)."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / EXTRA_FILE
+    return load_file(str(file)) if file.exists() else {}
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``save_pretrained`` directory's weights into an existing model of the same structure."""
+    from .modeling import _read_state_dict
+
+    result = model.load_state_dict(_read_state_dict(Path(path)), strict=False)
+    if result.unexpected_keys or result.missing_keys:
+        raise ConfigError(f"{path} does not fit this model: missing {result.missing_keys[:3]}, unexpected "
+                          f"{result.unexpected_keys[:3]}; it was trained with another model configuration")
+    return model

@@ -1,0 +1,127 @@
+"""The training loop: determinism, resume after interrupt, refusing foreign runs, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import BertModel
+
+from tdlib.distill import distillation_step
+from tdlib.errors import ConfigError
+from tdlib.modeling import compress
+from tdlib.train import TrainConfig, train
+
+
+def _data(n=24, t=10, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (n, t), generator=gen)
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+    data.set_format("torch")
+    return data
+
+
+def _pair():
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config()).eval()
+    return teacher, compress(teacher, 4, 8)
+
+
+def _run(out, steps=6, interrupt_at=None, **kw):
+    teacher, student = _pair()
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if interrupt_at is not None and calls["n"] == interrupt_at:
+            raise KeyboardInterrupt
+        return distillation_step(model, teacher, batch)
+
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=kw.pop("checkpoint_every", 0))
+    history = train(student, loss_fn, _data(), cfg, out, frozen=[teacher], progress=False, **kw)
+    return student, history
+
+
+def test_same_seed_same_numbers_and_resume_after_interrupt(tmp_path):
+    straight, h1 = _run(tmp_path / "a")
+    again, h2 = _run(tmp_path / "b")
+    assert h1["loss"] == h2["loss"]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "c", interrupt_at=5)  # steps 1-4 done, step 5 interrupted
+    state = json.loads((tmp_path / "c" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and not (tmp_path / "c" / "model").exists()
+    resumed, h3 = _run(tmp_path / "c")
+    assert h3["resumed_from"] == 4 and h3["loss"]["loss"] == pytest.approx(h1["loss"]["loss"], rel=1e-5)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "c" / "checkpoint").exists(), "a finished run drops its checkpoint"
+
+
+def test_periodic_checkpoints_and_finished_runs_are_reused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, steps=6, interrupt_at=6, checkpoint_every=2)
+    assert json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["step"] == 5
+    trained, history = _run(tmp_path, steps=6, checkpoint_every=2)
+    fresh, again = _run(tmp_path, steps=6, checkpoint_every=2)  # finished: loads the weights, trains nothing
+    assert again == history
+    for a, b in zip(trained.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_run_directory_refuses_another_configuration(tmp_path):
+    _run(tmp_path, steps=2)
+    with pytest.raises(ConfigError, match="different configuration .*steps"):
+        _run(tmp_path, steps=3)
+    with pytest.raises(ConfigError, match=r"identity\.teacher"):
+        _run(tmp_path, steps=2, identity={"teacher": "other"})
+
+
+def test_bad_configs_write_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="no full batch"):
+        _, student = _pair()
+        train(student, lambda m, b: {}, _data(n=4), TrainConfig(steps=1, batch_size=8), tmp_path / "x",
+              progress=False)
+    assert not (tmp_path / "x").exists()
+    for bad, match in [({"steps": 0}, "steps"), ({"steps": 1, "warmup": 1.5}, "warmup"),
+                       ({"steps": 1, "schedule": "cosine"}, "schedule")]:
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad).validate()
+
+
+SCRIPT = """
+import sys, torch, datasets
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from transformers import BertModel
+from tdlib.modeling import compress
+from tdlib.distill import distillation_step
+from tdlib.train import TrainConfig, train
+torch.manual_seed(0)
+teacher = BertModel(tiny_config()).eval()
+student = compress(teacher, 4, 8)
+ids = torch.randint(5, 120, (32, 10), generator=torch.Generator().manual_seed(0))
+data = datasets.Dataset.from_dict({{"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()}})
+data.set_format("torch")
+train(student, lambda m, b: distillation_step(m, teacher, b), data, TrainConfig(steps=3, batch_size=4),
+      sys.argv[1], frozen=[teacher], progress=False)
+"""
+
+
+def test_two_cpu_processes_with_accelerate(tmp_path):
+    script = tmp_path / "dist.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # with no GPU present, accelerate's torchrun launcher (--multi_gpu) starts CPU processes that join over gloo
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+           str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["num_processes"] == 2 and len(history["loss"]["loss"]) == 3
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
