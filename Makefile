@@ -37,9 +37,9 @@ SMOKE := $(abspath .smoke)
 test: setup
 	$(BIN)/python -m pytest -q tests
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
-	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures FORCE=1 \
+	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs FORCE=1 \
 	  $(BIN)/python -m tdlib.reproduce --profile smoke --out $(SMOKE)/notebooks
-	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures \
+	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \
 	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(SMOKE)/notebooks
 
 test-all: setup

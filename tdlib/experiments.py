@@ -279,5 +279,6 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                         "init_error": fit.relative_error(tensor), "metrics": metrics,
                         "stage1_final": hist["stage1"]["loss"]["loss"][-1], "seconds": time.perf_counter() - start}
-    return {"task": task, "budget": budget, "teacher": teacher_info, "methods": rows, "steps": [cfg1.steps, cfg2.steps]}
+    return {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": rows,
+            "steps": [cfg1.steps, cfg2.steps]}
 

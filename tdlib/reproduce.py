@@ -37,7 +37,8 @@ def load_profile(profile: str) -> dict[str, dict]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict | None) for v in data.values()):
         raise ConfigError(f"{path} must map notebook names to parameter mappings")
-    return {name: dict(params or {}) for name, params in data.items()}
+    # top-level keys starting with "x-" hold YAML anchors shared by several notebooks (e.g. x-distill)
+    return {name: dict(params or {}) for name, params in data.items() if not str(name).startswith("x-")}
 
 
 def check_parameters(notebook: Path, params: dict) -> None:

@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("TDLIB_RESULTS", ROOT / "results"))
 
 
+def runs_dir(profile: str) -> Path:
+    """Where training runs (checkpoints, models) of a profile live: ``runs/<profile>`` or ``$TDLIB_RUNS/<profile>``.
+
+    Outside git: the results JSONs are the record, the runs are what they were computed from.
+    """
+    return Path(os.environ.get("TDLIB_RUNS", ROOT / "runs")) / profile
+
+
 def param_hash(params: dict) -> str:
     blob = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
