@@ -141,7 +141,10 @@ def _settings(args, **extra) -> dict:
 
 def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=()) -> None:
     from .results import save_record
+    from .train import is_main_process
 
+    if not is_main_process():
+        return
     save_record(out / "results.json", params, result, seed=seed, data_files=data_files)
     print(f"wrote {out / 'results.json'}")
 

@@ -30,7 +30,7 @@ from .modeling import compress, count_params, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
 from .stacking import stack_weights
-from .train import TrainConfig
+from .train import TrainConfig, is_main_process
 
 GLUE_DEFAULTS: dict = {
     "teacher": "minilm",
@@ -112,7 +112,8 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     model = load_model(s["teacher"], num_labels=spec.num_labels,
                        problem_type="regression" if spec.is_regression else "single_label_classification")
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
-    data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
+    if is_main_process():
+        data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
     metrics = evaluate(model, task, data.split(task, "dev"), progress=progress)
     return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps}
 
@@ -172,7 +173,8 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
                 "sequences": len(corpus), "max_length": s["general_max_length"]}
     out = Path(out) if out else workdir / "general" / f"{spec['name']}-{_hash([identity, cfg])}"
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress)
-    tokenizer.save_pretrained(str(out / "model"))
+    if is_main_process():
+        tokenizer.save_pretrained(str(out / "model"))
     return out / "model", {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
                            "final_loss": history["loss"]["loss"][-1]}
 

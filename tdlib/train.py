@@ -196,6 +196,13 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     return history
 
 
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 of ``accelerate launch``: who writes shared files."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
