@@ -115,7 +115,8 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     if is_main_process():
         data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
     metrics = evaluate(model, task, data.split(task, "dev"), progress=progress)
-    return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps}
+    return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps,
+                           "loss": history["loss"]["loss"]}
 
 
 def student_specs(s: dict, teacher_model) -> list[dict]:
@@ -176,7 +177,7 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
     if is_main_process():
         tokenizer.save_pretrained(str(out / "model"))
     return out / "model", {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
-                           "final_loss": history["loss"]["loss"][-1]}
+                           "final_loss": history["loss"]["loss"][-1], "loss": history["loss"]["loss"]}
 
 
 def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
@@ -195,7 +196,8 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
                         identity=identity, progress=progress)
     metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
     return {"metrics": metrics, "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
-            "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model")}
+            "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model"),
+            "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
 
 
 def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -280,7 +282,8 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
         rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                         "init_error": fit.relative_error(tensor), "metrics": metrics,
-                        "stage1_final": hist["stage1"]["loss"]["loss"][-1], "seconds": time.perf_counter() - start}
+                        "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
+                        "seconds": time.perf_counter() - start}
     return {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": rows,
             "steps": [cfg1.steps, cfg2.steps]}
 

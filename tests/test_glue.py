@@ -101,3 +101,8 @@ def test_encode_uses_the_task_length(tmp_path):
     assert len(enc["input_ids"][0]) == 128 and 0 in enc["token_type_ids"][0] and 1 in enc["token_type_ids"][0]
     write(tmp_path, "sst2", "dev", "sentence\tlabel\ngreat film\t1\n")
     assert len(encode(load_task("sst2", "dev", tmp_path), load_tokenizer("minilm"), "sst2")["input_ids"][0]) == 64
+
+
+def test_constant_predictions_correlate_zero_not_nan():
+    out = compute_metrics("stsb", [2.0, 2.0, 2.0], [0.0, 2.5, 5.0])
+    assert out == {"pearson": 0.0, "spearman": 0.0, "score": 0.0}

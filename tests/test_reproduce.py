@@ -52,3 +52,35 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
     text = readme.read_text()
     assert "old" not in text and markdown_table(list(table.values())) in text and text.endswith("end\n")
     assert not write_readme_table(list(table.values()), readme)  # idempotent
+
+
+def _glue_record(root, pct):
+    from tdlib.results import save_record
+
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19},
+                "dense-1L-384-1155": {"kind": "baseline", "ratio": 7.19, "budget_of": "IV-36-192"},
+                "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
+    summary = {"teacher": {"percent_of_teacher": 100.0}, **{n: {"percent_of_teacher": p} for n, p in
+                                                           zip(students, pct, strict=True)}}
+    save_record(root / "03_glue" / "g.json", {"teacher": "minilm"},
+                {"tasks": {"rte": {}, "mrpc": {}}, "students": students, "summary": summary}, profile="cpu")
+
+
+def test_glue_claims_pick_students_by_compression(tmp_path):
+    from tdlib.report import claims
+    from tdlib.results import save_record
+
+    _glue_record(tmp_path, [99.5, 90.0, 97.0])
+    save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"},
+                [{"method": "IV", "budget_ratio": 48.0, "rel_error": 0.9}], profile="cpu")
+    methods = {"IV": {"metrics": {"score": 0.7}}, "cp": {"metrics": {"score": 0.7}}, "II": {"metrics": {"score": 0.6}}}
+    save_record(tmp_path / "02_methods_distilled" / "d.json", {}, {"task": "mrpc", "ratio": 48.0, "methods": methods})
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["status"] == "on par (within 1 point)" and table["C2"]["ours"].startswith("IV-36-192 (7.2x)")
+    assert "equal-budget dense dense-1L-384-1155: 90.0%" in table["C2"]["ours"]
+    assert table["C3"]["status"] == "reproduced" and table["C3"]["ours"].startswith("IV-16-96 (47.8x) keeps 97.0%")
+    assert table["C5"]["status"] == "supported" and "rte, mrpc" in table["C5"]["ours"]
+    assert "best IV/cp (0.700), Tucker #1" in table["C1"]["ours"] and "tied (distilled)" in table["C1"]["status"]
+    _glue_record(tmp_path, [95.0, 90.0, 80.0])
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short"] * 3
