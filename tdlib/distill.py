@@ -224,6 +224,19 @@ def predict(model: nn.Module, data, batch_size: int = 64, progress: bool = True)
     return torch.cat(out).numpy()
 
 
+def fidelity(student_logits: np.ndarray, teacher_logits: np.ndarray, regression: bool) -> dict[str, float]:
+    """How closely a student follows its teacher on the same inputs (finer than a dev metric that saturates).
+
+    Classification: ``agreement`` (fraction of equal predicted classes) and ``soft_ce`` (cross-entropy of the
+    student's distribution against the teacher's, the stage-2 loss); regression: ``mse_to_teacher``.
+    """
+    s, t = torch.as_tensor(student_logits).float(), torch.as_tensor(teacher_logits).float()
+    if regression:
+        return {"mse_to_teacher": float(F.mse_loss(s.reshape(-1), t.reshape(-1)))}
+    return {"agreement": float((s.argmax(-1) == t.argmax(-1)).float().mean()),
+            "soft_ce": float(soft_cross_entropy(s, t))}
+
+
 def evaluate(model: nn.Module, task: str, data, batch_size: int = 64, progress: bool = True) -> dict[str, float]:
     """The task's metrics of ``model`` on an encoded dev set (with ``labels``)."""
     get_task(task)

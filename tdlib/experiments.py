@@ -20,12 +20,14 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .baseline import encoder_weights, ffn_for_budget, shrink
 from .compare import compare_methods, fit_method, method_class
 from .corpus import load_corpus
-from .distill import evaluate, finetune, general_distill, task_distill, task_model
+from .distill import evaluate, fidelity, finetune, general_distill, predict, task_distill, task_model
 from .errors import ConfigError
-from .glue import encode, get_task, glue_average, load_task, task_file
+from .glue import compute_metrics, encode, get_task, glue_average, load_task, task_file
 from .modeling import compress, count_params, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
@@ -230,6 +232,20 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     return out
 
 
+def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
+    """The cached GLUE experiment of notebooks 03 and 05: ``results/03_glue/<hash(params)>.json``.
+
+    ``params`` are the notebook's parameters that :data:`GLUE_DEFAULTS` knows; training runs go to
+    :func:`tdlib.results.runs_dir` of the profile, and the task files' sha256 to the provenance.
+    """
+    from .results import cached, runs_dir
+
+    s = settings(params)
+    files = [f for t in s["tasks"] for f in (task_file(t, "train"), task_file(t, "dev")) if f is not None]
+    return cached("03_glue", params, lambda: glue_experiment(params, runs_dir(profile)), seed=s["seed"],
+                  profile=profile, data_files=files, force=force)
+
+
 def summarise(result: dict) -> dict:
     """GLUE averages (mean of task scores) and each student's % of the teacher's."""
     tasks = result["tasks"]
@@ -263,6 +279,9 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     e1, e2 = s["task_epochs"].get(task, [3, 3])
     cfg1 = _config(s, _steps(s["stage1_steps"], e1, len(train_data), s["batch_size"]), s["task_lr"], "constant", 0.0)
     cfg2 = _config(s, _steps(s["stage2_steps"], e2, len(train_data), s["batch_size"]), s["task_lr"], "linear", 0.1)
+    dev = data.split(task, "dev")
+    regression = get_task(task).is_regression
+    teacher_logits = predict(teacher, dev, progress=progress)
     rows = {}
     chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress)
     for row in chosen:
@@ -277,11 +296,13 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
         out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
         start = time.perf_counter()
-        hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
+        hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression,
                             identity=identity, progress=progress)
-        metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
+        logits = predict(student, dev, progress=progress)
+        metrics = compute_metrics(task, logits, np.asarray(dev["labels"]))
         rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                         "init_error": fit.relative_error(tensor), "metrics": metrics,
+                        "fidelity": fidelity(logits, teacher_logits, regression),
                         "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
                         "seconds": time.perf_counter() - start}
     return {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": rows,

@@ -67,9 +67,21 @@ def claim_c1(root=None) -> dict:
         top = max(scores.values())
         best = [m for m, v in scores.items() if v == top]
         rank = 1 + sorted(scores.values(), reverse=True).index(scores["IV"]) if "IV" in scores else None
-        ours += (f"; after identical task distillation on {res['task']} at 1/{res.get('ratio', 0):g}: best "
-                 f"{'/'.join(best)} ({top:.3f}), Tucker #{rank} ({scores.get('IV', float('nan')):.3f})")
+        head = f"; after identical task distillation on {res['task']} at 1/{res.get('ratio', 0):g}: "
+        if len(best) == len(scores) > 1:
+            ours += head + f"all {len(scores)} methods tie on the dev score ({top:.3f})"
+        else:
+            ours += head + (f"best {'/'.join(best)} ({top:.3f}), Tucker #{rank} "
+                            f"({scores.get('IV', float('nan')):.3f})")
         verdict = ("supported" if best == ["IV"] else "tied" if "IV" in best else "not supported")
+        ce = {m: r["fidelity"]["soft_ce"] for m, r in res["methods"].items() if "soft_ce" in r.get("fidelity", {})}
+        if ce and "IV" in ce:
+            order = sorted(ce, key=ce.get)
+            ours += (f"; closest to the teacher (dev soft CE) {order[0]} ({ce[order[0]]:.4f}), "
+                     f"Tucker #{order.index('IV') + 1} ({ce['IV']:.4f})")
+            if verdict == "tied":  # the dev metric cannot separate them: fidelity decides
+                verdict = "supported" if order[0] == "IV" else "not supported"
+                verdict += " by fidelity"
         status += f", {verdict} (distilled)"
         source += f", {_rel(after[0]['path'])}"
     else:

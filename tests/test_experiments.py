@@ -40,6 +40,7 @@ def test_method_experiment_trains_each_method_identically(env, tmp_path):
     assert set(result["methods"]) == {"IV", "cp", "tt-first"}
     for row in result["methods"].values():
         assert row["params"] <= result["budget"] and 0 <= row["metrics"]["acc"] <= 1 and row["init_error"] > 0
+        assert 0 <= row["fidelity"]["agreement"] <= 1 and row["fidelity"]["soft_ce"] > 0
 
 
 def test_unknown_experiment_parameters_are_named():

@@ -157,8 +157,9 @@ for method, r in dres["methods"].items():
     if "skipped" in r:
         rows.append({"method": method, "skipped": r["skipped"]})
         continue
-    rows.append({"method": method, **r["metrics"], "params": r["params"], "ratio": r["ratio"],
-                 "init weight error": r["init_error"], "ranks": r["ranks"]})
+    rows.append({"method": method, **r["metrics"], **r.get("fidelity", {}), "params": r["params"],
+                 "ratio": r["ratio"], "init weight error": r["init_error"],
+                 "final stage-1 loss": r["loss"]["stage1"][-1], "ranks": r["ranks"]})
 after = pd.DataFrame(rows).set_index("method")
 print(f"{distill_task} dev after task distillation (stage steps {dres['steps']}), budget {dres['budget']:,} weights")
 after.round(4)
@@ -167,7 +168,13 @@ after.round(4)
 scored = after.drop(index="teacher (dense)")["score"].dropna()
 best = list(scored[scored == scored.max()].index)
 verdict = "Tucker wins" if best == ["IV"] else "Tucker ties" if "IV" in best else "Tucker does not win"
-print(f"best after distillation: {'/'.join(best)} ({scored.max():.4f}); Tucker (IV): "
-      f"{scored.get('IV', float('nan')):.4f} -> {verdict}")
+print(f"dev score: best {'/'.join(best)} ({scored.max():.4f}); Tucker (IV) {scored.get('IV', float('nan')):.4f}"
+      f" -> {verdict}")
+# a dev metric saturates when students collapse to the majority class; fidelity to the teacher does not
+if "soft_ce" in after:
+    ce = after.drop(index="teacher (dense)")["soft_ce"].dropna().sort_values()
+    print(f"fidelity (dev soft cross-entropy to the teacher, lower is closer): best {ce.index[0]} ({ce.iloc[0]:.4f});"
+          f" Tucker #{list(ce.index).index('IV') + 1} ({ce.get('IV', float('nan')):.4f})")
+
 """),
 ])

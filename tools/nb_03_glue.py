@@ -53,20 +53,11 @@ seed = 0
     ("code", """
 import matplotlib.pyplot as plt
 import pandas as pd
-from tdlib.experiments import glue_experiment
-from tdlib.glue import task_file
+from tdlib.experiments import GLUE_DEFAULTS, glue_record
 from tdlib.plots import savefig
-from tdlib.results import cached, runs_dir
 
-params = dict(teacher=teacher, tasks=tasks, students=students, baselines=baselines, ops=ops,
-              max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
-              finetune_steps=finetune_steps, finetune_lr=finetune_lr, general_steps=general_steps,
-              general_sequences=general_sequences, general_max_length=general_max_length, general_lr=general_lr,
-              stage1_steps=stage1_steps, stage2_steps=stage2_steps, task_lr=task_lr,
-              checkpoint_every=checkpoint_every, seed=seed)
-files = [f for t in tasks for f in (task_file(t, "train"), task_file(t, "dev")) if f is not None]
-record = cached("03_glue", params, lambda: glue_experiment(params, runs_dir(profile)), seed=seed, profile=profile,
-                data_files=files)
+params = {k: v for k, v in dict(globals()).items() if k in GLUE_DEFAULTS}  # the parameters cell
+record = glue_record(params, profile)
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")
 """),

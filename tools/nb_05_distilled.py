@@ -42,20 +42,12 @@ import pandas as pd
 import torch
 from tdlib import load_model, stack_weights
 from tdlib.decompose import Tucker
-from tdlib.experiments import glue_experiment
-from tdlib.glue import task_file
-from tdlib.results import cached, runs_dir
+from tdlib.experiments import GLUE_DEFAULTS, glue_record
+from tdlib.results import cached
 
-params = dict(teacher=teacher, tasks=tasks, students=students, baselines=baselines, ops=ops,
-              max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
-              finetune_steps=finetune_steps, finetune_lr=finetune_lr, general_steps=general_steps,
-              general_sequences=general_sequences, general_max_length=general_max_length, general_lr=general_lr,
-              stage1_steps=stage1_steps, stage2_steps=stage2_steps, task_lr=task_lr,
-              checkpoint_every=checkpoint_every, seed=seed)
-files = [f for t in tasks for f in (task_file(t, "train"), task_file(t, "dev")) if f is not None]
-# force=False: under FORCE=1 notebook 03 has just recomputed this record; reuse it rather than evaluate twice
-record = cached("03_glue", params, lambda: glue_experiment(params, runs_dir(profile)), seed=seed, profile=profile,
-                data_files=files, force=False)
+params = {k: v for k, v in dict(globals()).items() if k in GLUE_DEFAULTS}  # the parameters cell
+# force=False: under FORCE=1 notebook 03 has just recomputed this record; reuse it
+record = glue_record(params, profile, force=False)
 result = record["result"]
 print(record["path"], "(cached: the 03 run)" if record["cached"] else "(computed)")
 """),
@@ -65,8 +57,9 @@ rows = []
 for name, s in result["students"].items():
     rows.append({"student": name, "kind": s["kind"], "encoder weights": s["params"], "compression": s["ratio"],
                  "% of distilled teacher (GLUE avg)": summary[name]["percent_of_teacher"],
+                 # a task where the teacher scores 0 (e.g. CoLA MCC at a tiny budget) has no ratio
                  **{t: 100 * r["students"][name]["metrics"]["score"] / r["metrics"]["score"]
-                    for t, r in result["tasks"].items()}})
+                    if r["metrics"]["score"] else float("nan") for t, r in result["tasks"].items()}})
 retained = pd.DataFrame(rows).set_index("student")
 retained.round(2)
 """),
