@@ -43,3 +43,9 @@ def test_task_model_takes_the_teacher_head(tiny_classifier, batch):
     assert student.config.num_labels == 3 and student(**batch).logits.shape == (3, 3)
     with pytest.raises(ConfigError, match="no classification head"):
         task_model(encoder, encoder)
+
+
+def test_the_teacher_as_its_own_student_is_the_teacher(tiny_classifier, batch):
+    """task_model's wiring (encoder + copied head) loses nothing: a full-size copy predicts like the teacher."""
+    student = task_model(tiny_classifier.bert, tiny_classifier)
+    torch.testing.assert_close(student(**batch).logits, tiny_classifier(**batch).logits)
