@@ -175,7 +175,6 @@ def cmd_distill(args) -> int:
     from .experiments import (
         Data,
         baseline_spec,
-        build_student,
         run_general,
         run_task_student,
         tucker_budget,
@@ -203,7 +202,6 @@ def cmd_distill(args) -> int:
         else:
             raise TdlibError("distill general needs --rank-layer and --rank-dim (Tucker student) or --layers and "
                              "--hidden (dense baseline)")
-        build_student(spec, load_model(s["teacher"]), s["seed"])  # validates the spec before the corpus is read
         if args.corpus:
             import os
 

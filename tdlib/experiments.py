@@ -123,11 +123,12 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
 
 def student_specs(s: dict, teacher_model) -> list[dict]:
     """Every student: the Tucker configs and, for each, its equal-budget dense baseline."""
-    specs = []
-    for (rl, rd), (layers, hidden) in zip(s["students"], s["baselines"] or [None] * len(s["students"]), strict=False):
+    specs, baselines = [], list(s["baselines"] or [])
+    for i, (rl, rd) in enumerate(s["students"]):
         tucker = tucker_spec(rl, rd, s["ops"])
         specs.append(tucker)
-        if layers:
+        if i < len(baselines) and baselines[i]:  # a baseline per student, in order; fewer is fine
+            layers, hidden = baselines[i]
             ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s["ops"]), layers, hidden)
             specs.append(baseline_spec(layers, hidden, ffn, tucker["name"]))
     return specs

@@ -46,3 +46,13 @@ def test_method_experiment_trains_each_method_identically(env, tmp_path):
 def test_unknown_experiment_parameters_are_named():
     with pytest.raises(ConfigError, match=r"unknown experiment parameter\(s\) \['studnets'\]"):
         settings({"studnets": [[1, 2]]})
+
+
+def test_baselines_are_optional_per_student(tiny_bert):
+    from tdlib.experiments import student_specs
+
+    names = [s["name"] for s in student_specs(settings({"students": [[8, 16], [4, 8]], "baselines": [[1, 16]]}),
+                                              tiny_bert)]
+    assert names == ["IV-8-16", "dense-1L-16-70", "IV-4-8"]
+    assert [s["name"] for s in student_specs(settings({"students": [[8, 16]], "baselines": []}), tiny_bert)] == [
+        "IV-8-16"]
