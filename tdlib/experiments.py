@@ -100,6 +100,13 @@ def _config(s: dict, steps: int, lr: float, schedule: str, warmup: float) -> Tra
                        seed=s["seed"], checkpoint_every=s["checkpoint_every"])
 
 
+def task_configs(s: dict, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
+    """Task distillation's two stages: intermediate losses at a constant lr, then prediction with 10% warm-up."""
+    e1, e2 = s["task_epochs"].get(task, [3, 3])
+    return (_config(s, _steps(s["stage1_steps"], e1, n_train, s["batch_size"]), s["task_lr"], "constant", 0.0),
+            _config(s, _steps(s["stage2_steps"], e2, n_train, s["batch_size"]), s["task_lr"], "linear", 0.1))
+
+
 def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, progress: bool = True,
                 out: Path | None = None) -> tuple[Path, dict]:
     """Fine-tune the teacher on ``task`` (into ``out``, or a hashed run dir of ``workdir``); (model dir, info)."""
@@ -190,9 +197,7 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
     train_data = data.split(task, "train")
-    e1, e2 = s["task_epochs"].get(task, [3, 3])
-    cfg1 = _config(s, _steps(s["stage1_steps"], e1, len(train_data), s["batch_size"]), s["task_lr"], "constant", 0.0)
-    cfg2 = _config(s, _steps(s["stage2_steps"], e2, len(train_data), s["batch_size"]), s["task_lr"], "linear", 0.1)
+    cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
@@ -277,9 +282,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     tensor = stack_weights(teacher, s["ops"])
     budget = round(tensor.numel() / ratio)
     train_data = data.split(task, "train")
-    e1, e2 = s["task_epochs"].get(task, [3, 3])
-    cfg1 = _config(s, _steps(s["stage1_steps"], e1, len(train_data), s["batch_size"]), s["task_lr"], "constant", 0.0)
-    cfg2 = _config(s, _steps(s["stage2_steps"], e2, len(train_data), s["batch_size"]), s["task_lr"], "linear", 0.1)
+    cfg1, cfg2 = task_configs(s, task, len(train_data))
     dev = data.split(task, "dev")
     regression = get_task(task).is_regression
     teacher_logits = predict(teacher, dev, progress=progress)

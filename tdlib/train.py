@@ -60,11 +60,6 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
         return self
 
-    @classmethod
-    def from_epochs(cls, epochs: float, n_examples: int, batch_size: int = 32, **kw) -> TrainConfig:
-        """Steps for ``epochs`` passes over ``n_examples`` (the paper's per-task epochs)."""
-        return cls(steps=max(1, round(epochs * n_examples / batch_size)), batch_size=batch_size, **kw)
-
 
 LossFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 
