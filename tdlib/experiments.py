@@ -40,6 +40,7 @@ GLUE_DEFAULTS: dict = {
     "students": [[36, 192], [16, 96]],  # (rank_layer, rank_dim)
     "baselines": [[1, 384], [1, 144]],  # (num_layers, hidden_size) per student, FFN matched to its budget
     "ops": "san_ffn",
+    "pooling": "cls",  # the task head: BERT's [CLS] pooler, or "mean" (tdlib.heads; sentence-transformers teachers)
     "max_train_examples": None,
     "max_length": None,  # None: the task's 64/128
     "batch_size": 32,
@@ -115,10 +116,10 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     cfg = _config(s, _steps(s["finetune_steps"], s["finetune_epochs"], len(train_data), s["batch_size"]),
                   s["finetune_lr"], "linear", 0.1)
     identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
-                "max_length": s["max_length"]}
+                "max_length": s["max_length"], "pooling": s["pooling"]}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
     seed_everything(s["seed"])
-    model = load_model(s["teacher"], num_labels=spec.num_labels,
+    model = load_model(s["teacher"], num_labels=spec.num_labels, pooling=s["pooling"],
                        problem_type="regression" if spec.is_regression else "single_label_classification")
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
     if is_main_process():

@@ -27,6 +27,7 @@ from torch import nn
 
 from .decompose import Tucker
 from .errors import CheckpointError, ConfigError, check_choice, check_rank
+from .heads import HEADS
 from .layers import IMPLEMENTATIONS, BankLinear, FactorStack, StackLinear, TuckerBank
 from .stacking import OPS, encoder_layers, geometry, get_module, set_module, slots, stack_weights
 
@@ -248,7 +249,7 @@ def from_pretrained(path: str | Path, implementation: str | None = None) -> nn.M
                               "load it with transformers, or compress it with tdlib.compress")
     spec = CompressionSpec.from_dict(dict(data))
     arch = (config.architectures or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, None)
+    cls = HEADS.get(arch) or getattr(transformers, arch, None)
     if cls is None:
         raise CheckpointError(f"{path}: unknown architecture {arch!r} in config.json")
     model = cls(config)

