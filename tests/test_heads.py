@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import BertForSequenceClassification, DistilBertConfig
 
-from conftest import tiny_config
 from tdlib.distill import task_model
 from tdlib.errors import ConfigError
 from tdlib.heads import BertMeanPooledForSequenceClassification, head_class, pooling_of
