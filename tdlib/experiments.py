@@ -197,14 +197,18 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     seed_everything(s["seed"])
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
-    train_data = data.split(task, "train")
+    train_data, dev = data.split(task, "train"), data.split(task, "dev")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
                         identity=identity, progress=progress)
-    metrics = evaluate(student, task, data.split(task, "dev"), progress=progress)
-    return {"metrics": metrics, "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
+    logits = predict(student, dev, progress=progress)
+    regression = get_task(task).is_regression
+    return {"metrics": compute_metrics(task, logits, np.asarray(dev["labels"])),
+            "fidelity": fidelity(logits, predict(teacher, dev, progress=progress), regression),
+            "logit_std": float(np.asarray(logits).std(0).mean()),
+            "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
             "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model"),
             "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
 
@@ -226,7 +230,7 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     for task in s["tasks"]:
         teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
         out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=len(data.split(task, "dev")),
-                                  data=data.files(task), students={})
+                                  data=data.files(task), majority=majority_metrics(task, data), students={})
     corpus_cache: dict = {}
     for spec in specs:
         encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress)
@@ -253,11 +257,28 @@ def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
                   profile=profile, data_files=files, force=force)
 
 
+def majority_metrics(task: str, data: Data) -> dict[str, float]:
+    """Dev metrics of a constant predictor: the training set's majority class (regression: its mean score).
+
+    The floor a student must rise above to have learnt anything from the task: a student stuck at the
+    majority class scores this, and on MRPC or RTE that is already most of the teacher's score.
+    """
+    train, dev = np.asarray(data.split(task, "train")["labels"]), np.asarray(data.split(task, "dev")["labels"])
+    if get_task(task).is_regression:
+        preds = np.full(len(dev), float(train.mean()))
+    else:
+        preds = np.full(len(dev), int(np.bincount(train.astype(int)).argmax()))
+    return compute_metrics(task, preds, dev)
+
+
 def summarise(result: dict) -> dict:
-    """GLUE averages (mean of task scores) and each student's % of the teacher's."""
+    """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor."""
     tasks = result["tasks"]
     teacher = glue_average({t: v["metrics"]["score"] for t, v in tasks.items()})
     rows = {"teacher": {"glue": teacher, "percent_of_teacher": 100.0}}
+    if all("majority" in v for v in tasks.values()):
+        floor = glue_average({t: v["majority"]["score"] for t, v in tasks.items()})
+        rows["majority class"] = {"glue": floor, "percent_of_teacher": 100.0 * floor / teacher}
     for name in result["students"]:
         avg = glue_average({t: v["students"][name]["metrics"]["score"] for t, v in tasks.items()})
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}

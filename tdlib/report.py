@@ -132,6 +132,12 @@ def _kept(result: dict, name: str) -> str:
     return text
 
 
+def _floor(result: dict) -> str:
+    """The majority-class predictor's share: what a student that learnt nothing would keep."""
+    row = result["summary"].get("majority class")
+    return f"; majority class alone: {row['percent_of_teacher']:.1f}%" if row else ""
+
+
 def claim_glue(cid: str, root=None) -> dict:
     """C2 (~1/7 on par), C3 (~1/48 keeps 96.7%), C5 (a distilled teacher compresses too) from notebook 03."""
     rec = _glue(root)
@@ -151,12 +157,13 @@ def claim_glue(cid: str, root=None) -> dict:
         bar = 100.0 if cid == "C2" else 96.7
         status = "reproduced" if pct >= bar else ("on par (within 1 point)" if cid == "C2" and pct >= 99 else
                                                    "falls short")
-        return {"ours": f"{_kept(res, name)} {where}", "status": status, **out}
+        return {"ours": f"{_kept(res, name)} {where}{_floor(res)}", "status": status, **out}
     # C5: the profile's teacher must be a distilled model (all-MiniLM-L6-v2 is one)
     names = [n for n, s in res["students"].items() if s["kind"] == "tucker"]
     kept = [res["summary"][n]["percent_of_teacher"] for n in names]
     status = "supported" if kept and max(kept) >= 96.7 else "falls short"
-    return {"ours": "; ".join(_kept(res, n) for n in names) + f" {where}, a distilled BERT", "status": status, **out}
+    return {"ours": "; ".join(_kept(res, n) for n in names) + f" {where}, a distilled BERT{_floor(res)}",
+            "status": status, **out}
 
 
 def claims(root=None) -> list[dict]:

@@ -18,7 +18,7 @@ def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
 
 
 def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
-    result = glue_experiment(env, tmp_path, progress=False)
+    result = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)
     assert set(result["tasks"]) == {"rte", "stsb"}
     assert list(result["students"]) == ["IV-8-16", "dense-1L-16-70"]
     tucker, dense = result["students"].values()
@@ -26,11 +26,16 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     for task in result["tasks"].values():
         assert set(task["students"]) == set(result["students"]) and "score" in task["metrics"]
         assert task["n_train"] == 48 and task["n_dev"] == 24 and len(task["data"]["train"]) == 64  # sha256
+        for st in task["students"].values():
+            assert st["logit_std"] >= 0 and set(st["fidelity"]) & {"agreement", "mse_to_teacher"}
+    assert result["tasks"]["stsb"]["majority"]["score"] == 0.0  # a constant score correlates with nothing
+    assert 0.3 < result["tasks"]["rte"]["majority"]["acc"] < 0.7
     summary = result["summary"]
+    assert summary["majority class"]["glue"] == pytest.approx(result["tasks"]["rte"]["majority"]["acc"] / 2)
     assert summary["teacher"]["percent_of_teacher"] == 100.0
     assert summary["IV-8-16"]["percent_of_teacher"] == pytest.approx(
         100 * summary["IV-8-16"]["glue"] / summary["teacher"]["glue"])
-    again = glue_experiment(env, tmp_path, progress=False)  # every run is finished: reloaded, not retrained
+    again = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)  # every run is finished: reloaded, not retrained
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
 
 

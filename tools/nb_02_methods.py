@@ -24,6 +24,7 @@ task distillation (`tdlib.experiments.method_experiment`) and compares dev score
 profile = "cpu"
 teacher = "minilm"
 ops = "san_ffn"
+pooling = "cls"
 ratios = [4.0, 7.2, 16.0, 48.0, 100.0]
 random_shape = [144, 768, 768]
 random_ratios = [16.0, 48.0]
@@ -141,7 +142,7 @@ from tdlib.experiments import method_experiment
 from tdlib.glue import task_file
 from tdlib.results import runs_dir
 
-dparams = dict(teacher=teacher, ops=ops, task=distill_task, ratio=distill_ratio, methods=distill_methods,
+dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio, methods=distill_methods,
                max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
                finetune_steps=finetune_steps, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed)

@@ -35,6 +35,7 @@ tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 students = [[36, 192], [16, 96]]
 baselines = [[1, 384], [1, 144]]
 ops = "san_ffn"
+pooling = "cls"
 max_train_examples = 2000
 max_length = 64
 batch_size = 16
@@ -70,12 +71,14 @@ for name, s in result["students"].items():
 names = list(result["students"])
 rows = {}
 for task, r in result["tasks"].items():
-    rows[task] = {"teacher": r["metrics"]["score"], **{n: r["students"][n]["metrics"]["score"] for n in names}}
+    rows[task] = {"teacher": r["metrics"]["score"], **{n: r["students"][n]["metrics"]["score"] for n in names},
+                  "majority class": r["majority"]["score"]}
 table = pd.DataFrame(rows).T * 100
 table.loc["GLUE avg"] = [result["summary"][c]["glue"] * 100 for c in table.columns]
 table.loc["% of teacher"] = [result["summary"][c]["percent_of_teacher"] for c in table.columns]
-table.loc["encoder weights"] = [result["teacher_encoder_weights"]] + [result["students"][n]["params"] for n in names]
-table.loc["compression"] = [1.0] + [result["students"][n]["ratio"] for n in names]
+table.loc["encoder weights"] = ([result["teacher_encoder_weights"]] + [result["students"][n]["params"] for n in names]
+                                + [0])
+table.loc["compression"] = [1.0] + [result["students"][n]["ratio"] for n in names] + [float("nan")]
 table.round(2)
 """),
     ("code", """
@@ -86,6 +89,20 @@ for task, r in result["tasks"].items():
     for n in names:
         detail.append({"task": task, "model": n, **r["students"][n]["metrics"]})
 pd.DataFrame(detail).set_index(["task", "model"]).round(4)
+"""),
+    ("md", """
+**Does each student follow its teacher?** A dev score alone can hide a student that predicts one class for every
+input (it then scores the *majority class* column above). Below: agreement with the teacher's predicted class and
+the soft cross-entropy to its distribution (stage 2's loss; classification), the MSE to the teacher's scores
+(STS-B), and the spread of the student's logits across dev inputs (a student stuck on one answer has ~0).
+"""),
+    ("code", """
+fid = []
+for task, r in result["tasks"].items():
+    for n in names:
+        st = r["students"][n]
+        fid.append({"task": task, "model": n, **st.get("fidelity", {}), "logit std": st.get("logit_std")})
+pd.DataFrame(fid).set_index(["task", "model"]).round(4)
 """),
     ("md", """
 The paper's numbers beside ours. The paper's result tables are not available to us (see `../shared/PAPER.md`);

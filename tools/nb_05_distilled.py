@@ -22,6 +22,7 @@ tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 students = [[36, 192], [16, 96]]
 baselines = [[1, 384], [1, 144]]
 ops = "san_ffn"
+pooling = "cls"
 max_train_examples = 2000
 max_length = 64
 batch_size = 16
