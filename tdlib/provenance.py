@@ -35,12 +35,19 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
+# What `make reproduce` itself writes: a change there does not make the code that computed a result differ
+# from its commit, so `dirty` ignores it (otherwise every record after the first notebook reads dirty).
+OUTPUTS = ("results", "figures", "README.md")
+
+
 def git_state(root: str | os.PathLike | None = None) -> dict:
+    """The commit and whether tracked files other than :data:`OUTPUTS` differ from it."""
     root = Path(root or Path(__file__).resolve().parent.parent)
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     *(f":(exclude){p}" for p in OUTPUTS)], cwd=root,
                                     capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return {"sha": None, "dirty": None}
