@@ -35,7 +35,8 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     assert summary["teacher"]["percent_of_teacher"] == 100.0
     assert summary["IV-8-16"]["percent_of_teacher"] == pytest.approx(
         100 * summary["IV-8-16"]["glue"] / summary["teacher"]["glue"])
-    again = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)  # every run is finished: reloaded, not retrained
+    # every run is finished: reloaded, not retrained
+    again = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
 
 
