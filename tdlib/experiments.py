@@ -201,10 +201,10 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
-    hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=get_task(task).is_regression,
-                        identity=identity, progress=progress)
-    logits = predict(student, dev, progress=progress)
     regression = get_task(task).is_regression
+    hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
+                        progress=progress)
+    logits = predict(student, dev, progress=progress)
     return {"metrics": compute_metrics(task, logits, np.asarray(dev["labels"])),
             "fidelity": fidelity(logits, predict(teacher, dev, progress=progress), regression),
             "logit_std": float(np.asarray(logits).std(0).mean()),

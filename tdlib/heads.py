@@ -60,7 +60,3 @@ def head_class(pooling: str, model_type: str) -> type | None:
                           f"{model_type!r}; use pooling='cls'")
     return BertMeanPooledForSequenceClassification
 
-
-def pooling_of(model) -> str:
-    """'mean' for a model with the mean-pooled head, else 'cls'."""
-    return "mean" if isinstance(model, BertMeanPooledForSequenceClassification) else "cls"
