@@ -150,9 +150,9 @@ def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=
 
 
 def _task_files(task: str) -> list:
-    from .glue import task_file
+    from .glue import task_files
 
-    return [p for p in (task_file(task, "train"), task_file(task, "dev")) if p is not None]
+    return task_files(task)
 
 
 def _print_metrics(label: str, metrics: dict) -> None:
@@ -225,21 +225,48 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def _evaluation_tokenizer(args, s: dict):
+    """The tokenizer a model directory was saved with; else ``--tokenizer``; else the teacher's, said aloud."""
+    from .models import load_tokenizer
+
+    if args.tokenizer:
+        return load_tokenizer(args.tokenizer)
+    if (Path(args.model) / "tokenizer_config.json").is_file():
+        return load_tokenizer(args.model)
+    print(f"note: {args.model} holds no tokenizer; using the teacher's ({s['teacher']!r}); pass --tokenizer "
+          "if the model was trained with another", file=sys.stderr)
+    return load_tokenizer(s["teacher"])
+
+
 def cmd_evaluate(args) -> int:
-    from .distill import evaluate
-    from .experiments import Data
-    from .models import load_model, load_tokenizer
+    from .experiments import Data, dev_logits, dev_metrics
+    from .glue import get_task
+    from .models import load_model
 
     s = _settings(args)
+    get_task(args.task)  # an unknown or refused task fails before the model loads
     model = load_model(args.model)
     if not hasattr(model, "classifier"):
         raise TdlibError(f"{args.model} has no classification head; evaluate a fine-tuned or task-distilled model")
-    tokenizer = load_tokenizer(args.tokenizer or s["teacher"])
-    metrics = evaluate(model, args.task, Data(s, tokenizer).split(args.task, "dev"))
+    data = Data(s, _evaluation_tokenizer(args, s))
+    metrics = dev_metrics(args.task, data, dev_logits(model, args.task, data))
     _print_metrics(f"{args.task} dev ({args.model})", metrics)
     if args.out:
         _write_results(Path(args.out), {"command": "evaluate", "model": args.model, "task": args.task, **s},
                        {"metrics": metrics}, s["seed"], _task_files(args.task))
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    """One whole experiment in this process (what ``run_experiment`` starts under ``accelerate launch``)."""
+    from . import experiments
+    from .provenance import write_json_atomic
+    from .train import is_main_process
+
+    params = json.loads(Path(args.params).read_text())
+    result = getattr(experiments, experiments.EXPERIMENTS[args.kind])(params, args.workdir, progress=True)
+    if is_main_process():
+        write_json_atomic(args.out, result)
     return 0
 
 
@@ -335,20 +362,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="GLUE dev metrics of a fine-tuned or distilled model")
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
-    p.add_argument("--tokenizer", help="default: the --teacher's tokenizer ('minilm')")
+    p.add_argument("--tokenizer", help="default: the model directory's own, else the --teacher's")
     p.add_argument("--teacher", default="minilm")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--max-train-examples", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", help="write results.json with provenance here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiment", help="run a whole GLUE or method experiment from a params JSON (what "
+                                          "notebooks launch on several processes)")
+    p.add_argument("kind", choices=["glue", "methods"])
+    p.add_argument("--params", required=True, help="JSON of experiment settings (tdlib.experiments.GLUE_DEFAULTS)")
+    p.add_argument("--workdir", required=True, help="where training runs live (resumable)")
+    p.add_argument("--out", required=True, help="result JSON, written by the main process")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except TdlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130

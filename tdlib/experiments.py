@@ -25,9 +25,20 @@ import numpy as np
 from .baseline import encoder_weights, ffn_for_budget, shrink
 from .compare import compare_methods, fit_method, method_class
 from .corpus import load_corpus
-from .distill import evaluate, fidelity, finetune, general_distill, predict, task_distill, task_model
+from .distill import fidelity, finetune, general_distill, predict, task_distill, task_model
 from .errors import ConfigError
-from .glue import compute_metrics, encode, get_task, glue_average, load_task, task_file
+from .glue import (
+    combine_dev_metrics,
+    compute_metrics,
+    dev_splits,
+    encode,
+    get_task,
+    glue_average,
+    load_task,
+    task_file,
+    task_files,
+    task_scores,
+)
 from .modeling import compress, count_params, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
@@ -88,9 +99,13 @@ class Data:
             self._cache[key] = data
         return self._cache[key]
 
+    def dev(self, task: str) -> dict[str, object]:
+        """Every dev split the task reports (MNLI: matched and mismatched), by split name."""
+        return {split: self.split(task, split) for split in dev_splits(task)}
+
     def files(self, task: str) -> dict[str, str]:
         out = {}
-        for split in ("train", "dev"):
+        for split in get_task(task).splits:
             path = task_file(task, split)
             out[split] = sha256_file(path) if path is not None else f"hub:glue/{get_task(task).hub}"
         return out
@@ -124,7 +139,7 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
     if is_main_process():
         data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
-    metrics = evaluate(model, task, data.split(task, "dev"), progress=progress)
+    metrics = dev_metrics(task, data, dev_logits(model, task, data, progress))
     return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps,
                            "loss": history["loss"]["loss"]}
 
@@ -197,17 +212,19 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     seed_everything(s["seed"])
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
-    train_data, dev = data.split(task, "train"), data.split(task, "dev")
+    train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     regression = get_task(task).is_regression
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
                         progress=progress)
-    logits = predict(student, dev, progress=progress)
-    return {"metrics": compute_metrics(task, logits, np.asarray(dev["labels"])),
-            "fidelity": fidelity(logits, predict(teacher, dev, progress=progress), regression),
-            "logit_std": float(np.asarray(logits).std(0).mean()),
+    logits = dev_logits(student, task, data, progress)
+    joined = np.concatenate(list(logits.values()))
+    return {"metrics": dev_metrics(task, data, logits),
+            "fidelity": fidelity(joined, np.concatenate(list(dev_logits(teacher, task, data, progress).values())),
+                                 regression),
+            "logit_std": float(joined.std(0).mean()),
             "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
             "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model"),
             "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
@@ -229,8 +246,9 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     teacher_dirs = {}
     for task in s["tasks"]:
         teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
-        out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=len(data.split(task, "dev")),
-                                  data=data.files(task), majority=majority_metrics(task, data), students={})
+        n_dev = sum(len(d) for d in data.dev(task).values())
+        out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=n_dev, data=data.files(task),
+                                  majority=majority_metrics(task, data), students={})
     corpus_cache: dict = {}
     for spec in specs:
         encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress)
@@ -243,6 +261,73 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     return out
 
 
+def resolve_processes(value: int | str | None = None) -> int:
+    """How many processes train: ``value``, else ``$TDLIB_NUM_PROCESSES``, else ``"auto"`` = every visible GPU
+    (1 on a machine without GPUs).
+
+    An execution setting, not an experiment parameter (the records' cache key does not hold it): each process
+    trains on ``batch_size`` examples per step, as ``accelerate`` does; the histories record the count.
+    """
+    import torch
+
+    value = os.environ.get("TDLIB_NUM_PROCESSES", "auto") if value is None else value
+    if value == "auto":
+        return max(1, torch.cuda.device_count())
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if isinstance(value, bool) or count < 1:
+        raise ConfigError(f"num_processes (TDLIB_NUM_PROCESSES) must be a positive integer or 'auto', got {value!r}")
+    return count
+
+
+EXPERIMENTS = {"glue": "glue_experiment", "methods": "method_experiment"}
+
+
+def run_experiment(kind: str, params: dict, workdir: str | os.PathLike, progress: bool = True,
+                   num_processes: int | str | None = None) -> dict:
+    """Run an experiment (``glue`` or ``methods``) in this process, or across ``num_processes`` processes.
+
+    Why a launcher: a notebook kernel is one process, so on an 8-GPU machine in-kernel training would use
+    one GPU. With ``num_processes`` > 1 the experiment runs as ``accelerate launch -m tdlib experiment ...``
+    (every process trains its shard of each batch; the main process writes the result), and this returns
+    that result. The training code is the same in both cases.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from .errors import TdlibError
+    from .provenance import write_json_atomic
+
+    if kind not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {kind!r}; choose one of {sorted(EXPERIMENTS)}")
+    settings(params)  # unknown names fail here, before any process starts
+    n = resolve_processes(num_processes)
+    if n == 1:
+        return globals()[EXPERIMENTS[kind]](params, workdir, progress)
+    with tempfile.TemporaryDirectory(prefix="tdlib-launch-") as tmp:
+        write_json_atomic(Path(tmp) / "params.json", params)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tdlib",
+               "experiment", kind, "--params", str(Path(tmp) / "params.json"), "--workdir", str(workdir),
+               "--out", str(Path(tmp) / "result.json")]
+        env = dict(os.environ)
+        import torch
+
+        if not torch.cuda.is_available():  # CPU processes over gloo: share the cores instead of oversubscribing
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+        print(f"[tdlib] {kind} experiment on {n} processes: accelerate launch ... -m tdlib experiment {kind}",
+              flush=True)
+        proc = subprocess.run(cmd, env=env, stdout=None if progress else subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise TdlibError(f"the {n}-process {kind} experiment failed (exit {proc.returncode}):\n{tail}")
+        return json.loads((Path(tmp) / "result.json").read_text())
+
+
 def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
     """The cached GLUE experiment of notebooks 03 and 05: ``results/03_glue/<hash(params)>.json``.
 
@@ -252,8 +337,8 @@ def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
     from .results import cached, runs_dir
 
     s = settings(params)
-    files = [f for t in s["tasks"] for f in (task_file(t, "train"), task_file(t, "dev")) if f is not None]
-    return cached("03_glue", params, lambda: glue_experiment(params, runs_dir(profile)), seed=s["seed"],
+    files = [f for t in s["tasks"] for f in task_files(t)]
+    return cached("03_glue", params, lambda: run_experiment("glue", params, runs_dir(profile)), seed=s["seed"],
                   profile=profile, data_files=files, force=force)
 
 
@@ -263,24 +348,35 @@ def majority_metrics(task: str, data: Data) -> dict[str, float]:
     The floor a student must rise above to have learnt anything from the task: a student stuck at the
     majority class scores this, and on MRPC or RTE that is already most of the teacher's score.
     """
-    train, dev = np.asarray(data.split(task, "train")["labels"]), np.asarray(data.split(task, "dev")["labels"])
-    if get_task(task).is_regression:
-        preds = np.full(len(dev), float(train.mean()))
-    else:
-        preds = np.full(len(dev), int(np.bincount(train.astype(int)).argmax()))
-    return compute_metrics(task, preds, dev)
+    train = np.asarray(data.split(task, "train")["labels"])
+    constant = float(train.mean()) if get_task(task).is_regression else int(np.bincount(train.astype(int)).argmax())
+    return dev_metrics(task, data, {split: np.full(len(d), constant) for split, d in data.dev(task).items()})
+
+
+def dev_logits(model, task: str, data: Data, progress: bool = True) -> dict[str, np.ndarray]:
+    """The model's logits on each dev split of the task."""
+    return {split: predict(model, d, progress=progress) for split, d in data.dev(task).items()}
+
+
+def dev_metrics(task: str, data: Data, logits: dict[str, np.ndarray]) -> dict[str, float]:
+    """The task's metrics on each dev split, combined (MNLI reports matched and mismatched, as the paper does)."""
+    return combine_dev_metrics(task, {split: compute_metrics(task, logits[split], np.asarray(d["labels"]))
+                                      for split, d in data.dev(task).items()})
 
 
 def summarise(result: dict) -> dict:
     """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor."""
     tasks = result["tasks"]
-    teacher = glue_average({t: v["metrics"]["score"] for t, v in tasks.items()})
+    def columns(metrics_of) -> dict[str, float]:  # MNLI-m and -mm are two columns of the average
+        return {k: v for t, entry in tasks.items() for k, v in task_scores(t, metrics_of(entry)).items()}
+
+    teacher = glue_average(columns(lambda v: v["metrics"]))
     rows = {"teacher": {"glue": teacher, "percent_of_teacher": 100.0}}
     if all("majority" in v for v in tasks.values()):
-        floor = glue_average({t: v["majority"]["score"] for t, v in tasks.items()})
+        floor = glue_average(columns(lambda v: v["majority"]))
         rows["majority class"] = {"glue": floor, "percent_of_teacher": 100.0 * floor / teacher}
     for name in result["students"]:
-        avg = glue_average({t: v["students"][name]["metrics"]["score"] for t, v in tasks.items()})
+        avg = glue_average(columns(lambda v, name=name: v["students"][name]["metrics"]))
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
     return rows
 
@@ -305,9 +401,8 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     budget = round(tensor.numel() / ratio)
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
-    dev = data.split(task, "dev")
     regression = get_task(task).is_regression
-    teacher_logits = predict(teacher, dev, progress=progress)
+    teacher_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
     rows = {}
     chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress)
     for row in chosen:
@@ -324,8 +419,9 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         start = time.perf_counter()
         hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression,
                             identity=identity, progress=progress)
-        logits = predict(student, dev, progress=progress)
-        metrics = compute_metrics(task, logits, np.asarray(dev["labels"]))
+        logits = dev_logits(student, task, data, progress)
+        metrics = dev_metrics(task, data, logits)
+        logits = np.concatenate(list(logits.values()))
         rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                         "init_error": fit.relative_error(tensor), "metrics": metrics,
                         "fidelity": fidelity(logits, teacher_logits, regression),

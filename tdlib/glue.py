@@ -68,15 +68,57 @@ TASKS: dict[str, Task] = {
                  ("acc",), hub_columns=("premise", "hypothesis"), splits=("train", "dev_matched", "dev_mismatched")),
 }
 PAPER_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+# Why WNLI is refused rather than supported: the paper, like BERT and TinyBERT, leaves it out of the GLUE
+# average; its train and dev sets share sentences with flipped labels, so models score at or below the
+# majority class (56%) and the number says nothing about compression.
+REFUSED = {"wnli": "WNLI is left out, as in the paper (and BERT/TinyBERT): its dev set is adversarial to its "
+                   "train set and models score at or below the 56% majority class, so it is not in the GLUE average; "
+                   "choose one of the other tasks"}
+DEV_SUFFIX = {"dev": "", "dev_matched": "m", "dev_mismatched": "mm"}
 HUB_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation_matched",
               "dev_mismatched": "validation_mismatched"}
 
 
 def get_task(task: str) -> Task:
     key = task.lower().replace("-", "")
+    if key in REFUSED:
+        raise DataError(REFUSED[key])
     if key not in TASKS:
         raise DataError(f"unknown GLUE task {task!r}; choose one of {', '.join(TASKS)}")
     return TASKS[key]
+
+
+def dev_splits(task: str) -> tuple[str, ...]:
+    """The dev splits a task reports: ``("dev",)``, or MNLI's matched and mismatched sets."""
+    return get_task(task).splits[1:]
+
+
+def task_files(task: str, glue_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every local file a task reads (train and each dev split); [] when the data comes from the hub."""
+    spec = get_task(task)
+    return [p for split in spec.splits if (p := task_file(task, split, glue_dir)) is not None]
+
+
+def combine_dev_metrics(task: str, per_split: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One metrics dict over a task's dev splits: MNLI's become ``acc_m``, ``acc_mm``, ``score_m``, ...
+
+    ``score`` stays the mean over splits; :func:`task_scores` gives each split its own GLUE column.
+    """
+    if len(per_split) == 1:
+        return dict(next(iter(per_split.values())))
+    out: dict[str, float] = {}
+    for split, metrics in per_split.items():
+        out.update({f"{k}_{DEV_SUFFIX[split]}": v for k, v in metrics.items()})
+    out["score"] = float(np.mean([m["score"] for m in per_split.values()]))
+    return out
+
+
+def task_scores(task: str, metrics: dict[str, float]) -> dict[str, float]:
+    """A task's columns of the GLUE average: ``{task: score}``, or ``mnli-m`` and ``mnli-mm`` (two columns)."""
+    splits = dev_splits(task)
+    if len(splits) == 1:
+        return {task: metrics["score"]}
+    return {f"{task}-{DEV_SUFFIX[s]}": metrics[f"score_{DEV_SUFFIX[s]}"] for s in splits}
 
 
 def task_file(task: str, split: str, glue_dir: str | os.PathLike | None = None) -> Path | None:

@@ -64,6 +64,25 @@ class TrainConfig:
 LossFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the checkpoint was saved: says where, so the CLI prints one line."""
+
+    def __init__(self, step: int, out_dir: Path) -> None:
+        super().__init__(f"interrupted: checkpoint saved at step {step} in {out_dir}; "
+                         "rerun the same command to resume")
+        self.step, self.out_dir = step, out_dir
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random draws (dropout): a function of (seed, step) alone.
+
+    Why not checkpoint the RNG state instead: a resumed run also draws where a straight run did not
+    (a new data-loader iterator takes a seed from torch's RNG), so restored states drift by one draw
+    and every later dropout mask differs. Seeding each step makes resume exact by construction.
+    """
+    return (seed * 1_000_003 + step) % 2**63
+
+
 def _diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
@@ -156,6 +175,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in batches:
+                torch.manual_seed(step_seed(config.seed, step))
                 losses = loss_fn(model, batch)
                 accelerator.backward(losses["loss"])
                 if config.max_grad_norm:
@@ -177,7 +197,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     except KeyboardInterrupt:
         save_checkpoint()
         bar.close()
-        raise
+        raise TrainingInterrupted(step, out) from None
     bar.close()
     history.update({"seconds": elapsed + time.perf_counter() - start, "resumed_from": resumed_from,
                     "num_processes": accelerator.num_processes, "device": str(accelerator.device)})

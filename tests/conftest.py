@@ -107,3 +107,45 @@ def tiny_corpus(tmp_path_factory):
         docs.append(f'<doc id="{i}" url="u" title="t{i}">\nt{i}\n\n{body}\n</doc>')
     path.write_text("\n".join(docs) + "\n")
     return path
+
+
+# the classic glue_data layout of all eight paper tasks: (folder, header or None, row maker, splits)
+def _glue8_rows(rng):
+    s, pick = (lambda: _sentence(rng)), rng.choice
+    return {
+        "CoLA": (None, lambda i: ["src", pick("01"), "", s()], ("train", "dev")),
+        "SST-2": (["sentence", "label"], lambda i: [s(), pick("01")], ("train", "dev")),
+        "MRPC": (["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"], lambda i: [pick("01"), "1", "2", s(), s()],
+                 ("train", "dev")),
+        "STS-B": (["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+                   "score"],
+                  lambda i: [str(i), "g", "f", "2012", str(i), "s", "s", s(), s(), f"{rng.uniform(0, 5):.2f}"],
+                  ("train", "dev")),
+        "QQP": (["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                lambda i: [str(i), "1", "2", s(), s(), pick("01")], ("train", "dev")),
+        "MNLI": (["index", "promptID", "pairID", "genre", "sentence1", "sentence2", "gold_label"],
+                 lambda i: [str(i), "1", "2", "g", s(), s(), pick(["entailment", "neutral", "contradiction"])],
+                 ("train", "dev_matched", "dev_mismatched")),
+        "QNLI": (["index", "question", "sentence", "label"], lambda i: [str(i), s(), s(),
+                                                                       pick(["entailment", "not_entailment"])],
+                 ("train", "dev")),
+        "RTE": (["index", "sentence1", "sentence2", "label"], lambda i: [str(i), s(), s(),
+                                                                        pick(["entailment", "not_entailment"])],
+                ("train", "dev")),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_glue8_dir(tmp_path_factory):
+    """All eight tasks of the paper profile in the classic layout (MNLI with both dev splits): 16 train / 8 dev."""
+    import random
+
+    root = tmp_path_factory.mktemp("glue8")
+    rng = random.Random(2)
+    for folder, (header, row, splits) in _glue8_rows(rng).items():
+        (root / folder).mkdir()
+        for split in splits:
+            n = 16 if split == "train" else 8
+            lines = (["\t".join(header)] if header else []) + ["\t".join(row(i)) for i in range(n)]
+            (root / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root

@@ -47,10 +47,39 @@ def test_methods_recover_a_low_rank_tensor(low_rank_tensor, method, ranks):
     assert fit.relative_error(low_rank_tensor) < 1e-3
 
 
-def test_cp_error_decreases_with_rank(low_rank_tensor):
-    errs = [decompose(low_rank_tensor, "cp", rank=r, n_iter_max=200).relative_error(low_rank_tensor)
-            for r in (2, 8, 40)]
-    assert errs[0] > errs[1] > errs[2]
+@pytest.fixture(scope="module")
+def cp_rank3_tensor():
+    """A (12, 16, 16) tensor of exact CP rank 3 with generic (well-conditioned) factors: a well-posed fit."""
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(m, 3, generator=gen) for m in (12, 16, 16))
+    return torch.einsum("ir,jr,kr->ijk", a, b, c)
+
+
+def test_cp_recovers_its_rank_and_error_falls_with_rank(cp_rank3_tensor):
+    """Properties of the best fit, not of one ALS path: the exact rank is recovered, lower ranks cannot be."""
+    errs = {r: decompose(cp_rank3_tensor, "cp", rank=r, n_iter_max=200, n_restarts=2).relative_error(cp_rank3_tensor)
+            for r in (1, 2, 3)}
+    assert errs[3] < 1e-2
+    assert errs[1] > errs[2] + 0.1 and errs[2] > errs[3] + 0.1
+
+
+def test_cp_keeps_the_best_restart_and_says_why_it_stopped(cp_rank3_tensor):
+    fit = CP(2, n_iter_max=200, n_restarts=3, seed=4).fit(cp_rank3_tensor)
+    effort = fit.effort()
+    assert effort["restarts"] == 3 and len(effort["restart_errors"]) == 3
+    assert fit.relative_error(cp_rank3_tensor) == pytest.approx(min(effort["restart_errors"]), abs=1e-6)
+    assert effort["stop_reason"] in ("converged", "max_iter") and 1 <= effort["iterations"] <= 200
+    capped = CP(2, n_iter_max=1, tol=0.0).fit(cp_rank3_tensor).effort()
+    assert capped["stop_reason"] == "max_iter" and capped["iterations"] == 1
+
+
+def test_every_method_reports_its_effort(low_rank_tensor):
+    for method, ranks in (("II", {"rank_dim": 3}), ("IV", {"rank_layer": 3, "rank_dim": 4}), ("III", {"rank_dim": 4}),
+                          ("tt", {"rank1": 3, "rank2": 3})):
+        effort = decompose(low_rank_tensor, method, **ranks).effort()
+        assert {"solver", "iterations", "restarts", "stop_reason"} <= set(effort)
+    tucker = Tucker(3, 4, n_iter_max=2, tol=0.0).fit(low_rank_tensor).effort()
+    assert tucker["stop_reason"] == "max_iter" and tucker["iterations"] == 2
 
 
 def test_parameter_count_equals_stored_factor_sizes(low_rank_tensor):

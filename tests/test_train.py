@@ -15,7 +15,7 @@ from transformers import BertModel
 from tdlib.distill import distillation_step
 from tdlib.errors import ConfigError
 from tdlib.modeling import compress
-from tdlib.train import TrainConfig, train
+from tdlib.train import TrainConfig, TrainingInterrupted, train
 
 
 def _data(n=24, t=10, seed=0):
@@ -26,21 +26,22 @@ def _data(n=24, t=10, seed=0):
     return data
 
 
-def _pair():
+def _pair(dropout=0.0):
     torch.manual_seed(0)
-    teacher = BertModel(tiny_config()).eval()
+    teacher = BertModel(tiny_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)).eval()
     return teacher, compress(teacher, 4, 8)
 
 
-def _run(out, steps=6, interrupt_at=None, **kw):
-    teacher, student = _pair()
+def _run(out, steps=6, interrupt_at=None, dropout=0.0, **kw):
+    teacher, student = _pair(dropout)
     calls = {"n": 0}
 
     def loss_fn(model, batch):
         calls["n"] += 1
+        losses = distillation_step(model, teacher, batch)  # an interrupt mid-step: dropout already drew
         if interrupt_at is not None and calls["n"] == interrupt_at:
             raise KeyboardInterrupt
-        return distillation_step(model, teacher, batch)
+        return losses
 
     cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=kw.pop("checkpoint_every", 0))
     history = train(student, loss_fn, _data(), cfg, out, frozen=[teacher], progress=False, **kw)
@@ -60,6 +61,20 @@ def test_same_seed_same_numbers_and_resume_after_interrupt(tmp_path):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not (tmp_path / "c" / "checkpoint").exists(), "a finished run drops its checkpoint"
+
+
+def test_resume_with_dropout_repeats_the_straight_run(tmp_path):
+    """Every RNG a step draws from is checkpointed: a resumed run with dropout 0.1 is the straight run."""
+    _, straight = _run(tmp_path / "a", steps=8, dropout=0.1)
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved at step 4 .* rerun the same command"):
+        _run(tmp_path / "b", steps=8, interrupt_at=5, dropout=0.1)  # mid-epoch: 3 batches of 8 per epoch
+    _, resumed = _run(tmp_path / "b", steps=8, dropout=0.1)
+    assert resumed["resumed_from"] == 4
+    assert resumed["loss"]["loss"] == pytest.approx(straight["loss"]["loss"], rel=1e-5, abs=1e-7)
+    with pytest.raises(TrainingInterrupted):
+        _run(tmp_path / "c", steps=8, interrupt_at=4, checkpoint_every=3, dropout=0.1)  # epoch boundary
+    _, resumed = _run(tmp_path / "c", steps=8, dropout=0.1, checkpoint_every=3)
+    assert resumed["loss"]["loss"] == pytest.approx(straight["loss"]["loss"], rel=1e-5, abs=1e-7)
 
 
 def test_periodic_checkpoints_and_finished_runs_are_reused(tmp_path):
@@ -100,7 +115,7 @@ from conftest import tiny_config
 from transformers import BertModel
 from tdlib.modeling import compress
 from tdlib.distill import distillation_step
-from tdlib.train import TrainConfig, train
+from tdlib.train import TrainConfig, TrainingInterrupted, train
 torch.manual_seed(0)
 teacher = BertModel(tiny_config()).eval()
 student = compress(teacher, 4, 8)
