@@ -33,10 +33,17 @@ setup: $(VENV)/.installed
 
 SMOKE := $(abspath .smoke)
 
-# pytest over tests/, then every notebook on the smoke profile (papermill), re-run and compared by nbval
+# 1. pytest over tests/;
+# 2. nbval over the committed notebooks: each re-executed from the committed results/ (TDLIB_CACHE_ONLY: a
+#    missing record is an error, never an hour of training) must reproduce every stored output, except cells
+#    tagged NBVAL_IGNORE_OUTPUT (which records were read, and from where); figures go to a scratch folder;
+# 3. every notebook on the smoke profile (papermill), which exercises the training code path, checked by nbval.
 test: setup
 	$(BIN)/python -m pytest -q tests
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
+	cp README.md $(SMOKE)/README.md
+	TDLIB_CACHE_ONLY=1 TDLIB_FIGURES=$(SMOKE)/figures-committed TDLIB_README=$(SMOKE)/README.md \
+	  $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks/*.ipynb
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs FORCE=1 \
 	  $(BIN)/python -m tdlib.reproduce --profile smoke --out $(SMOKE)/notebooks
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \
@@ -49,7 +56,8 @@ reproduce: setup
 	$(BIN)/python -m tdlib.reproduce --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 
 lint: setup
-	$(BIN)/ruff check tdlib tests tools notebooks
+	$(BIN)/ruff check tdlib tests notebooks
+	$(BIN)/python -m pytest -q tests/test_notebooks.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -43,7 +43,7 @@ from .modeling import compress, count_params, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
 from .stacking import stack_weights
-from .train import TrainConfig, is_main_process
+from .train import TrainConfig, check_run, is_main_process
 
 GLUE_DEFAULTS: dict = {
     "teacher": "minilm",
@@ -133,6 +133,7 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
                 "max_length": s["max_length"], "pooling": s["pooling"]}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
+    check_run(out, cfg, identity)
     seed_everything(s["seed"])
     model = load_model(s["teacher"], num_labels=spec.num_labels, pooling=s["pooling"],
                        problem_type="regression" if spec.is_regression else "single_label_classification")
@@ -185,10 +186,11 @@ def student_params(model, spec: dict) -> int:
 
 def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
                 progress: bool = True, out: Path | None = None) -> tuple[Path, dict]:
-    """General distillation of one student from the pre-trained teacher."""
-    seed_everything(s["seed"])
-    teacher = load_model(s["teacher"]).eval()
-    student = build_student(spec, teacher, s["seed"])
+    """General distillation of one student from the pre-trained teacher.
+
+    The corpus is read and the run directory checked before the teacher is loaded and decomposed, so bad
+    data or a refused run directory fail in seconds.
+    """
     if "corpus" not in corpus_cache:
         corpus_cache["corpus"] = load_corpus(tokenizer, max_length=s["general_max_length"],
                                              max_sequences=s["general_sequences"], progress=progress)
@@ -199,6 +201,10 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
                 "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
                 "sequences": len(corpus), "max_length": s["general_max_length"]}
     out = Path(out) if out else workdir / "general" / f"{spec['name']}-{_hash([identity, cfg])}"
+    check_run(out, cfg, identity)
+    seed_everything(s["seed"])
+    teacher = load_model(s["teacher"]).eval()
+    student = build_student(spec, teacher, s["seed"])
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress)
     if is_main_process():
         tokenizer.save_pretrained(str(out / "model"))
@@ -209,13 +215,15 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
 def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None) -> dict:
     """Two-stage task distillation of a general-distilled student; dev metrics."""
-    seed_everything(s["seed"])
-    teacher = load_model(teacher_dir).eval()
-    student = task_model(load_model(encoder_dir), teacher)
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
+    check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
+    check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
+    seed_everything(s["seed"])
+    teacher = load_model(teacher_dir).eval()
+    student = task_model(load_model(encoder_dir), teacher)
     regression = get_task(task).is_regression
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
                         progress=progress)
@@ -328,7 +336,7 @@ def run_experiment(kind: str, params: dict, workdir: str | os.PathLike, progress
         return json.loads((Path(tmp) / "result.json").read_text())
 
 
-def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
+def glue_record(params: dict, profile: str, force: bool | None = None, extra: dict | None = None) -> dict:
     """The cached GLUE experiment of notebooks 03 and 05: ``results/03_glue/<hash(params)>.json``.
 
     ``params`` are the notebook's parameters that :data:`GLUE_DEFAULTS` knows; training runs go to
@@ -338,8 +346,9 @@ def glue_record(params: dict, profile: str, force: bool | None = None) -> dict:
 
     s = settings(params)
     files = [f for t in s["tasks"] for f in task_files(t)]
-    return cached("03_glue", params, lambda: run_experiment("glue", params, runs_dir(profile)), seed=s["seed"],
-                  profile=profile, data_files=files, force=force)
+    runs = runs_dir((extra or {}).get("base_profile", profile))  # a custom run reuses its base profile's runs
+    return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s["seed"],
+                  profile=profile, data_files=files, force=force, extra=extra)
 
 
 def majority_metrics(task: str, data: Data) -> dict[str, float]:

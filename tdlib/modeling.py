@@ -187,6 +187,9 @@ def with_decomposition(model: nn.Module, fit, ops: str = "san_ffn") -> nn.Module
 def set_implementation(model: nn.Module, implementation: str) -> nn.Module:
     """Switch every BankLinear of a compressed model between 'factorized' and 'reconstructed'."""
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if getattr(model.config, "tdlib", None) is None:
+        raise ConfigError(f"{type(model).__name__} is not compressed by tdlib, so it has no implementation to set; "
+                          "compress it first (tdlib.compress) or load a tdlib checkpoint")
     for module in model.modules():
         if isinstance(module, BankLinear):
             module.implementation = implementation

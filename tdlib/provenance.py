@@ -54,6 +54,18 @@ def git_state(root: str | os.PathLike | None = None) -> dict:
     return {"sha": sha, "dirty": dirty}
 
 
+def code_changed_since(sha: str | None, paths=("tdlib",), root: str | os.PathLike | None = None) -> bool | None:
+    """Whether the library code differs between commit ``sha`` and the work tree (None: cannot tell)."""
+    if not sha:
+        return None
+    root = Path(root or Path(__file__).resolve().parent.parent)
+    try:
+        proc = subprocess.run(["git", "diff", "--quiet", sha, "--", *paths], cwd=root, capture_output=True)
+    except OSError:
+        return None
+    return {0: False, 1: True}.get(proc.returncode)
+
+
 def package_versions() -> dict[str, str | None]:
     out = {}
     for name in PACKAGES:
@@ -87,6 +99,32 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _SHA_CACHE[key]
 
 
+DATA_ROOTS = ("GLUE_DIR", "TDLIB_CORPUS")
+
+
+def data_label(path: str | os.PathLike) -> str:
+    """A data file's name in a record: relative to its data root (``glue/CoLA/train.tsv``), never absolute.
+
+    Why: an absolute path says where the writing machine kept its data (and leaks its layout); what
+    identifies the data is the root's name, the path inside it and the sha256 beside it.
+    """
+    path = Path(path).resolve()
+    for var in DATA_ROOTS:
+        root = os.environ.get(var)
+        if not root:
+            continue
+        root_path = Path(root).resolve()
+        base = root_path.parent if root_path.is_file() else root_path
+        if path == root_path or base in path.parents:
+            return f"{base.name}/{path.relative_to(base)}"
+    return path.name
+
+
+def data_checksums(data_files) -> dict[str, str]:
+    """``{data_label(file): sha256}`` for every file read."""
+    return {data_label(p): sha256_file(p) for p in data_files}
+
+
 def provenance(seed: int | None = None, profile: str | None = None, data_files=(), device="cpu", **extra) -> dict:
     return {
         "git": git_state(),
@@ -96,7 +134,7 @@ def provenance(seed: int | None = None, profile: str | None = None, data_files=(
         **device_info(device),
         "seed": seed,
         "profile": profile,
-        "data": {str(p): sha256_file(p) for p in data_files},
+        "data": data_checksums(data_files),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }

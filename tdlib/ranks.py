@@ -102,8 +102,9 @@ def pick_ranks(model_or_geometry, ratio: float | None = None, budget: int | None
         if not ratio > 1:
             raise RankError(f"ratio must be > 1 (n D^2 / compressed parameters), got {ratio}")
         budget = int(raw / ratio)
-    if budget <= 0:
+    elif budget <= 0:
         raise RankError(f"budget must be a positive parameter count, got {budget}")
+    asked = f"ratio {ratio:g} (a budget of {budget:,} parameters)" if ratio is not None else f"budget {budget:,}"
     choices = []
     for d in range(rank_dim_step, D + 1, rank_dim_step):
         free = budget - 2 * D * d
@@ -115,7 +116,8 @@ def pick_ranks(model_or_geometry, ratio: float | None = None, budget: int | None
         params = Tucker.param_count((n, D, D), l, d)
         choices.append(RankChoice(l, d, params, raw / params, mac_ratio(geom, d, seq_len, ops)))
     if not choices:
-        raise RankError(f"no Tucker ranks fit {budget} parameters for n={n}, D={D}; "
-                        f"the smallest (l=1, d={rank_dim_step}) needs "
-                        f"{Tucker.param_count((n, D, D), 1, rank_dim_step)}")
+        smallest = Tucker.param_count((n, D, D), 1, rank_dim_step)
+        raise RankError(f"no Tucker ranks fit {asked} for n={n}, D={D}: the smallest (l=1, d={rank_dim_step}) needs "
+                        f"{smallest:,} parameters, a ratio of at most {raw / smallest:.1f}; ask for a smaller ratio "
+                        "(or a smaller rank_dim step)")
     return choices

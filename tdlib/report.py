@@ -181,8 +181,12 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(rows: list[dict], readme: str | os.PathLike = ROOT / "README.md") -> bool:
-    """Replace the README's claims table between the markers; returns whether the file changed."""
+def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None) -> bool:
+    """Replace the README's claims table between the markers; returns whether the file changed.
+
+    ``readme`` defaults to ``$TDLIB_README`` or the project's README.md (make test points it at a scratch copy).
+    """
+    readme = readme or os.environ.get("TDLIB_README") or ROOT / "README.md"
     path = Path(readme)
     text = path.read_text()
     if START not in text or END not in text:

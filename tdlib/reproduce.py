@@ -15,6 +15,7 @@ import ast
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -41,27 +42,109 @@ def load_profile(profile: str) -> dict[str, dict]:
     return {name: dict(params or {}) for name, params in data.items() if not str(name).startswith("x-")}
 
 
-def check_parameters(notebook: Path, params: dict) -> None:
-    """Unknown names and ill-typed values fail here, naming the notebook's parameters."""
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """The notebook's parameters and their types (the type of each default literal in its parameters cell)."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(notebook))
+    out = {}
+    for name, info in papermill.inspect_notebook(str(notebook)).items():
+        try:  # parameters cells hold literals: the default's type is the parameter's type
+            out[name] = type(ast.literal_eval(info["default"])).__name__
+        except (ValueError, SyntaxError):
+            out[name] = info["inferred_type_name"]
+    return out
+
+
+def coerce_parameter(notebook: str, name: str, kind: str, value):
+    """``value`` as the parameter's type, or one ConfigError naming the parameter and the type it needs.
+
+    ``papermill -p`` passes lists, booleans and some numbers as strings ("[[24, 96]]", "false", "1e-4");
+    they are parsed here as Python or YAML literals. Everything else must already have the right type.
+    """
+    if isinstance(value, str) and kind not in ("str", "NoneType"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+    return check_value(notebook, name, kind, value)
+
+
+def check_value(notebook: str, name: str, kind: str, value):
+    """``value`` if it has the parameter's type (ints pass as floats, None always), else one ConfigError."""
+    expected = _TYPES.get(kind)
+    if expected is None or value is None or kind == "NoneType":
+        return value
+    if (isinstance(value, bool) and kind in ("int", "float")) or not isinstance(value, expected):
+        raise ConfigError(f"{notebook}: parameter {name} must be {kind}, got {type(value).__name__} {value!r}"
+                          + (" (papermill: pass YAML values with -y, e.g. -y 'students: [[24, 96]]')"
+                             if kind in ("list", "dict", "bool") else ""))
+    return value
+
+
+def check_parameters(notebook: Path, params: dict) -> None:
+    """Unknown names and ill-typed values fail here, naming the notebook's parameters."""
+    declared = declared_parameters(notebook)
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise ConfigError(f"{notebook.name}: unknown parameter(s) {unknown}; its parameters are {sorted(declared)}")
-    for name, value in params.items():
-        try:  # parameters cells hold literals: the default's type is the parameter's type
-            kind = type(ast.literal_eval(declared[name]["default"])).__name__
+    for name, value in params.items():  # a profile's YAML is typed: no coercion here
+        check_value(notebook.name, name, declared[name], value)
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """A notebook's parameters after validation, and what to call the run in its records.
+
+    ``profile`` is the profile named by the ``profile`` parameter when every value equals
+    ``params/<profile>.yaml``, else ``"custom"`` (with the base profile and the overridden names in
+    :meth:`provenance`), so a record made with other ranks is never labelled as the profile's.
+    """
+
+    name: str
+    params: dict
+    profile: str
+    base_profile: str
+    overrides: tuple[str, ...] = ()
+
+    def provenance(self) -> dict:
+        return {"base_profile": self.base_profile, "overrides": list(self.overrides)} if self.overrides else {}
+
+    def record_kwargs(self) -> dict:
+        """What :func:`tdlib.results.cached` needs to label a record of this run: ``profile`` and ``extra``."""
+        return {"profile": self.profile, "extra": self.provenance()}
+
+
+def notebook_parameters(name: str, namespace: dict) -> NotebookRun:
+    """Validate and coerce a notebook's parameters in place (its globals); call right after the parameters cell."""
+    declared = declared_parameters(notebook_path(name))
+    missing = sorted(set(declared) - set(namespace))
+    if missing:
+        raise ConfigError(f"{name}: parameters {missing} are not defined; run the parameters cell first")
+    values = {k: coerce_parameter(f"{name}.ipynb", k, kind, namespace[k]) for k, kind in declared.items()}
+    namespace.update(values)
+    base = str(values.get("profile", "cpu"))
+    try:
+        expected = load_profile(base).get(name, {})
+    except ConfigError:
+        expected = {}
+    overrides = tuple(sorted(k for k, v in values.items() if k in expected and v != expected[k]))
+    return NotebookRun(name, values, "custom" if overrides or not expected else base, base, overrides)
+
+
+def notebook_defaults(name: str) -> dict:
+    """The values of a notebook's parameters cell."""
+    import papermill
+
+    out = {}
+    for key, info in papermill.inspect_notebook(str(notebook_path(name))).items():
+        try:
+            out[key] = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):
-            kind = declared[name]["inferred_type_name"]
-        expected = _TYPES.get(kind)
-        if expected is None or value is None or kind == "NoneType":
             continue
-        if isinstance(value, bool) and kind in ("int", "float"):
-            raise ConfigError(f"{notebook.name}: parameter {name} must be {kind}, got bool {value!r}")
-        if not isinstance(value, expected):
-            raise ConfigError(f"{notebook.name}: parameter {name} must be {kind}, got "
-                              f"{type(value).__name__} {value!r}")
+    return out
 
 
 def notebook_path(name: str) -> Path:
@@ -71,8 +154,45 @@ def notebook_path(name: str) -> Path:
     return path
 
 
+def check_data(name: str, params: dict) -> None:
+    """Every data file a notebook will read exists, before anything runs (a missing file is one DataError).
+
+    GLUE tasks (``tasks``, ``distill_task``) need GLUE_DIR's files, or the hub when online; notebooks that
+    run general distillation (``general_steps``) need the corpus (TDLIB_CORPUS), or the hub when online.
+    """
+    from .corpus import corpus_files
+    from .errors import DataError
+    from .glue import get_task, task_files
+
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    tasks = list(params.get("tasks") or []) + ([params["distill_task"]] if params.get("distill_task") else [])
+    for task in tasks:
+        get_task(task)
+        if not task_files(task) and offline:
+            raise DataError(f"{name}: task {task!r} needs GLUE data: set GLUE_DIR to a glue_data folder "
+                            "(../shared/data/glue here; the Makefile sets it when that folder exists), or go online")
+    if params.get("general_steps") and not corpus_files() and offline:
+        raise DataError(f"{name}: general distillation needs a corpus: set TDLIB_CORPUS to a text file or folder "
+                        "(../shared/data/corpus/enwiki-2015-wikiextractor/train here), or go online")
+
+
+COMMITTED = "cpu"  # the profile whose executed notebooks (with outputs) are committed in notebooks/
+
+
+def check_committed_defaults(name: str, params: dict) -> None:
+    """The committed profile's values must be the notebook's own defaults, so *Run All* hits its records."""
+    defaults = notebook_defaults(name)
+    differ = sorted(k for k, v in params.items() if defaults.get(k) != v)
+    if differ:
+        raise ConfigError(f"params/{COMMITTED}.yaml and {name}.py's parameters cell differ in {differ}; "
+                          "make them equal (the notebook's defaults are the committed profile)")
+
+
 def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | None = None,
         force: bool = False) -> list[Path]:
+    """Execute the profile's notebooks. The committed profile's land, executed, in ``notebooks/`` itself
+    (via a scratch copy, so a failed run never leaves a half-executed notebook there); others in
+    ``notebooks/executed/<profile>/`` or ``out_dir``."""
     import papermill
 
     plan = load_profile(profile)
@@ -83,6 +203,10 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         plan = {k: v for k, v in plan.items() if k in only}
     for name, params in plan.items():  # validate everything before running anything
         check_parameters(notebook_path(name), params)
+        check_data(name, {**notebook_defaults(name), **params})
+        if profile == COMMITTED:
+            check_committed_defaults(name, params)
+    in_place = profile == COMMITTED and out_dir is None
     out_dir = Path(out_dir or NOTEBOOKS / "executed" / profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     if force:
@@ -92,8 +216,16 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         start = time.perf_counter()
         print(f"[reproduce:{profile}] {name} ...", flush=True)
         output = out_dir / f"{name}.ipynb"
-        papermill.execute_notebook(str(notebook_path(name)), str(output), parameters=params, kernel_name=KERNEL,
-                                   cwd=str(NOTEBOOKS), progress_bar=False)
+        try:
+            # the committed profile runs on the notebook's own defaults: no injected-parameters cell
+            papermill.execute_notebook(str(notebook_path(name)), str(output), parameters={} if in_place else params,
+                                       kernel_name=KERNEL, cwd=str(NOTEBOOKS), progress_bar=False)
+        except papermill.PapermillExecutionError as exc:
+            raise TdlibError(f"notebook {name} failed: {exc.ename}: {exc.evalue} (executed notebook: {output})"
+                             ) from None
+        if in_place:
+            os.replace(output, notebook_path(name))
+            output = notebook_path(name)
         print(f"[reproduce:{profile}] {name} done in {time.perf_counter() - start:.0f} s -> {output}", flush=True)
         written.append(output)
     return written

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .provenance import provenance, write_json_atomic
+from .provenance import code_changed_since, data_checksums, provenance, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("TDLIB_RESULTS", ROOT / "results"))
@@ -39,9 +40,11 @@ def record_path(name: str, params: dict, root: str | os.PathLike | None = None) 
 
 
 def save_record(path: str | os.PathLike, params: dict, result, *, seed: int | None = None,
-                profile: str | None = None, data_files=(), seconds: float | None = None) -> dict:
+                profile: str | None = None, data_files=(), seconds: float | None = None,
+                extra: dict | None = None) -> dict:
     record = {"params": params, "result": result,
-              "provenance": provenance(seed=seed, profile=profile, data_files=data_files, wall_seconds=seconds)}
+              "provenance": provenance(seed=seed, profile=profile, data_files=data_files, wall_seconds=seconds,
+                                       **(extra or {}))}
     write_json_atomic(path, record)
     return record
 
@@ -50,20 +53,52 @@ def load_record(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def stale_reason(record: dict, data_files=()) -> str | None:
+    """Why a cached record must not be reused: it was computed from other data files (by sha256)."""
+    recorded = sorted((record.get("provenance") or {}).get("data", {}).values())
+    current = sorted(data_checksums(data_files).values())
+    if recorded != current:
+        return (f"its data differ from the files read now ({len(recorded)} recorded, {len(current)} now, "
+                "sha256 compared)")
+    return None
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def cached(name: str, params: dict, compute: Callable[[], object], *, force: bool | None = None,
-           seed: int | None = None, profile: str | None = None, data_files=(), root=None) -> dict:
-    """Load ``results/<name>/<hash(params)>.json`` or run ``compute()`` and save it with provenance."""
+           seed: int | None = None, profile: str | None = None, data_files=(), root=None,
+           extra: dict | None = None) -> dict:
+    """Load ``results/<name>/<hash(params)>.json`` or run ``compute()`` and save it with provenance.
+
+    A cached record is reused only if it was computed from the same data files (sha256); otherwise it is
+    recomputed and replaced, with a warning. A record computed by other library code (``tdlib/`` changed
+    since its commit) is reused with a warning that names the fix (FORCE=1).
+    """
     path = record_path(name, params, root)
     force = os.environ.get("FORCE", "0") == "1" if force is None else force
     if path.exists() and not force:
         record = load_record(path)
-        record["cached"] = True
-        record["path"] = str(path)
-        return record
+        stale = stale_reason(record, data_files)
+        if stale is None:
+            sha = record.get("provenance", {}).get("git", {}).get("sha")
+            if code_changed_since(sha):
+                warn(f"{path} was computed by tdlib at {sha[:10]}, and tdlib/ has changed since; "
+                     "FORCE=1 recomputes it with this code")
+            record["cached"] = True
+            record["path"] = str(path)
+            return record
+        warn(f"not reusing {path}: {stale}; recomputing")
+    if os.environ.get("TDLIB_CACHE_ONLY") == "1":
+        from .errors import ConfigError
+
+        raise ConfigError(f"no usable record {path} for these parameters, and TDLIB_CACHE_ONLY=1 forbids computing "
+                          "it (make test re-runs notebooks from committed results only); make reproduce computes it")
     start = time.perf_counter()
     result = compute()
     record = save_record(path, params, result, seed=seed, profile=profile, data_files=data_files,
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, extra=extra)
     record["cached"] = False
     record["path"] = str(path)
     return record

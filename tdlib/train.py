@@ -91,6 +91,25 @@ def _json_safe(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def check_run(out_dir: str | Path, config: TrainConfig, identity: dict | None = None) -> dict:
+    """The run record of (config, identity); a ConfigError if ``out_dir`` holds another run.
+
+    Cheap (reads one JSON): callers run it before loading teachers or decomposing, so a refusal comes
+    in a second, not after the expensive set-up.
+    """
+    out = Path(out_dir)
+    run = _json_safe({"config": asdict(config.validate()), "identity": identity or {}})
+    run_file = out / "run.json"
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old != run:
+            keys = _diff(old.get("config", {}), run["config"]) + [
+                f"identity.{k}" for k in _diff(old.get("identity", {}), run["identity"])]
+            raise ConfigError(f"{out} holds a run with a different configuration (differs in {', '.join(keys)}); "
+                              "resume with the same settings, or use a new output directory")
+    return run
+
+
 def is_done(out_dir: str | Path) -> bool:
     return (Path(out_dir) / "model" / "config.json").is_file() and (Path(out_dir) / "history.json").is_file()
 
@@ -113,18 +132,11 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
 
     config = config.validate()
     out = Path(out_dir)
-    run = _json_safe({"config": asdict(config), "identity": identity or {}})
+    run = check_run(out, config, identity)
     run_file = out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text())
-        if old != run:
-            keys = _diff(old.get("config", {}), run["config"]) + [
-                f"identity.{k}" for k in _diff(old.get("identity", {}), run["identity"])]
-            raise ConfigError(f"{out} holds a run with a different configuration (differs in {', '.join(keys)}); "
-                              "resume with the same settings, or use a new output directory")
-        if is_done(out):
-            load_weights(model, out / "model")
-            return json.loads((out / "history.json").read_text())
+    if is_done(out) and run_file.exists():
+        load_weights(model, out / "model")
+        return json.loads((out / "history.json").read_text())
 
     accelerator = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),

@@ -62,3 +62,21 @@ def test_baselines_are_optional_per_student(tiny_bert):
     assert names == ["IV-8-16", "dense-1L-16-70", "IV-4-8"]
     assert [s["name"] for s in student_specs(settings({"students": [[8, 16]], "baselines": []}), tiny_bert)] == [
         "IV-8-16"]
+
+
+def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, monkeypatch):
+    from tdlib import experiments
+    from tdlib.models import load_tokenizer
+
+    s = settings(env)
+    out = tmp_path / "gen"
+    out.mkdir()
+    (out / "run.json").write_text('{"config": {"steps": 999}, "identity": {}}')
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the run directory was checked")
+
+    monkeypatch.setattr(experiments, "load_model", no_loading)
+    with pytest.raises(ConfigError, match="holds a run with a different configuration"):
+        experiments.run_general(s, experiments.tucker_spec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out,
+                                progress=False)

@@ -230,3 +230,10 @@ def test_fused_cache_follows_bias_updates(tiny_bert, batch):
     assert not torch.allclose(before, after)
     set_implementation(model, "reconstructed")
     torch.testing.assert_close(hidden(model, batch), after, rtol=1e-4, atol=1e-5)
+
+
+def test_set_implementation_on_a_dense_model_is_one_clear_error(tiny_bert):
+    from tdlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="BertModel is not compressed by tdlib.*compress it first"):
+        set_implementation(tiny_bert, "factorized")

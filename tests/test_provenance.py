@@ -24,3 +24,61 @@ def test_dirty_ignores_reproduce_outputs_but_not_code(tmp_path):
     assert state["dirty"] is False and len(state["sha"]) == 40
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_code_changed_since_a_commit(tmp_path):
+    from tdlib.provenance import code_changed_since
+
+    (tmp_path / "tdlib").mkdir()
+    (tmp_path / "tdlib" / "m.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("a\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.md").write_text("b\n")
+    assert code_changed_since(sha, root=tmp_path) is False  # only library code counts
+    (tmp_path / "tdlib" / "m.py").write_text("x = 2\n")
+    assert code_changed_since(sha, root=tmp_path) is True
+    assert code_changed_since(None, root=tmp_path) is None
+    assert code_changed_since("0" * 40, root=tmp_path) is None  # unknown commit: cannot tell
+
+
+def test_records_name_data_relative_to_their_root(tmp_path, monkeypatch):
+    from tdlib.provenance import data_label, provenance
+
+    root = tmp_path / "somewhere" / "glue"
+    (root / "CoLA").mkdir(parents=True)
+    f = root / "CoLA" / "train.tsv"
+    f.write_text("a\t1\n")
+    monkeypatch.setenv("GLUE_DIR", str(root))
+    assert data_label(f) == "glue/CoLA/train.tsv"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("text\n")
+    monkeypatch.setenv("TDLIB_CORPUS", str(corpus))
+    assert data_label(corpus) == f"{tmp_path.name}/corpus.txt"
+    data = provenance(data_files=[f])["data"]
+    assert list(data) == ["glue/CoLA/train.tsv"] and str(tmp_path) not in str(data)
+
+
+def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch, capsys):
+    from tdlib import results
+
+    data = tmp_path / "d.tsv"
+    data.write_text("one\n")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    kw = dict(root=tmp_path / "results", data_files=[data], force=False)
+    assert results.cached("x", {"a": 1}, compute, **kw)["result"] == {"n": 1}
+    assert results.cached("x", {"a": 1}, compute, **kw)["cached"] is True and len(calls) == 1
+    data.write_text("two\n")  # same parameters, other data: never the old record
+    record = results.cached("x", {"a": 1}, compute, **kw)
+    assert record["cached"] is False and record["result"] == {"n": 2}
+    assert "not reusing" in capsys.readouterr().err
+    monkeypatch.setattr(results, "code_changed_since", lambda sha: True)
+    assert results.cached("x", {"a": 1}, compute, **kw)["cached"] is True
+    assert "tdlib/ has changed since; FORCE=1 recomputes it" in capsys.readouterr().err

@@ -34,3 +34,9 @@ def test_pick_ranks_errors():
         pick_ranks(MINILM, ratio=0.5)
     with pytest.raises(RankError, match="no Tucker ranks fit"):
         pick_ranks(MINILM, budget=100)
+
+
+def test_a_ratio_too_high_names_the_ratio_and_the_limit():
+    with pytest.raises(RankError, match=r"no Tucker ranks fit ratio 1e\+09 \(a budget of 0 parameters\).* a ratio of "
+                                        r"at most [0-9.]+; ask for a smaller ratio"):
+        pick_ranks(MINILM, ratio=1e9)

@@ -1,42 +1,63 @@
-"""Source of notebooks/04_speed.ipynb (python tools/nb_04_speed.py regenerates it)."""
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: tdlib (.venv)
+#     language: python
+#     name: tdlib
+# ---
 
-from nbbuild import build
+# %% [markdown]
+# # 04 · Inference speed (claim C4)
+#
+# **Claim C4** (Ren et al., 2022): the tiny compressed BERT (~1/48 of the encoder weights, d = 128 on BERT-base)
+# is **2.7x faster** at inference.
+#
+# What this notebook measures, in one process with a fixed number of threads (`tdlib.bench`, `torch.utils.benchmark`):
+# the dense encoder vs the Tucker model in the reconstruction protocol (`implementation="factorized"`, cached
+# M V^T) and in the naive one (`"reconstructed"`, cached dense W), and two peers at the same parameter count:
+# per-matrix low rank (method II) and tltorch's Tucker `FactorizedLinear`. Beside each speed-up stands the
+# multiply-add (MAC) ratio counted by `torch.utils.flop_counter` from the ops the model actually runs
+# (attention included), and the fraction of that limit achieved. BERT-base geometry uses random weights
+# (speed does not depend on them); MiniLM uses its real weights.
 
-build("notebooks/04_speed.ipynb", [
-    ("md", """
-# 04 · Inference speed (claim C4)
-
-**Claim C4** (Ren et al., 2022): the tiny compressed BERT (~1/48 of the encoder weights, d = 128 on BERT-base)
-is **2.7x faster** at inference.
-
-What this notebook measures, in one process with a fixed number of threads (`tdlib.bench`, `torch.utils.benchmark`):
-the dense encoder vs the Tucker model in the reconstruction protocol (`implementation="factorized"`, cached
-M V^T) and in the naive one (`"reconstructed"`, cached dense W), and two peers at the same parameter count:
-per-matrix low rank (method II) and tltorch's Tucker `FactorizedLinear`. Beside each speed-up stands the
-multiply-add (MAC) ratio counted by `torch.utils.flop_counter` from the ops the model actually runs
-(attention included), and the fraction of that limit achieved. BERT-base geometry uses random weights
-(speed does not depend on them); MiniLM uses its real weights.
-"""),
-    ("params", """
+# %% tags=["parameters"]
 profile = "cpu"
 minilm_configs = [[36, 192], [16, 96]]
-minilm_grid = [[1, 32], [1, 128], [8, 32], [8, 128], [32, 128], [8, 512]]
+minilm_grid = [[1, 128], [8, 32], [8, 128], [32, 128]]
 bert_base_configs = [[72, 384], [96, 128]]
-bert_base_grid = [[8, 128]]
+bert_base_grid = [[1, 128], [8, 128]]
 sweep_rank_dims = [384, 256, 192, 128, 96, 64]
 profile_configs = [[72, 384], [96, 128]]
 tucker_shape = [144, 768, 768]
 tucker_ranks = [72, 384]
 threads = 2
-min_run_time = 1.0
+min_run_time = 0.5
 peers = True
 memory = True
 seed = 0
 headline = [8, 128]
-"""),
-    ("code", """
-import pandas as pd
+
+
+# %%
+from tdlib.reproduce import notebook_parameters
+
+run = notebook_parameters("04_speed", globals())  # papermill -p strings are coerced; a wrong type stops here
+print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
+                                   if run.overrides else ""))
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
 import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
 from tdlib.bench import run_speed
 from tdlib.plots import savefig
 from tdlib.provenance import seed_everything
@@ -52,23 +73,26 @@ for geometry, (configs, grid) in plan.items():
               "min_run_time": min_run_time, "peers": peers, "memory": memory, "seed": seed}
     records[geometry] = cached("04_speed", params, lambda: run_speed(
         geometry, [tuple(c) for c in configs], [tuple(g) for g in grid], threads, min_run_time, peers, memory, seed),
-        seed=seed, profile=profile)
+        seed=seed, **run.record_kwargs())
     print(geometry, "->", records[geometry]["path"], "(cached)" if records[geometry]["cached"] else "(computed)")
-"""),
-    ("md", "The theoretical limit from the shapes alone (`tdlib.ranks.mac_ratio`, seq 128): stable numbers that nbval checks."),
-    ("check", """
+
+# %% [markdown]
+# The theoretical limit from the shapes alone (`tdlib.ranks.mac_ratio`, seq 128): stable numbers that nbval checks.
+
+# %%
+# NBVAL_CHECK_OUTPUT
 for name, geom, configs in (("minilm", MINILM, minilm_configs), ("bert-base", BERT_BASE, bert_base_configs)):
     for l, d in configs:
         print(f"{name:9s} IV-{l}-{d}: MAC ratio {mac_ratio(geom, d, 128):.3f}")
-"""),
-    ("code", """
+
+# %%
 rows = pd.DataFrame([r for rec in records.values() for r in rec["result"]["rows"]])
 cols = ["geometry", "model", "batch", "seq_len", "median_ms", "speedup", "mac_ratio", "fraction_of_mac_limit",
         "decomposed_params"] + (["peak_forward_mb"] if "peak_forward_mb" in rows else [])
 table = rows[cols].round(3)
 table
-"""),
-    ("code", """
+
+# %%
 hb, hs = headline
 fig, axes = plt.subplots(1, len(records), figsize=(6.5 * len(records), 4.2), squeeze=False)
 for ax, (geometry, rec) in zip(axes[0], records.items(), strict=True):
@@ -86,14 +110,15 @@ for ax, (geometry, rec) in zip(axes[0], records.items(), strict=True):
 fig.tight_layout()
 savefig(fig, "04_speed")
 plt.show()
-"""),
-    ("md", """
-### Rank sweep: speed tracks d
 
-On BERT-base geometry at the headline point, the factorized model for each rank_dim d (rank_layer does not
-change the cost), measured speed-up against the MAC-ratio limit.
-"""),
-    ("code", """
+# %% [markdown]
+# ### Rank sweep: speed tracks d
+#
+# On BERT-base geometry at the headline point, the factorized model for each rank_dim d (rank_layer does not
+# change the cost), measured speed-up against the MAC-ratio limit.
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
 from tdlib.bench import breakdown, time_tucker
 
 sweep_configs = [[72, d] for d in sweep_rank_dims]
@@ -101,7 +126,9 @@ sweep = cached("04_speed", {"geometry": "bert-base", "sweep": sweep_configs, "gr
                             "min_run_time": min_run_time, "seed": seed},
                lambda: run_speed("bert-base", [tuple(c) for c in sweep_configs], [tuple(headline)], threads,
                                  min_run_time, peers=False, memory=False, seed=seed),
-               seed=seed, profile=profile) if sweep_rank_dims else None
+               seed=seed, **run.record_kwargs()) if sweep_rank_dims else None
+
+# %%
 if sweep:
     sw = pd.DataFrame([r for r in sweep["result"]["rows"] if r["kind"] == "tucker-factorized"])
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -115,44 +142,53 @@ if sweep:
     savefig(fig, "04_speed_rank_sweep")
     plt.show()
     display(sw[["model", "median_ms", "speedup", "mac_ratio", "fraction_of_mac_limit"]].round(3))
-"""),
-    ("md", """
-### Where the time goes
 
-`torch.profiler` self-CPU time of one forward, by category: `linear` (matmul kernels, what compression
-shrinks), `attention` (the SDPA kernel, unchanged), `other` (GELU, LayerNorm, adds, copies, embeddings:
-unchanged). If only `linear` shrinks, the best total speed-up is dense_total / (dense_total - dense_linear +
-compressed_linear): the gap between that and the MAC ratio is work the MAC count does not see.
-"""),
-    ("code", """
+# %% [markdown]
+# ### Where the time goes
+#
+# `torch.profiler` self-CPU time of one forward, by category: `linear` (matmul kernels, what compression
+# shrinks), `attention` (the SDPA kernel, unchanged), `other` (GELU, LayerNorm, adds, copies, embeddings:
+# unchanged). If only `linear` shrinks, the best total speed-up is dense_total / (dense_total - dense_linear +
+# compressed_linear): the gap between that and the MAC ratio is work the MAC count does not see.
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
 prof = cached("04_speed_profile", {"geometry": "bert-base", "configs": profile_configs, "batch": headline[0],
                                    "seq_len": headline[1], "threads": threads, "seed": seed},
               lambda: breakdown("bert-base", [tuple(c) for c in profile_configs], headline[0], headline[1],
-                                threads, seed), seed=seed, profile=profile) if profile_configs else None
+                                threads, seed), seed=seed, **run.record_kwargs()) if profile_configs else None
+
+# %%
 if prof:
     pf = pd.DataFrame(prof["result"])
     display(pf[["model", "total_ms", "linear_ms", "attention_ms", "other_ms", "linear_share", "linear_speedup",
                 "total_speedup"]].round(3))
-"""),
-    ("md", "Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost."),
-    ("code", """
+
+# %% [markdown]
+# Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost.
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
 tucker = cached("04_tucker_time", {"shape": tucker_shape, "rank_layer": tucker_ranks[0], "rank_dim": tucker_ranks[1],
                                    "threads": threads, "seed": seed},
                 lambda: time_tucker(tuple(tucker_shape), *tucker_ranks, seed, threads), seed=seed,
-                profile=profile) if tucker_shape else None
+                **run.record_kwargs()) if tucker_shape else None
+
+# %%
 if tucker:
     t = tucker["result"]
     print(f"Tucker {tuple(t['shape'])} -> ({t['rank_layer']}, {t['rank_dim']}, {t['rank_dim']}): "
           f"{t['seconds']:.1f} s, {t['sweeps']} HOOI sweeps, {threads} threads")
-"""),
-    ("md", """
-### Claim C4 and the issue's targets
 
-Read at the headline point (batch 8 x seq 128). The paper's 2.7x is for its ~1/48 model on BERT-base (GPU/CPU
-setting not stated in our summary); ours is the d = 128 model on BERT-base geometry, and the d = 96 MiniLM
-analogue, on 2 CPU threads.
-"""),
-    ("code", """
+
+# %% [markdown]
+# ### Claim C4 and the issue's targets
+#
+# Read at the headline point (batch 8 x seq 128). The paper's 2.7x is for its ~1/48 model on BERT-base (GPU/CPU
+# setting not stated in our summary); ours is the d = 128 model on BERT-base geometry, and the d = 96 MiniLM
+# analogue, on 2 CPU threads.
+
+# %%
 def at(geometry, model, b=hb, s=hs):
     df = pd.DataFrame(records[geometry]["result"]["rows"]) if geometry in records else pd.DataFrame()
     hit = df[(df.model == model) & (df.batch == b) & (df.seq_len == s)] if len(df) else df
@@ -170,7 +206,8 @@ for geometry, configs in (("bert-base", bert_base_configs), ("minilm", minilm_co
                        "meets_0.85_of_limit": bool(fact.fraction_of_mac_limit >= 0.85),
                        "faster_than_tltorch_peer": None if peer is None else bool(fact.median_ms < peer.median_ms)})
 checks = pd.DataFrame(checks)
-tiny = at("bert-base", f"IV-{bert_base_configs[-1][0]}-{bert_base_configs[-1][1]} factorized") if bert_base_configs else None
+tiny = (at("bert-base", f"IV-{bert_base_configs[-1][0]}-{bert_base_configs[-1][1]} factorized")
+        if bert_base_configs else None)
 # the first config of each list is the ~1/7 model: it must never be slower than dense
 sevenths = {"minilm": minilm_configs[:1], "bert-base": bert_base_configs[:1]}
 big = sorted({f"{g} IV-{l}-{d} @ {r.batch}x{r.seq_len}" for g in records for l, d in sevenths[g]
@@ -181,5 +218,3 @@ print("C4: paper 2.7x; ours (BERT-base geometry, ~1/48, batch 8 x 128):",
       "n/a" if tiny is None else ("met" if tiny.speedup >= 3.0 else "not met"))
 print("~1/7 config slower than dense at:", big or "no grid point")
 checks
-"""),
-])

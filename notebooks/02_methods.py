@@ -1,34 +1,45 @@
-"""Source of notebooks/02_methods.ipynb."""
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: tdlib (.venv)
+#     language: python
+#     name: tdlib
+# ---
 
-from nbbuild import build
+# %% [markdown]
+# # 02 · Decomposition methods at equal parameter budgets (claim C1)
+#
+# **Claim C1**: among existing decomposition methods, Tucker (method IV, the matrix bank) is the most
+# parameter-efficient for compressing BERT's weights.
+#
+# For each parameter budget (a fraction of the n·D² decomposable weights) every method gets its best ranks
+# within the budget (`tdlib.compare.match_ranks`; Tucker and TT search a small frontier of rank pairs and keep
+# the lowest error), is fitted to the teacher's stacked weights, and is scored by relative reconstruction error
+# ||W - Ŵ|| / ||W||. Methods: II per-matrix SVD, III shared U/V, IV Tucker, CP (ALS), TT with the matrix index as
+# first or middle mode. A BERT-base-shaped random tensor is the no-structure control (real bert-base-uncased
+# weights on the paper profile).
+#
+# The paper's point is that weights need not be reconstructed exactly, because distillation recovers the
+# mapping. So the second half of this notebook trains one student per method at one budget with the same short
+# task distillation (`tdlib.experiments.method_experiment`) and compares dev scores.
 
-build("notebooks/02_methods.ipynb", [
-    ("md", """
-# 02 · Decomposition methods at equal parameter budgets (claim C1)
-
-**Claim C1**: among existing decomposition methods, Tucker (method IV, the matrix bank) is the most
-parameter-efficient for compressing BERT's weights.
-
-For each parameter budget (a fraction of the n·D² decomposable weights) every method gets its best ranks
-within the budget (`tdlib.compare.match_ranks`; Tucker and TT search a small frontier of rank pairs and keep
-the lowest error), is fitted to the teacher's stacked weights, and is scored by relative reconstruction error
-||W - Ŵ|| / ||W||. Methods: II per-matrix SVD, III shared U/V, IV Tucker, CP (ALS), TT with the matrix index as
-first or middle mode. A BERT-base-shaped random tensor is the no-structure control (real bert-base-uncased
-weights on the paper profile).
-
-The paper's point is that weights need not be reconstructed exactly, because distillation recovers the
-mapping. So the second half of this notebook trains one student per method at one budget with the same short
-task distillation (`tdlib.experiments.method_experiment`) and compares dev scores.
-"""),
-    ("params", """
+# %% tags=["parameters"]
 profile = "cpu"
 teacher = "minilm"
 ops = "san_ffn"
-pooling = "cls"
-ratios = [4.0, 7.2, 16.0, 48.0, 100.0]
+pooling = "mean"
+ratios = [7.2, 16.0, 48.0, 100.0]
 random_shape = [144, 768, 768]
-random_ratios = [16.0, 48.0]
-cp_iters = 25
+random_ratios = [48.0]
+cp_iters = 60
+cp_restarts = 1
 seed = 0
 # post-distillation comparison: one task, one budget, every method, the same two-stage task distillation
 distill_task = "mrpc"
@@ -37,17 +48,27 @@ distill_methods = ["II", "III", "IV", "cp", "tt-first", "tt-middle"]
 max_train_examples = 2000
 max_length = 64
 batch_size = 16
-finetune_steps = 150
-finetune_lr = 5e-5
-stage1_steps = 40
-stage2_steps = 60
-task_lr = 5e-5
+finetune_steps = 250
+finetune_lr = 0.0001
+stage1_steps = 20
+stage2_steps = 40
+task_lr = 0.002
 checkpoint_every = 50
-"""),
-    ("code", """
+
+
+# %%
+from tdlib.reproduce import notebook_parameters
+
+run = notebook_parameters("02_methods", globals())  # papermill -p strings are coerced; a wrong type stops here
+print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
+                                   if run.overrides else ""))
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+
 from tdlib import load_model, stack_weights
 from tdlib.compare import budgets_from_ratios, compare_methods
 from tdlib.plots import savefig
@@ -62,18 +83,20 @@ if random_shape and random_ratios:
     runs[f"random{tuple(random_shape)}"] = (torch.randn(tuple(random_shape), generator=gen) * 0.04, random_ratios)
 records = {}
 for name, (tensor, rs) in runs.items():
-    params = {"tensor": name, "ops": ops, "ratios": rs, "cp_iters": cp_iters, "seed": seed}
+    params = {"tensor": name, "ops": ops, "ratios": rs, "cp_iters": cp_iters, "cp_restarts": cp_restarts,
+              "seed": seed}
     budgets = budgets_from_ratios(tuple(tensor.shape), rs)
-    records[name] = cached("02_methods", params, lambda: compare_methods(tensor, budgets, seed=seed,
-                                                                          cp_iters=cp_iters),
-                           seed=seed, profile=profile)
+    records[name] = cached("02_methods", params, lambda: compare_methods(tensor, budgets, seed=seed, cp_iters=cp_iters,
+                                                                          cp_restarts=cp_restarts),
+                           seed=seed, **run.record_kwargs())
     print(name, "->", records[name]["path"], "(cached)" if records[name]["cached"] else "(computed)")
-"""),
-    ("check", """
+
+# %%
+# NBVAL_CHECK_OUTPUT
 for name, (tensor, rs) in runs.items():
     print(name, "budgets:", budgets_from_ratios(tuple(tensor.shape), rs))
-"""),
-    ("code", """
+
+# %%
 frames = []
 for name, rec in records.items():
     df = pd.DataFrame(rec["result"])
@@ -82,14 +105,15 @@ for name, rec in records.items():
 table = pd.concat(frames, ignore_index=True)
 pivot = table.pivot_table(index=["tensor", "budget_ratio"], columns="method", values="rel_error").round(4)
 pivot
-"""),
-    ("md", """
-Parameter efficiency is not inference efficiency. Each method's budget-matched ranks also set what one map costs
-at run time in factorized form (`macs_per_map`, multiply-adds per token with the best folding), shown here as a
-multiple of a dense D x D map: above 1 the "compressed" map is slower than the dense one.
-"""),
-    ("code", """
+
+# %% [markdown]
+# Parameter efficiency is not inference efficiency. Each method's budget-matched ranks also set what one map costs
+# at run time in factorized form (`macs_per_map`, multiply-adds per token with the best folding), shown here as a
+# multiple of a dense D x D map: above 1 the "compressed" map is slower than the dense one.
+
+# %%
 from tdlib.compare import method_class
+
 
 def cost(row):
     if not isinstance(row.get("ranks"), dict) or "params" not in row or pd.isna(row.get("params")):
@@ -99,8 +123,8 @@ def cost(row):
 
 table["macs_vs_dense"] = table.apply(cost, axis=1)
 table.pivot_table(index=["tensor", "budget_ratio"], columns="method", values="macs_vs_dense").round(3)
-"""),
-    ("code", """
+
+# %%
 fig, axes = plt.subplots(1, len(records), figsize=(6 * len(records), 4.2), squeeze=False)
 for ax, (name, rec) in zip(axes[0], records.items(), strict=True):
     df = pd.DataFrame(rec["result"])
@@ -117,8 +141,8 @@ for ax, (name, rec) in zip(axes[0], records.items(), strict=True):
 fig.tight_layout()
 savefig(fig, "02_methods")
 plt.show()
-"""),
-    ("code", """
+
+# %%
 # Does Tucker (IV) have the lowest error at every budget? (C1, weight-reconstruction reading)
 verdict = []
 for (tensor_name, ratio), row in pivot.iterrows():
@@ -127,31 +151,32 @@ for (tensor_name, ratio), row in pivot.iterrows():
                     "IV error": row.get("IV"), "best error": row.min(), "Tucker wins": row.idxmin() == "IV"})
 verdict = pd.DataFrame(verdict)
 verdict
-"""),
-    ("md", """
-## After distillation
 
-Each method's student starts from its decomposition (ranks with the lowest weight error within the budget)
-of the **fine-tuned** teacher, keeps the teacher's embeddings and head, and gets the same two-stage task
-distillation: stage 1 intermediate losses, stage 2 soft cross-entropy. There is no general distillation
-here, and every method is trained through the same reconstruction path (`tdlib.layers.FactorStack`), so the
-decomposition is the only difference between students.
-"""),
-    ("code", """
-from tdlib.experiments import method_experiment
-from tdlib.glue import task_file
+# %% [markdown]
+# ## After distillation
+#
+# Each method's student starts from its decomposition (ranks with the lowest weight error within the budget)
+# of the **fine-tuned** teacher, keeps the teacher's embeddings and head, and gets the same two-stage task
+# distillation: stage 1 intermediate losses, stage 2 soft cross-entropy. There is no general distillation
+# here, and every method is trained through the same reconstruction path (`tdlib.layers.FactorStack`), so the
+# decomposition is the only difference between students.
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+from tdlib.experiments import run_experiment
+from tdlib.glue import task_files
 from tdlib.results import runs_dir
 
-dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio, methods=distill_methods,
+dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
+               methods=distill_methods,
                max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
                finetune_steps=finetune_steps, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed)
-files = [f for f in (task_file(distill_task, "train"), task_file(distill_task, "dev")) if f is not None]
-drec = cached("02_methods_distilled", dparams, lambda: method_experiment(dparams, runs_dir(profile)), seed=seed,
-              profile=profile, data_files=files)
+drec = cached("02_methods_distilled", dparams, lambda: run_experiment("methods", dparams, runs_dir(run.base_profile)),
+              seed=seed, data_files=task_files(distill_task), **run.record_kwargs())
 print(drec["path"], "(cached)" if drec["cached"] else "(computed)")
-"""),
-    ("code", """
+
+# %%
 dres = drec["result"]
 rows = [{"method": "teacher (dense)", **dres["teacher"]["metrics"]}]
 for method, r in dres["methods"].items():
@@ -164,8 +189,8 @@ for method, r in dres["methods"].items():
 after = pd.DataFrame(rows).set_index("method")
 print(f"{distill_task} dev after task distillation (stage steps {dres['steps']}), budget {dres['budget']:,} weights")
 after.round(4)
-"""),
-    ("code", """
+
+# %%
 scored = after.drop(index="teacher (dense)")["score"].dropna()
 best = list(scored[scored == scored.max()].index)
 verdict = "Tucker wins" if best == ["IV"] else "Tucker ties" if "IV" in best else "Tucker does not win"
@@ -176,6 +201,3 @@ if "soft_ce" in after:
     ce = after.drop(index="teacher (dense)")["soft_ce"].dropna().sort_values()
     print(f"fidelity (dev soft cross-entropy to the teacher, lower is closer): best {ce.index[0]} ({ce.iloc[0]:.4f});"
           f" Tucker #{list(ce.index).index('IV') + 1} ({ce.get('IV', float('nan')):.4f})")
-
-"""),
-])

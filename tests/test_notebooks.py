@@ -1,0 +1,92 @@
+"""Notebooks as the source: jupytext pairs in sync, one settings source, parameters validated in the notebook."""
+
+import json
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from tdlib.errors import ConfigError, DataError
+from tdlib.reproduce import (
+    COMMITTED,
+    NOTEBOOKS,
+    check_committed_defaults,
+    check_data,
+    declared_parameters,
+    load_profile,
+    notebook_parameters,
+    notebook_path,
+)
+
+NAMES = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+def _sources(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_is_paired_with_its_jupytext_script_and_in_sync(name):
+    script = NOTEBOOKS / f"{name}.py"
+    assert script.is_file(), f"{name}.ipynb has no jupytext pair; run jupytext --set-formats ipynb,py:percent"
+    ipynb = nbformat.read(notebook_path(name), as_version=4)
+    assert _sources(jupytext.read(script)) == _sources(ipynb), (
+        f"{name}.py and {name}.ipynb differ: edit the .py and run jupytext --sync notebooks/{name}.py")
+
+
+def test_the_committed_profile_is_every_notebooks_defaults():
+    plan = load_profile(COMMITTED)
+    assert sorted(plan) == NAMES
+    for name, params in plan.items():
+        assert sorted(params) == sorted(declared_parameters(notebook_path(name))), f"{name}: YAML lacks a value"
+        check_committed_defaults(name, params)
+
+
+def test_committed_notebooks_show_their_results():
+    for name in NAMES:
+        cells = json.loads(notebook_path(name).read_text())["cells"]
+        assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{name}.ipynb has no outputs"
+
+
+def test_papermill_strings_are_coerced_and_a_wrong_type_is_one_error():
+    namespace = {k: v for k, v in load_profile(COMMITTED)["03_glue"].items()}
+    namespace.update(students="[[24, 96]]", baselines="[[1, 144]]", general_lr="1e-4")
+    run = notebook_parameters("03_glue", namespace)
+    assert namespace["students"] == [[24, 96]] and namespace["general_lr"] == 1e-4
+    assert run.profile == "custom" and run.base_profile == "cpu"
+    assert run.overrides == ("baselines", "general_lr", "students")
+    assert run.record_kwargs()["extra"] == {"base_profile": "cpu", "overrides": ["baselines", "general_lr", "students"]}
+    same = notebook_parameters("03_glue", dict(load_profile(COMMITTED)["03_glue"]))
+    assert same.profile == "cpu" and same.provenance() == {}
+    peers = {**load_profile(COMMITTED)["04_speed"], "peers": "false"}
+    notebook_parameters("04_speed", peers)
+    assert peers["peers"] is False
+    with pytest.raises(ConfigError, match=r"parameter students must be list, got str 'many' \(papermill: pass YAML"):
+        notebook_parameters("03_glue", {**namespace, "students": "many"})
+
+
+def test_missing_data_is_found_before_anything_runs(monkeypatch):
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="03_glue: task 'cola' needs GLUE data: set GLUE_DIR"):
+        check_data("03_glue", load_profile(COMMITTED)["03_glue"])
+    monkeypatch.setenv("GLUE_DIR", str(Path("/nonexistent")))
+    with pytest.raises(DataError, match="not found"):
+        check_data("02_methods", load_profile(COMMITTED)["02_methods"])
+
+
+def test_a_failing_notebook_is_one_line(tmp_path, monkeypatch):
+    from tdlib import reproduce
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "tdlib", "display_name": "tdlib", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "99_fail.ipynb")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "t.yaml").write_text("99_fail:\n  x: 2\n")
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
+    monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
+    assert reproduce.main(["--profile", "t", "--out", str(tmp_path / "out")]) == 2
