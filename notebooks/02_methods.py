@@ -54,6 +54,9 @@ stage1_steps = 20
 stage2_steps = 40
 task_lr = 0.002
 checkpoint_every = 50
+precision = "auto"
+distill_dropout = False
+train_word_embeddings = False
 
 
 # %%
@@ -171,7 +174,8 @@ dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, rat
                methods=distill_methods,
                max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
                finetune_steps=finetune_steps, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
-               stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed)
+               stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed,
+               precision=precision, distill_dropout=distill_dropout, train_word_embeddings=train_word_embeddings)
 drec = cached("02_methods_distilled", dparams, lambda: run_experiment("methods", dparams, runs_dir(run.base_profile)),
               seed=seed, data_files=task_files(distill_task), **run.record_kwargs())
 print(drec["path"], "(cached)" if drec["cached"] else "(computed)")

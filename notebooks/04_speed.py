@@ -43,6 +43,12 @@ peers = True
 memory = True
 seed = 0
 headline = [8, 128]
+train_bench = True
+train_min_run_time = 3.0
+train_baselines = [[1, 384], [1, 144]]
+precision = "auto"
+distill_dropout = False
+train_word_embeddings = False
 
 
 # %%
@@ -218,3 +224,63 @@ print("C4: paper 2.7x; ours (BERT-base geometry, ~1/48, batch 8 x 128):",
       "n/a" if tiny is None else ("met" if tiny.speedup >= 3.0 else "not met"))
 print("~1/7 config slower than dense at:", big or "no grid point")
 checks
+
+
+# %% [markdown]
+# ## Training throughput (what the distillation budget buys)
+#
+# Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.bench_train`,
+# `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
+# profile's (`precision`, `distill_dropout`, `train_word_embeddings`), both with foreach AdamW, timed in one process
+# at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
+# (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
+# distillation of the first student; parity compares fp32 and bf16 losses of the same steps.
+
+# %%
+# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+from tdlib.bench_train import profile_train_bench
+
+train_params = {"teacher": "minilm", "students": minilm_configs, "baselines": train_baselines, "ops": "san_ffn",
+                "precision": precision, "distill_dropout": distill_dropout,
+                "train_word_embeddings": train_word_embeddings, "threads": threads,
+                "min_run_time": train_min_run_time, "seed": seed}
+trec = cached("04_train", train_params, lambda: profile_train_bench(
+    "minilm", minilm_configs, train_baselines, "san_ffn",
+    {"precision": precision, "dropout": distill_dropout, "train_word_embeddings": train_word_embeddings},
+    threads=threads, min_run_time=train_min_run_time, seed=seed), seed=seed,
+    **run.record_kwargs()) if train_bench else None
+if trec:
+    print(trec["path"], "(cached)" if trec["cached"] else "(computed)")
+
+# %%
+if trec:
+    tr = trec["result"]
+    print("native bf16 on this CPU:", tr["native_bf16"], "| matmul TFLOP/s measured:",
+          {k: round(v, 3) for k, v in tr["matmul_tflops"].items()})
+    stages = pd.DataFrame(tr["rows"])
+    wide = stages.pivot_table(index=["stage", "model"], columns="setting", values="tokens_per_s", sort=False)
+    wide["x vs paper recipe"] = wide["profile"] / wide["paper recipe"]
+    frac = stages[stages.setting == "profile"].set_index(["stage", "model"])["fraction_of_roofline"]
+    wide["profile: fraction of roofline"] = frac
+    display(wide.round(3))
+    display(pd.DataFrame(tr["ablation"])[["change", "precision", "step_ms", "tokens_per_s", "fraction_of_roofline",
+                                          *(["skipped"] if any("skipped" in a for a in tr["ablation"]) else [])]]
+            .round(3))
+    print("parity (general distillation, same seed and steps): max relative loss difference fp32 vs bf16 =",
+          f"{tr['parity']['max_relative_difference']:.4f}")
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    labels = [f"{s} / {m}" for s, m in wide.index]
+    y = range(len(labels))
+    ax.barh([i + 0.2 for i in y], wide["paper recipe"], height=0.4, label="paper recipe (fp32)")
+    ax.barh([i - 0.2 for i in y], wide["profile"], height=0.4, label="this profile")
+    roof = stages[stages.setting == "profile"].set_index(["stage", "model"])
+    ax.scatter(roof["tokens_per_s"] / roof["fraction_of_roofline"], list(y), marker="|", s=300, color="k",
+               label="matmul roofline")
+    ax.set_yticks(list(y), labels)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens / s (batch x sequence per step)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    savefig(fig, "04_train_throughput")
+    plt.show()
+

@@ -47,6 +47,10 @@ stage2_steps = 50
 task_lr = 0.002
 checkpoint_every = 50
 seed = 0
+precision = "auto"
+distill_dropout = False
+train_word_embeddings = False
+teacher_cache = True
 
 
 # %%

@@ -102,7 +102,21 @@ def cmd_bench(args) -> int:
     from .results import save_record
 
     seed_everything(args.seed)
-    if args.what == "tucker":
+    if args.what == "train":
+        from .bench_train import profile_train_bench
+
+        configs, baselines = _pairs(args.configs, "configs"), _pairs(args.baselines, "baselines")
+        setting = {"precision": args.precision, "dropout": not args.no_dropout,
+                   "train_word_embeddings": not args.freeze_word_embeddings}
+        result = profile_train_bench(args.teacher, configs, baselines, "san_ffn", setting, args.threads,
+                                     min_run_time=args.min_run_time, seed=args.seed)
+        print(f"{'stage':14} {'model':20} {'setting':13} {'precision':9} {'ms/step':>8} {'tokens/s':>9} {'of roof':>7}")
+        for r in result["rows"]:
+            print(f"{r['stage']:14} {r['model']:20} {r['setting']:13} {r['precision']:9} {r['step_ms']:>8.0f} "
+                  f"{r['tokens_per_s']:>9.0f} {r['fraction_of_roofline']:>7.2f}")
+        params = {"what": "train", "teacher": args.teacher, "configs": configs, "baselines": baselines,
+                  **setting, "threads": args.threads}
+    elif args.what == "tucker":
         shape = tuple(int(v) for v in args.shape.split("x"))
         result = time_tucker(shape, args.rank_layer, args.rank_dim, args.seed, args.threads)
         print(f"Tucker-HOOI {args.shape} rank ({args.rank_layer}, {args.rank_dim}, {args.rank_dim}): "
@@ -313,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ranks)
 
-    p = sub.add_parser("bench", help="time dense vs compressed inference, or the Tucker fit")
-    p.add_argument("what", choices=["speed", "tucker"])
+    p = sub.add_parser("bench", help="time dense vs compressed inference, training throughput, or the Tucker fit")
+    p.add_argument("what", choices=["speed", "tucker", "train"])
     p.add_argument("--geometry", default="minilm", help="minilm (real weights), bert-base or tiny (random weights)")
     p.add_argument("--configs", default="36x192,16x96", help="Tucker configs LxD, comma separated")
     p.add_argument("--grid", default="1x32,1x128,8x32,8x128,32x128", help="batch x seq_len points")
@@ -323,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-peers", action="store_true", help="skip the method-II and tltorch peers")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument("--shape", default="144x768x768", help="tucker: tensor shape")
+    p.add_argument("--teacher", default="minilm", help="train: the teacher whose stages are timed")
+    p.add_argument("--baselines", default="1x384,1x144", help="train: equal-budget dense baselines LAYERSxHIDDEN")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="train: profile precision")
+    p.add_argument("--no-dropout", action="store_true", help="train: dropout off in distillation")
+    p.add_argument("--freeze-word-embeddings", action="store_true", help="train: word embeddings frozen")
     p.add_argument("--rank-layer", type=int, default=72)
     p.add_argument("--rank-dim", type=int, default=384)
     p.add_argument("--seed", type=int, default=0)

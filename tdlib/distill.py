@@ -31,6 +31,7 @@ from .errors import ConfigError
 from .glue import compute_metrics, get_task
 from .modeling import apply_structure, compression_spec
 from .stacking import encoder_layers
+from .teacher_cache import attention_scores
 from .train import TrainConfig, train
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -66,15 +67,7 @@ class LastLayerTaps:
         """Pre-softmax scores (B, H, T, T) = Q K^T / sqrt(d_head), zero wherever a query or key is padding."""
         if self.q is None or self.k is None:
             raise RuntimeError("run the model's forward inside the LastLayerTaps context first")
-        b, t, d = self.q.shape
-        dh = d // self.heads
-        q = self.q.reshape(b, t, self.heads, dh).transpose(1, 2)
-        k = self.k.reshape(b, t, self.heads, dh).transpose(1, 2)
-        s = q @ k.transpose(-1, -2) / dh**0.5
-        if attention_mask is not None:
-            keep = attention_mask[:, None, :, None].bool() & attention_mask[:, None, None, :].bool()
-            s = s.masked_fill(~keep, 0.0)
-        return s
+        return attention_scores(self.q, self.k, self.heads, attention_mask)
 
 
 def intermediate_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor, student_hidden: torch.Tensor,
@@ -117,14 +110,27 @@ def distillation_step(student: nn.Module, teacher: nn.Module, batch: dict) -> di
     with torch.no_grad(), LastLayerTaps(teacher) as t_taps:
         t_out = teacher(**batch, output_hidden_states=True)
         t_scores = t_taps.scores(mask)
+    return _student_loss(student, batch, t_scores, t_out.hidden_states[-1])
+
+
+def cached_distillation_step(student: nn.Module, cache, batch: dict) -> dict[str, torch.Tensor]:
+    """:func:`distillation_step` with the teacher's targets read from a :class:`tdlib.teacher_cache.TeacherCache`
+    (rows ``batch['idx']``) instead of a teacher forward."""
+    mask = batch.get("attention_mask")
+    device = batch["input_ids"].device
+    t = {k: v.to(device) for k, v in cache.targets(batch["idx"]).items()}
+    t_scores = attention_scores(t["q"], t["k"], _unwrap(student).config.num_attention_heads, mask)
+    return _student_loss(student, inputs(batch), t_scores, t["h"])
+
+
+def _student_loss(student: nn.Module, batch: dict, t_scores: torch.Tensor, t_hidden: torch.Tensor) -> dict:
     with LastLayerTaps(student) as s_taps:
         s_out = student(**batch, output_hidden_states=True)
-        s_scores = s_taps.scores(mask)
-    target = t_out.hidden_states[-1]
+        s_scores = s_taps.scores(batch.get("attention_mask"))
     proj = hidden_projection(_unwrap(student))
     if proj is not None:
-        target = target @ proj.to(target)
-    return intermediate_loss(s_scores, t_scores, s_out.hidden_states[-1], target)
+        t_hidden = t_hidden @ proj.to(t_hidden)
+    return intermediate_loss(s_scores, t_scores, s_out.hidden_states[-1], t_hidden)
 
 
 def prediction_step(student: nn.Module, teacher: nn.Module, batch: dict, regression: bool,
@@ -160,11 +166,19 @@ def finetune(model: nn.Module, train_data, out_dir: str | Path, config: TrainCon
 
 
 def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str | Path, config: TrainConfig, *,
-                    identity: dict | None = None, progress: bool = True) -> dict:
-    """General distillation: intermediate losses against the pre-trained teacher on a packed corpus."""
+                    identity: dict | None = None, progress: bool = True, cache=None) -> dict:
+    """General distillation: intermediate losses against the pre-trained teacher on a packed corpus.
+
+    With ``cache`` (a :class:`tdlib.teacher_cache.TeacherCache` of ``corpus``, which then needs an ``idx``
+    column) the teacher's targets are read from it instead of recomputed every step.
+    """
     check_vocab(student, teacher)
-    return train(student, lambda m, b: distillation_step(m, teacher, b), corpus, config, out_dir,
-                 identity=identity, frozen=[teacher], desc=f"general {Path(out_dir).name}", progress=progress)
+    if cache is None:
+        loss, frozen = (lambda m, b: distillation_step(m, teacher, b)), [teacher]
+    else:
+        loss, frozen = (lambda m, b: cached_distillation_step(m, cache, b)), []
+    return train(student, loss, corpus, config, out_dir, identity=identity, frozen=frozen,
+                 desc=f"general {Path(out_dir).name}", progress=progress)
 
 
 def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,
@@ -214,13 +228,19 @@ def task_model(encoder: nn.Module, teacher: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Logits over an encoded dataset, in order, in eval mode (the compressed model's inference path)."""
+def predict(model: nn.Module, data, batch_size: int = 64, progress: bool = True,
+            precision: str = "fp32") -> np.ndarray:
+    """Logits (fp32) over an encoded dataset, in order, in eval mode (the compressed model's inference path),
+    with matmuls in ``precision`` (:mod:`tdlib.precision`)."""
+    from .precision import autocast
+
     model.eval()
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     device = next(model.parameters()).device
-    out = [model(**{k: v.to(device) for k, v in inputs(b).items()}).logits.float().cpu()
-           for b in tqdm(loader, desc="predict", disable=not progress, leave=False)]
+    out = []
+    for b in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        with autocast(precision, device):
+            out.append(model(**{k: v.to(device) for k, v in inputs(b).items()}).logits.float().cpu())
     return torch.cat(out).numpy()
 
 

@@ -63,6 +63,15 @@ GLUE_DEFAULTS: dict = {
                     "qqp": [3, 3], "qnli": [10, 10], "rte": [20, 20]},
     "checkpoint_every": 200,
     "seed": 0,
+    # how a step runs (tdlib.train.TrainConfig): matmul precision for training and evaluation, and two choices
+    # of the distillation stages (the paper's recipe: dropout on, every parameter trains)
+    "precision": "auto",
+    "distill_dropout": True,
+    "train_word_embeddings": True,
+    # general distillation reads the teacher's targets from a 16-bit cache shared by every student
+    # (tdlib.teacher_cache), instead of a teacher forward per step; off by default (the paper profile's corpus
+    # would need terabytes)
+    "teacher_cache": False,
 }
 
 
@@ -111,9 +120,12 @@ class Data:
         return out
 
 
-def _config(s: dict, steps: int, lr: float, schedule: str, warmup: float) -> TrainConfig:
+def _config(s: dict, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True) -> TrainConfig:
+    """A stage's config; ``distill=False`` (teacher fine-tuning) keeps dropout and trains every parameter."""
     return TrainConfig(steps=steps, batch_size=s["batch_size"], lr=lr, schedule=schedule, warmup=warmup,
-                       seed=s["seed"], checkpoint_every=s["checkpoint_every"])
+                       seed=s["seed"], checkpoint_every=s["checkpoint_every"], precision=s["precision"],
+                       dropout=s["distill_dropout"] or not distill,
+                       train_word_embeddings=s["train_word_embeddings"] or not distill)
 
 
 def task_configs(s: dict, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
@@ -129,7 +141,7 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     spec = get_task(task)
     train_data = data.split(task, "train")
     cfg = _config(s, _steps(s["finetune_steps"], s["finetune_epochs"], len(train_data), s["batch_size"]),
-                  s["finetune_lr"], "linear", 0.1)
+                  s["finetune_lr"], "linear", 0.1, distill=False)
     identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
                 "max_length": s["max_length"], "pooling": s["pooling"]}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
@@ -200,12 +212,30 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
     identity = {"teacher": str(s["teacher"]), "student": spec, "corpus_files": len(files),
                 "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
                 "sequences": len(corpus), "max_length": s["general_max_length"]}
+    if s["teacher_cache"]:
+        identity["teacher_targets"] = "float16 cache"
     out = Path(out) if out else workdir / "general" / f"{spec['name']}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
     seed_everything(s["seed"])
     teacher = load_model(s["teacher"]).eval()
+    cache = None
+    if s["teacher_cache"]:
+        from accelerate import PartialState
+
+        from .precision import resolve_precision
+        from .teacher_cache import TeacherCache
+
+        if "idx" not in corpus.column_names:
+            corpus = corpus.add_column("idx", list(range(len(corpus))))
+            corpus.set_format("torch")
+            corpus_cache["corpus"] = (corpus, files)
+        key = {k: identity[k] for k in ("teacher", "corpus_files", "corpus_sha", "sequences", "max_length")}
+        with PartialState().main_process_first():  # one process builds it, the others open it
+            cache = TeacherCache.build_or_open((workdir or out.parent) / "teacher-cache", key, teacher,
+                                               corpus.remove_columns("idx"),
+                                               resolve_precision(s["precision"]), progress=progress)
     student = build_student(spec, teacher, s["seed"])
-    history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress)
+    history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache)
     if is_main_process():
         tokenizer.save_pretrained(str(out / "model"))
     return out / "model", {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
@@ -364,7 +394,8 @@ def majority_metrics(task: str, data: Data) -> dict[str, float]:
 
 def dev_logits(model, task: str, data: Data, progress: bool = True) -> dict[str, np.ndarray]:
     """The model's logits on each dev split of the task."""
-    return {split: predict(model, d, progress=progress) for split, d in data.dev(task).items()}
+    return {split: predict(model, d, progress=progress, precision=data.s["precision"])
+            for split, d in data.dev(task).items()}
 
 
 def dev_metrics(task: str, data: Data, logits: dict[str, np.ndarray]) -> dict[str, float]:

@@ -100,6 +100,14 @@ class TuckerBank(nn.Module):
                 self._mixed = (key, torch.einsum("nl,lpq->npq", self.P, self.C))
         return self._mixed[1]
 
+    def mixed_rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """M_i for the given matrix indices only (any shape). In training each map mixes just its own rows:
+        mixing all n per map would cost n / (a*b) times more, for every one of the encoder's maps."""
+        if self.caching():
+            return self.mixed()[indices]
+        rows = torch.einsum("kl,lpq->kpq", self.P[indices.reshape(-1)], self.C)
+        return rows.reshape(*indices.shape, self.rank_dim, self.rank_dim)
+
     def project(self, x: torch.Tensor, blocks: int, group: str | None = None, uses: int = 1) -> torch.Tensor:
         """xU for an input of ``blocks`` D-wide chunks -> (..., blocks * d).
 
@@ -200,7 +208,7 @@ class BankLinear(nn.Module):
     # -- the small matrices ---------------------------------------------------------------------
     def _mblock(self) -> torch.Tensor:
         """M arranged as an (a*d) x (b*d) block matrix (rows: input blocks, columns: output blocks)."""
-        m = self.bank.mixed()[self.indices]  # (a, b, d, d)
+        m = self.bank.mixed_rows(self.indices)  # (a, b, d, d)
         return m.permute(0, 2, 1, 3).reshape(self.a * self.bank.rank_dim, self.b * self.bank.rank_dim)
 
     def _build(self) -> torch.Tensor:

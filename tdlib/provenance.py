@@ -85,12 +85,13 @@ def device_info(device: str | torch.device = "cpu") -> dict:
     return info
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoised on (path, mtime, size) within the process."""
+def sha256_file(path: str | os.PathLike, memo: bool = True) -> str:
+    """sha256 of a file, memoised on (path, mtime, size) within the process (``memo=False``: always read it,
+    for checksums that guard against corruption, which may keep size and a coarse mtime)."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime, stat.st_size)
-    if key not in _SHA_CACHE:
+    if key not in _SHA_CACHE or not memo:
         digest = hashlib.sha256()
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

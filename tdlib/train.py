@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, check_choice
+from .precision import PRECISIONS, autocast, resolve_precision
 from .provenance import write_json_atomic
 
 SCHEDULES = ("linear", "constant", "constant_with_warmup")
@@ -47,9 +48,13 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int = 0  # 0: only on interrupt
+    precision: str = "fp32"  # "auto" | "bf16" | "fp32" (tdlib.precision); a run records the resolved one
+    dropout: bool = True  # False: every nn.Dropout of the trained model at p=0 for this stage
+    train_word_embeddings: bool = True  # False: the word-embedding matrix stays as loaded
 
     def validate(self) -> TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -91,6 +96,17 @@ def _json_safe(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def resolved(config: TrainConfig) -> TrainConfig:
+    """The config as it will run: ``precision='auto'`` replaced by what this machine uses (bf16 or fp32).
+
+    The resolved value goes into the run identity, so a bf16 run is never resumed in fp32 elsewhere.
+    """
+    import dataclasses
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return dataclasses.replace(config.validate(), precision=resolve_precision(config.precision, device))
+
+
 def check_run(out_dir: str | Path, config: TrainConfig, identity: dict | None = None) -> dict:
     """The run record of (config, identity); a ConfigError if ``out_dir`` holds another run.
 
@@ -98,7 +114,7 @@ def check_run(out_dir: str | Path, config: TrainConfig, identity: dict | None = 
     in a second, not after the expensive set-up.
     """
     out = Path(out_dir)
-    run = _json_safe({"config": asdict(config.validate()), "identity": identity or {}})
+    run = _json_safe({"config": asdict(resolved(config)), "identity": identity or {}})
     run_file = out / "run.json"
     if run_file.exists():
         old = json.loads(run_file.read_text())
@@ -130,7 +146,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from transformers import get_scheduler
 
-    config = config.validate()
+    config = resolved(config)
     out = Path(out_dir)
     run = check_run(out, config, identity)
     run_file = out / "run.json"
@@ -147,10 +163,12 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         raise ConfigError(f"{len(dataset)} examples make no full batch of {config.batch_size}; lower batch_size")
     if accelerator.is_main_process:
         write_json_atomic(run_file, run)
+    restore = stage_settings(model, config)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
+                                  **fast_adamw(accelerator.device))
     scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup * config.steps),
                               num_training_steps=config.steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -188,7 +206,8 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in batches:
                 torch.manual_seed(step_seed(config.seed, step))
-                losses = loss_fn(model, batch)
+                with autocast(config.precision, accelerator.device):  # matmuls in bf16; losses stay fp32
+                    losses = loss_fn(model, batch)
                 accelerator.backward(losses["loss"])
                 if config.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -207,12 +226,15 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
                 if step >= config.steps:
                     break
     except KeyboardInterrupt:
+        restore()
         save_checkpoint()
         bar.close()
         raise TrainingInterrupted(step, out) from None
     bar.close()
+    restore()
     history.update({"seconds": elapsed + time.perf_counter() - start, "resumed_from": resumed_from,
-                    "num_processes": accelerator.num_processes, "device": str(accelerator.device)})
+                    "num_processes": accelerator.num_processes, "device": str(accelerator.device),
+                    "precision": config.precision})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model_atomic(accelerator.unwrap_model(model), out / "model")
@@ -221,6 +243,40 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     accelerator.wait_for_everyone()
     accelerator.unwrap_model(model).eval()
     return history
+
+
+def stage_settings(model: nn.Module, config: TrainConfig) -> Callable[[], None]:
+    """Apply the stage's ``dropout`` and ``train_word_embeddings`` to ``model``; returns the undo.
+
+    Why per stage, not in the saved config: they are training choices (a short distillation budget has no
+    use for dropout's regularisation, and the word embeddings are not part of the compressed encoder), so
+    the saved model stays the architecture it was.
+    """
+    undo: list[Callable[[], None]] = []
+    if not config.dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout) and module.p:
+                undo.append(lambda m=module, p=module.p: setattr(m, "p", p))
+                module.p = 0.0
+    if not config.train_word_embeddings:
+        for name, param in model.named_parameters():
+            if name.endswith("word_embeddings.weight") and param.requires_grad:
+                undo.append(lambda p=param: p.requires_grad_(True))
+                param.requires_grad_(False)
+
+    def restore() -> None:
+        while undo:
+            undo.pop()()
+
+    return restore
+
+
+def fast_adamw(device: torch.device) -> dict:
+    """AdamW's multi-tensor (``foreach``) implementation: a few vectorised ops over all parameters instead of
+    a Python loop of small elementwise ops; the same algorithm. Not ``fused``: torch's fused kernel updates
+    parameters without bumping their version counters, and the eval caches of :mod:`tdlib.layers` key on
+    those counters (a stale cache would silently serve the pre-training weights)."""
+    return {"foreach": True}
 
 
 def is_main_process() -> bool:

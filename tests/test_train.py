@@ -140,3 +140,18 @@ def test_two_cpu_processes_with_accelerate(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["num_processes"] == 2 and len(history["loss"]["loss"]) == 3
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_the_optimizer_bumps_parameter_versions_so_eval_caches_see_training(tmp_path):
+    """The eval caches of tdlib.layers key on version counters: training must change them (fused AdamW did not)."""
+    teacher, student = _pair()
+    student.eval()
+    before = student(input_ids=torch.tensor([[5, 6, 7]])).last_hidden_state
+    cfg = TrainConfig(steps=2, batch_size=8, lr=1e-2)
+    train(student, lambda m, b: distillation_step(m, teacher, b), _data(), cfg, tmp_path, frozen=[teacher],
+          progress=False)
+    after = student(input_ids=torch.tensor([[5, 6, 7]])).last_hidden_state
+    rebuilt = compress(teacher, 4, 8)
+    rebuilt.load_state_dict(student.state_dict())
+    torch.testing.assert_close(after, rebuilt.eval()(input_ids=torch.tensor([[5, 6, 7]])).last_hidden_state)
+    assert not torch.allclose(before, after)

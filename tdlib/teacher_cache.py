@@ -1,0 +1,121 @@
+"""The teacher's general-distillation targets, computed once and shared by every student.
+
+Why: every student of a profile distils from the same pre-trained teacher on the same corpus sequences,
+and the teacher's forward is a quarter of a distillation step. The targets of the paper's loss are the
+last layer's query and key outputs (the attention scores are Q K^T, recomputed from them: 4x smaller than
+storing the scores) and its hidden states. They are stored per sequence, in the dataset's order, as
+memory-mapped float16 ``.npy`` files (dataset rows are looked up by their ``idx`` column, so any shuffled
+order reads the right rows), with a sha256 of each file in ``meta.json``.
+
+A cache is keyed by (teacher, corpus identity, sequence length, precision); a cache whose files fail
+their checksum, or whose ``meta.json`` describes another teacher or corpus, is rebuilt, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .precision import autocast
+from .provenance import sha256_file, write_json_atomic
+
+FIELDS = ("q", "k", "h")  # last-layer query output, key output, hidden state: (n, seq_len, D) each
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pre-softmax scores (B, H, T, T) = Q K^T / sqrt(d_head), zero wherever a query or key is padding."""
+    b, t, d = q.shape
+    dh = d // heads
+    qh = q.reshape(b, t, heads, dh).transpose(1, 2)
+    kh = k.reshape(b, t, heads, dh).transpose(1, 2)
+    s = qh @ kh.transpose(-1, -2) / dh**0.5
+    if mask is not None:
+        keep = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()
+        s = s.masked_fill(~keep, 0.0)
+    return s
+
+
+class TeacherCache:
+    """Memory-mapped teacher targets of one dataset; :meth:`build_or_open` is the way in."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path, self.meta = Path(path), meta
+        self.arrays = {f: np.load(self.path / f"{f}.npy", mmap_mode="r") for f in FIELDS}
+
+    @staticmethod
+    def key(identity: dict) -> str:
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    @classmethod
+    def build_or_open(cls, root: str | Path, identity: dict, teacher: nn.Module, dataset, precision: str = "fp32",
+                      batch_size: int = 32, progress: bool = True) -> TeacherCache:
+        """Open ``root/<key(identity)>`` if it is whole and of this identity, else (re)build it there."""
+        identity = {**identity, "precision": precision, "rows": len(dataset)}
+        path = Path(root) / cls.key(identity)
+        meta = cls.check(path, identity)
+        if meta is None:
+            meta = cls._build(path, identity, teacher, dataset, precision, batch_size, progress)
+        return cls(path, meta)
+
+    @staticmethod
+    def check(path: Path, identity: dict) -> dict | None:
+        """The cache's meta if its identity matches and every file passes its checksum; None means rebuild."""
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            return None
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError:
+            return None
+        if meta.get("identity") != json.loads(json.dumps(identity, default=str)):
+            return None  # a foreign cache (copied, or written by other code): never read it
+        for field in FIELDS:
+            file = path / f"{field}.npy"
+            if not file.is_file() or sha256_file(file, memo=False) != meta.get("sha256", {}).get(field):
+                return None
+        return meta
+
+    @staticmethod
+    def _build(path: Path, identity: dict, teacher: nn.Module, dataset, precision: str, batch_size: int,
+               progress: bool) -> dict:
+        from .distill import LastLayerTaps, inputs
+
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        n, seq_len, d = len(dataset), len(dataset[0]["input_ids"]), teacher.config.hidden_size
+        arrays = {f: np.lib.format.open_memmap(tmp / f"{f}.npy", mode="w+", dtype=np.float16, shape=(n, seq_len, d))
+                  for f in FIELDS}
+        teacher.eval()
+        loader = torch.utils.data.DataLoader(dataset.with_format("torch"), batch_size=batch_size, shuffle=False)
+        start = 0
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="teacher cache", disable=not progress, leave=False):
+                with LastLayerTaps(teacher) as taps, autocast(precision):
+                    out = teacher(**inputs(batch), output_hidden_states=True)
+                stop = start + batch["input_ids"].shape[0]
+                for field, value in (("q", taps.q), ("k", taps.k), ("h", out.hidden_states[-1])):
+                    arrays[field][start:stop] = value.float().numpy().astype(np.float16)
+                start = stop
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        meta = {"identity": identity, "shape": [n, seq_len, d], "dtype": "float16",
+                "sha256": {f: sha256_file(tmp / f"{f}.npy") for f in FIELDS}}
+        write_json_atomic(tmp / "meta.json", meta)
+        tmp.rename(path)
+        return meta
+
+    def targets(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """fp32 tensors q, k, h for dataset rows ``idx``."""
+        rows = np.sort(idx.cpu().numpy())
+        order = np.argsort(np.argsort(idx.cpu().numpy()))  # back to the batch's order
+        return {f: torch.from_numpy(np.asarray(a[rows], dtype=np.float32)[order]) for f, a in self.arrays.items()}

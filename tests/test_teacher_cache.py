@@ -1,0 +1,63 @@
+"""The teacher cache: built once, reused, rebuilt when corrupt or foreign; the cached loss equals the live one."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from transformers import BertModel
+
+from tdlib import compress
+from tdlib.distill import cached_distillation_step, distillation_step
+from tdlib.teacher_cache import TeacherCache
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config()).eval()
+    ids = torch.randint(5, 120, (10, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[3, 8:] = 0
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist()})
+    return teacher, data
+
+
+def test_cached_targets_give_the_live_loss(tmp_path, setup):
+    teacher, data = setup
+    cache = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, batch_size=4, progress=False)
+    student = compress(teacher, 4, 8).eval()
+    rows = data.add_column("idx", list(range(len(data)))).with_format("torch")
+    batch = rows[[7, 3, 0]]  # any order: rows are looked up by idx
+    live = distillation_step(student, teacher, batch)
+    cached = cached_distillation_step(student, cache, batch)
+    for key in ("loss", "att", "rep"):  # 16-bit targets: equal to fp16 rounding
+        assert float(cached[key]) == pytest.approx(float(live[key]), rel=1e-2, abs=1e-5)
+
+
+def test_reused_then_rebuilt_when_corrupt_or_foreign(tmp_path, setup):
+    teacher, data = setup
+    first = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False)
+    stamp = (first.path / "h.npy").stat().st_mtime_ns
+    again = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False)
+    assert again.path == first.path and (again.path / "h.npy").stat().st_mtime_ns == stamp  # reused
+    reference = np.array(again.arrays["h"])
+    # corrupt: a flipped byte fails the checksum, and the cache is rebuilt with the right values
+    raw = bytearray((first.path / "h.npy").read_bytes())
+    raw[-1] ^= 0xFF
+    (first.path / "h.npy").write_bytes(bytes(raw))
+    rebuilt = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False)
+    np.testing.assert_array_equal(np.array(rebuilt.arrays["h"]), reference)
+    # foreign: meta.json of another teacher in this key's folder is never read as this teacher's
+    meta = json.loads((first.path / "meta.json").read_text())
+    meta["identity"]["teacher"] = "other"
+    (first.path / "meta.json").write_text(json.dumps(meta))
+    assert TeacherCache.check(first.path, {"teacher": "tiny", "precision": "fp32", "rows": 10}) is None
+    fixed = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False)
+    assert json.loads((fixed.path / "meta.json").read_text())["identity"]["teacher"] == "tiny"
+    # another identity gets its own folder
+    other = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny", "corpus_sha": "x"}, teacher, data,
+                                       progress=False)
+    assert other.path != first.path
