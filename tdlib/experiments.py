@@ -257,6 +257,8 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     regression = get_task(task).is_regression
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
                         progress=progress)
+    if is_main_process():  # the model directory is complete: `evaluate` reads its own tokenizer
+        data.tokenizer.save_pretrained(str(out / "stage2" / "model"))
     logits = dev_logits(student, task, data, progress)
     joined = np.concatenate(list(logits.values()))
     return {"metrics": dev_metrics(task, data, logits),

@@ -63,6 +63,10 @@ def test_finetune_distill_evaluate(tmp_path, capsys, monkeypatch, tiny_teacher_d
     assert main(["evaluate", "--model", str(model), "--task", "rte", "--tokenizer", str(tiny_teacher_dir),
                  "--max-length", "16"]) == 0
     assert first.splitlines()[-2].split(":", 1)[1] == capsys.readouterr().out.splitlines()[-1].split(":", 1)[1]
+    # without --tokenizer, evaluate reads the model directory's own (the tiny vocabulary, not minilm's)
+    assert (model / "tokenizer_config.json").exists()
+    assert main(["evaluate", "--model", str(model), "--task", "rte", "--max-length", "16"]) == 0
+    assert first.splitlines()[-2].split(":", 1)[1] == capsys.readouterr().out.splitlines()[-1].split(":", 1)[1]
     # the same --out with other settings is refused, and nothing there changes
     assert main(["distill", "task", "--teacher", str(tmp_path / "ft" / "model"), "--student",
                  str(tmp_path / "gen" / "model"), "--task", "rte", "--stage1-steps", "5", "--stage2-steps", "2",
