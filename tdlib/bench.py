@@ -100,12 +100,16 @@ def _inputs(batch: int, seq_len: int, vocab: int, seed: int = 0) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def time_forward(model: nn.Module, inputs: dict, threads: int, min_run_time: float) -> dict:
-    """Median wall time of one inference forward (ms), torch.utils.benchmark, fixed threads."""
+def time_forward(model: nn.Module, inputs: dict, threads: int, min_run_time: float,
+                 precision: str = "fp32") -> dict:
+    """Median wall time of one inference forward (ms), torch.utils.benchmark, fixed threads, matmuls in
+    ``precision`` (bf16 autocast, as CPU deployments with AMX run it)."""
+    from .precision import autocast
 
     @torch.inference_mode()
     def forward():
-        model(**inputs)
+        with autocast(precision):
+            model(**inputs)
 
     forward()  # warm-up: builds eval caches, allocator, oneDNN primitives
     timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=threads)
@@ -235,13 +239,35 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
             row["mac_ratio_analytic"] = (encoder_macs(geom, seq_len)["total"]
                                          / encoder_macs(geom, seq_len, d)["total"]) if d else 1.0
         rows.append(row)
+    bf16 = bf16_column(models, rows, threads, min_run_time, seed)
     if memory:  # at the largest grid point only: one fresh process per model
         batch, seq_len = max(grid, key=lambda g: g[0] * g[1])
         for row in tqdm([r for r in rows if (r["batch"], r["seq_len"]) == (batch, seq_len)], desc="peak memory"):
             config = (row["rank_layer"], row["rank_dim"]) if "rank_layer" in row else None
             row["peak_forward_mb"] = peak_forward_memory_mb(geometry, row["model"], batch, seq_len, seed, config,
                                                             peers=row["kind"] in ("II-lowrank", "tltorch-tucker"))
-    return {"geometry": geometry, "threads": threads, "min_run_time": min_run_time, "rows": rows}
+    return {"geometry": geometry, "threads": threads, "min_run_time": min_run_time, "rows": rows, "bf16": bf16}
+
+
+def bf16_column(models: dict, rows: list[dict], threads: int, min_run_time: float, seed: int = 0) -> str:
+    """Dense bf16 vs compressed bf16 (``bf16_median_ms``, ``bf16_speedup``) on every dense and factorized row,
+    where the CPU has native bf16; elsewhere bf16 is emulated (far slower than fp32) and the column is skipped.
+    Returns what was done, for the record."""
+    from .precision import native_bf16
+
+    if not native_bf16():
+        return "skipped: this CPU has no native bf16 (AMX-BF16 or AVX512-BF16)"
+    dense = {}
+    for row in sorted(rows, key=lambda r: r["kind"] != "dense"):  # dense first: the speed-up's denominator
+        if row["kind"] not in ("dense", "tucker-factorized"):
+            continue
+        model = models[row["model"]][0]
+        inputs = _inputs(row["batch"], row["seq_len"], model.config.vocab_size, seed)
+        row["bf16_median_ms"] = time_forward(model, inputs, threads, min_run_time, "bf16")["median_ms"]
+        if row["kind"] == "dense":
+            dense[row["batch"], row["seq_len"]] = row["bf16_median_ms"]
+        row["bf16_speedup"] = dense[row["batch"], row["seq_len"]] / row["bf16_median_ms"]
+    return "measured"
 
 
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::einsum")

@@ -89,3 +89,17 @@ def test_bench_cli_writes_a_record_with_provenance(tmp_path, capsys):
     assert prov["seed"] == 0 and prov["packages"]["torch"].startswith("2.13") and "sha" in prov["git"]
     assert main(["bench", "speed", "--geometry", "nope"]) == 2
     assert main(["bench", "speed", "--grid", "8by128"]) == 2
+
+
+def test_bf16_column_where_native_and_skipped_where_not(monkeypatch):
+    from tdlib import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    result = run_speed("tiny", configs=[(6, 16)], grid=[(1, 8)], min_run_time=0.01, peers=False, memory=False)
+    assert result["bf16"].startswith("skipped: this CPU has no native bf16")
+    assert all("bf16_speedup" not in r for r in result["rows"])
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)  # emulated here: tiny shapes only
+    result = run_speed("tiny", configs=[(6, 16)], grid=[(1, 8)], min_run_time=0.01, peers=False, memory=False)
+    timed = {r["model"]: r for r in result["rows"] if "bf16_speedup" in r}
+    assert result["bf16"] == "measured" and set(timed) == {"dense", "IV-6-16 factorized"}
+    assert timed["dense"]["bf16_speedup"] == 1.0 and timed["IV-6-16 factorized"]["bf16_median_ms"] > 0
