@@ -14,14 +14,21 @@ def test_dirty_ignores_reproduce_outputs_but_not_code(tmp_path):
     (tmp_path / "code.py").write_text("x = 1\n")
     (tmp_path / "results" / "r.json").write_text("{}\n")
     (tmp_path / "README.md").write_text("table\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "n.ipynb").write_text("{}\n")
+    (tmp_path / "notebooks" / "n.py").write_text("x = 1\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')
     (tmp_path / "README.md").write_text("new table\n")
+    (tmp_path / "notebooks" / "n.ipynb").write_text('{"outputs": 1}\n')  # an executed notebook: an output too
     state = git_state(tmp_path)
     assert state["dirty"] is False and len(state["sha"]) == 40
+    (tmp_path / "notebooks" / "n.py").write_text("x = 2\n")  # a notebook's source is code
+    assert git_state(tmp_path)["dirty"] is True
+    (tmp_path / "notebooks" / "n.py").write_text("x = 1\n")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["dirty"] is True
 
