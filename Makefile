@@ -43,7 +43,7 @@ test: setup
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
 	cp README.md $(SMOKE)/README.md
 	TDLIB_CACHE_ONLY=1 TDLIB_FIGURES=$(SMOKE)/figures-committed TDLIB_README=$(SMOKE)/README.md \
-	  $(BIN)/python -m pytest -q --nbval -p no:cacheprovider notebooks/*.ipynb
+	  $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/*.ipynb
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs FORCE=1 \
 	  $(BIN)/python -m tdlib.reproduce --profile smoke --out $(SMOKE)/notebooks
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \

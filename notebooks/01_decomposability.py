@@ -43,7 +43,8 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
                                    if run.overrides else ""))
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

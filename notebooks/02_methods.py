@@ -67,7 +67,8 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
                                    if run.overrides else ""))
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -165,7 +166,8 @@ verdict
 # decomposition is the only difference between students.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 from tdlib.experiments import run_experiment
 from tdlib.glue import task_files
 from tdlib.results import runs_dir

@@ -59,7 +59,8 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
                                    if run.overrides else ""))
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
@@ -124,7 +125,8 @@ plt.show()
 # change the cost), measured speed-up against the MAC-ratio limit.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 from tdlib.bench import breakdown, time_tucker
 
 sweep_configs = [[72, d] for d in sweep_rank_dims]
@@ -158,7 +160,8 @@ if sweep:
 # compressed_linear): the gap between that and the MAC ratio is work the MAC count does not see.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 prof = cached("04_speed_profile", {"geometry": "bert-base", "configs": profile_configs, "batch": headline[0],
                                    "seq_len": headline[1], "threads": threads, "seed": seed},
               lambda: breakdown("bert-base", [tuple(c) for c in profile_configs], headline[0], headline[1],
@@ -174,7 +177,8 @@ if prof:
 # Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 tucker = cached("04_tucker_time", {"shape": tucker_shape, "rank_layer": tucker_ranks[0], "rank_dim": tucker_ranks[1],
                                    "threads": threads, "seed": seed},
                 lambda: time_tucker(tuple(tucker_shape), *tucker_ranks, seed, threads), seed=seed,
@@ -237,7 +241,8 @@ checks
 # distillation of the first student; parity compares fp32 and bf16 losses of the same steps.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 from tdlib.bench_train import profile_train_bench
 
 train_params = {"teacher": "minilm", "students": minilm_configs, "baselines": train_baselines, "ops": "san_ffn",

@@ -61,7 +61,8 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
                                    if run.overrides else ""))
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 import pandas as pd
 import torch
 
@@ -95,7 +96,8 @@ retained.round(2)
 # distilled weights still carry the inter-matrix redundancy that Tucker uses.
 
 # %%
-# NBVAL_IGNORE_OUTPUT: which records were read or computed, and where (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
 def compressibility(teacher_name):
     weights = stack_weights(load_model(teacher_name), ops)
     gen = torch.Generator().manual_seed(seed)

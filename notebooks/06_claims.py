@@ -41,7 +41,8 @@ rows = claims()
 pd.DataFrame(rows)
 
 # %%
-# NBVAL_IGNORE_OUTPUT: whether this run changed the README (volatile)
+# NBVAL_IGNORE_OUTPUT
+# (volatile: whether this run changed the README)
 if update_readme:
     changed = write_readme_table(rows)
     print("README.md claims table", "updated" if changed else "already current")
