@@ -42,18 +42,18 @@ cp_iters = 60
 cp_restarts = 1
 seed = 0
 # post-distillation comparison: one task, one budget, every method, the same two-stage task distillation
-distill_task = "mrpc"
+distill_task = "sst2"
 distill_ratio = 48.0
 distill_methods = ["II", "III", "IV", "cp", "tt-first", "tt-middle"]
-max_train_examples = 2000
-max_length = 64
-batch_size = 16
-finetune_steps = 250
+max_train_examples = {"sst2": 8000}
+max_length = 128
+batch_size = 32
+finetune_epochs = {"cola": 3, "sst2": 1, "mrpc": 3, "stsb": 3, "rte": 3}
 finetune_lr = 0.0001
 stage1_steps = 20
 stage2_steps = 40
 task_lr = 0.002
-checkpoint_every = 50
+checkpoint_every = 100
 precision = "auto"
 distill_dropout = False
 train_word_embeddings = False
@@ -175,7 +175,7 @@ from tdlib.results import runs_dir
 dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
                methods=distill_methods,
                max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
-               finetune_steps=finetune_steps, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
+               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed,
                precision=precision, distill_dropout=distill_dropout, train_word_embeddings=train_word_embeddings)
 drec = cached("02_methods_distilled", dparams, lambda: run_experiment("methods", dparams, runs_dir(run.base_profile)),

@@ -40,6 +40,24 @@ def corpus_files(path: str | os.PathLike | None = None) -> list[Path]:
     return files
 
 
+def heldout_path(path: str | os.PathLike | None = None) -> Path:
+    """Text that general distillation never reads, for the recovery proxies (:mod:`tdlib.proxies`).
+
+    An explicit path, then ``TDLIB_HELDOUT``, then a ``heldout`` folder beside the corpus folder
+    (../shared/data/corpus/enwiki-2015-wikiextractor/heldout: 122 articles not in ``train/``).
+    """
+    path = path or os.environ.get("TDLIB_HELDOUT")
+    if not path:
+        corpus = os.environ.get("TDLIB_CORPUS")
+        sibling = Path(corpus).parent / "heldout" if corpus else None
+        if sibling is None or not sibling.is_dir():
+            raise DataError("no held-out text for the recovery proxies: set TDLIB_HELDOUT to a text file or folder "
+                            "that the corpus does not contain (or put a 'heldout' folder beside TDLIB_CORPUS)")
+        path = sibling
+    corpus_files(path)  # exists and holds files, or one clear error
+    return Path(path)
+
+
 def _lines(path: Path) -> Iterator[str]:
     with path.open("rb") as fh:
         head = fh.read(4096)

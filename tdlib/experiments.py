@@ -52,10 +52,10 @@ GLUE_DEFAULTS: dict = {
     "baselines": [[1, 384], [1, 144]],  # (num_layers, hidden_size) per student, FFN matched to its budget
     "ops": "san_ffn",
     "pooling": "cls",  # the task head: BERT's [CLS] pooler, or "mean" (tdlib.heads; sentence-transformers teachers)
-    "max_train_examples": None,
+    "max_train_examples": None,  # a cap for every task, or {task: cap} (e.g. {"sst2": 20000}); None: all
     "max_length": None,  # None: the task's 64/128
     "batch_size": 32,
-    "finetune_steps": None, "finetune_epochs": 3.0, "finetune_lr": 5e-5,
+    "finetune_steps": None, "finetune_epochs": 3.0, "finetune_lr": 5e-5,  # epochs and steps: a number or {task: n}
     "general_steps": 1000, "general_sequences": 100_000, "general_max_length": 128, "general_lr": 1e-4,
     "stage1_steps": None, "stage2_steps": None, "task_lr": 5e-5,
     # the paper's epochs per task (stage1, stage2), used when stage*_steps is None
@@ -72,10 +72,31 @@ GLUE_DEFAULTS: dict = {
     # (tdlib.teacher_cache), instead of a teacher forward per step; off by default (the paper profile's corpus
     # would need terabytes)
     "teacher_cache": False,
+    # general distillation's loss: the paper's "last_layer" or "all_layers_cos" (tdlib.distill.objective_loss)
+    "general_objective": "last_layer",
+    # the student's init (protocol 1): "pretrained" (the paper's Tucker fit), "random" or "zero" (tdlib.compress)
+    "init": "pretrained",
+    # recovery curves: the proxies of tdlib.proxies at this many geometric steps of general distillation
+    # (0, total/2^(k-2), ..., total/2, total); 0 points: no curve. Proxies read `proxy_sequences` held-out sequences.
+    "curve_points": 0,
+    "proxy_sequences": 256,
+    # extra general-distillation runs of the first Tucker student, for the curves only (no GLUE): each a dict of
+    # spec overrides, e.g. {"init": "random"}, {"init": "zero"}, {"objective": "last_layer"} (protocol 1's controls
+    # and the paper's loss as the reference line)
+    "controls": [],
 }
 
 
 def _hash(obj) -> str:
+    """The run-directory key of (identity, configs): what determines a run's result, nothing else.
+
+    A config's ``checkpoint_every`` is left out: resume is exact, so how often a run checkpoints does not
+    change what it computes, and a rerun with another frequency resumes the same run.
+    """
+    from .train import result_fields
+
+    if isinstance(obj, list):
+        obj = [result_fields(o) if isinstance(o, TrainConfig) else o for o in obj]
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -85,6 +106,11 @@ def settings(params: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown experiment parameter(s) {unknown}; known: {sorted(GLUE_DEFAULTS)}")
     return {**GLUE_DEFAULTS, **params}
+
+
+def per_task(value, task: str):
+    """A setting that is one value for every task, or a {task: value} dict (tasks it omits get None)."""
+    return value.get(task) if isinstance(value, dict) else value
 
 
 def _steps(explicit: int | None, epochs: float, n: int, batch: int) -> int:
@@ -100,7 +126,7 @@ class Data:
     def split(self, task: str, split: str):
         key = (task, split)
         if key not in self._cache:
-            limit = self.s["max_train_examples"] if split == "train" else None
+            limit = per_task(self.s["max_train_examples"], task) if split == "train" else None
             raw = load_task(task, split, max_examples=limit, seed=self.s["seed"])
             data = encode(raw, self.tokenizer, task, self.s["max_length"]).rename_column("label", "labels")
             cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in data.column_names]
@@ -140,10 +166,11 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
     """Fine-tune the teacher on ``task`` (into ``out``, or a hashed run dir of ``workdir``); (model dir, info)."""
     spec = get_task(task)
     train_data = data.split(task, "train")
-    cfg = _config(s, _steps(s["finetune_steps"], s["finetune_epochs"], len(train_data), s["batch_size"]),
-                  s["finetune_lr"], "linear", 0.1, distill=False)
+    epochs = per_task(s["finetune_epochs"], task) or GLUE_DEFAULTS["finetune_epochs"]
+    cfg = _config(s, _steps(per_task(s["finetune_steps"], task), epochs, len(train_data), s["batch_size"]),
+                  per_task(s["finetune_lr"], task), "linear", 0.1, distill=False)
     identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
-                "max_length": s["max_length"], "pooling": s["pooling"]}
+                "max_length": s["max_length"], "pooling": s["pooling"], "padding": "dynamic"}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
     seed_everything(s["seed"])
@@ -161,13 +188,43 @@ def student_specs(s: dict, teacher_model) -> list[dict]:
     """Every student: the Tucker configs and, for each, its equal-budget dense baseline."""
     specs, baselines = [], list(s["baselines"] or [])
     for i, (rl, rd) in enumerate(s["students"]):
-        tucker = tucker_spec(rl, rd, s["ops"])
+        tucker = tucker_spec(rl, rd, s["ops"], s["init"], s["general_objective"])
         specs.append(tucker)
         if i < len(baselines) and baselines[i]:  # a baseline per student, in order; fewer is fine
             layers, hidden = baselines[i]
             ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s["ops"]), layers, hidden)
-            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"]))
+            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"], s["general_objective"]))
     return specs
+
+
+def control_specs(s: dict) -> list[dict]:
+    """The first Tucker student with each of ``s["controls"]``' overrides (init, objective): curve-only runs."""
+    if not s["controls"] or not s["students"]:
+        return []
+    rl, rd = s["students"][0]
+    out = []
+    for override in s["controls"]:
+        unknown = sorted(set(override) - {"init", "objective"})
+        if unknown:
+            raise ConfigError(f"a control overrides 'init' and/or 'objective', not {unknown}: e.g. {{init: random}}")
+        spec = tucker_spec(rl, rd, s["ops"], override.get("init", s["init"]),
+                           override.get("objective", s["general_objective"]))
+        out.append({**spec, "name": spec["name"] + "".join(f" {k}={v}" for k, v in sorted(override.items()))})
+    return out
+
+
+def needs_all_layers(s: dict) -> bool:
+    """Whether any general-distillation run of ``s`` matches every layer (the teacher cache then stores them)."""
+    objectives = {s["general_objective"], *(c.get("objective", s["general_objective"]) for c in s["controls"])}
+    return objectives != {"last_layer"}
+
+
+def curve_steps(total: int, points: int) -> list[int]:
+    """Geometric checkpoints: 0, total/2^(points-2), ..., total/2, total (deduplicated); [] for no curve."""
+    if points <= 0:
+        return []
+    steps = {0, total, *(total // 2**k for k in range(1, max(0, points - 1)))}
+    return sorted(steps)
 
 
 def tucker_budget(teacher_model, rank_layer: int, rank_dim: int, ops: str) -> int:
@@ -175,20 +232,23 @@ def tucker_budget(teacher_model, rank_layer: int, rank_dim: int, ops: str) -> in
     return method_class("IV").param_count((n, d, d), rank_layer=rank_layer, rank_dim=rank_dim)
 
 
-def tucker_spec(rank_layer: int, rank_dim: int, ops: str = "san_ffn") -> dict:
+def tucker_spec(rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "pretrained",
+                objective: str = "last_layer") -> dict:
     return {"kind": "tucker", "name": f"IV-{rank_layer}-{rank_dim}", "rank_layer": rank_layer, "rank_dim": rank_dim,
-            "ops": ops}
+            "ops": ops, "init": init, "objective": objective}
 
 
-def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, budget_of: str | None = None) -> dict:
+def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, budget_of: str | None = None,
+                  objective: str = "last_layer") -> dict:
     return {"kind": "baseline", "name": f"dense-{num_layers}L-{hidden_size}-{intermediate_size}",
             "num_layers": num_layers, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
-            "budget_of": budget_of}
+            "budget_of": budget_of, "objective": objective}
 
 
 def build_student(spec: dict, teacher_model, seed: int):
     if spec["kind"] == "tucker":
-        return compress(teacher_model, spec["rank_layer"], spec["rank_dim"], spec["ops"], seed=seed)
+        return compress(teacher_model, spec["rank_layer"], spec["rank_dim"], spec["ops"],
+                        init=spec.get("init", "pretrained"), seed=seed)
     return shrink(teacher_model, spec["num_layers"], spec["hidden_size"], spec["intermediate_size"])
 
 
@@ -197,8 +257,9 @@ def student_params(model, spec: dict) -> int:
 
 
 def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
-                progress: bool = True, out: Path | None = None) -> tuple[Path, dict]:
-    """General distillation of one student from the pre-trained teacher.
+                progress: bool = True, out: Path | None = None, proxies=None) -> tuple[Path, dict]:
+    """General distillation of one student from the pre-trained teacher (with ``proxies``, a
+    :class:`tdlib.proxies.Proxies`: its recovery curve at :func:`curve_steps`).
 
     The corpus is read and the run directory checked before the teacher is loaded and decomposed, so bad
     data or a refused run directory fail in seconds.
@@ -214,7 +275,11 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
                 "sequences": len(corpus), "max_length": s["general_max_length"]}
     if s["teacher_cache"]:
         identity["teacher_targets"] = "float16 cache"
-    out = Path(out) if out else workdir / "general" / f"{spec['name']}-{_hash([identity, cfg])}"
+    evaluate_at = curve_steps(cfg.steps, s["curve_points"]) if proxies is not None else []
+    if evaluate_at:
+        identity["curve"] = {"steps": evaluate_at, "proxy_sequences": s["proxy_sequences"]}
+    name = spec["name"].replace(" ", "_").replace("=", "-")
+    out = Path(out) if out else workdir / "general" / f"{name}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
     seed_everything(s["seed"])
     teacher = load_model(s["teacher"]).eval()
@@ -233,13 +298,20 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
         with PartialState().main_process_first():  # one process builds it, the others open it
             cache = TeacherCache.build_or_open((workdir or out.parent) / "teacher-cache", key, teacher,
                                                corpus.remove_columns("idx"),
-                                               resolve_precision(s["precision"]), progress=progress)
+                                               resolve_precision(s["precision"]), progress=progress,
+                                               all_layers=needs_all_layers(s))
     student = build_student(spec, teacher, s["seed"])
-    history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache)
+    history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache,
+                              objective=spec.get("objective", "last_layer"), evaluate=proxies,
+                              evaluate_at=evaluate_at)
     if is_main_process():
         tokenizer.save_pretrained(str(out / "model"))
-    return out / "model", {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
-                           "final_loss": history["loss"]["loss"][-1], "loss": history["loss"]["loss"]}
+    info = {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
+            "final_loss": history["loss"]["loss"][-1], "loss": history["loss"]["loss"],
+            "tokens": cfg.steps * cfg.batch_size * s["general_max_length"] * history.get("num_processes", 1)}
+    if "curve" in history:
+        info.update(curve=history["curve"], eval_seconds=history.get("eval_seconds", 0.0))
+    return out / "model", info
 
 
 def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
@@ -247,7 +319,8 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     """Two-stage task distillation of a general-distilled student; dev metrics."""
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
-    identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task}
+    identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task,
+                "padding": "dynamic"}
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
@@ -280,9 +353,19 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     teacher_model = load_model(s["teacher"]).eval()
     raw = encoder_weights(teacher_model)
     specs = student_specs(s, teacher_model)
+
+    proxies = None
+    if s["curve_points"]:
+        from .proxies import Proxies
+
+        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=s["proxy_sequences"],
+                                    max_length=s["general_max_length"], precision=s["precision"], progress=progress)
     del teacher_model
 
-    out: dict = {"tasks": {}, "students": {}, "teacher_encoder_weights": raw}
+    out: dict = {"tasks": {}, "students": {}, "controls": {}, "teacher_encoder_weights": raw}
+    if proxies is not None:
+        out["proxies"] = {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),
+                          "stsb_pairs": len(proxies.gold)}
     teacher_dirs = {}
     for task in s["tasks"]:
         teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
@@ -290,13 +373,22 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
         out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=n_dev, data=data.files(task),
                                   majority=majority_metrics(task, data), students={})
     corpus_cache: dict = {}
+    for spec in control_specs(s):  # curve-only runs: the first student's protocol-1 controls, the paper's loss
+        _, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
+        out["controls"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
     for spec in specs:
-        encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress)
+        encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
         out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
         for task in s["tasks"]:
             out["tasks"][task]["students"][spec["name"]] = run_task_student(
                 s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress)
     out["summary"] = summarise(out)
+    if proxies is not None:
+        from .proxies import milestones
+
+        for group in ("students", "controls"):
+            for entry in out[group].values():
+                entry["milestones"] = milestones(entry["curve"], proxies.teacher)
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -378,6 +470,10 @@ def glue_record(params: dict, profile: str, force: bool | None = None, extra: di
 
     s = settings(params)
     files = [f for t in s["tasks"] for f in task_files(t)]
+    if s["curve_points"]:
+        from .proxies import proxy_files
+
+        files += [f for f in proxy_files() if f not in files]
     runs = runs_dir((extra or {}).get("base_profile", profile))  # a custom run reuses its base profile's runs
     return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s["seed"],
                   profile=profile, data_files=files, force=force, extra=extra)

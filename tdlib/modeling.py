@@ -118,6 +118,9 @@ def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | 
     return model
 
 
+INITS = ("pretrained", "random", "zero")  # protocol 1 (the paper's) and its two controls
+
+
 def compress(
     model: nn.Module,
     rank_layer: int,
@@ -135,9 +138,11 @@ def compress(
 
     ``init="pretrained"`` starts from the Tucker decomposition of the model's own weights (the
     paper's decomposition protocol; the fit is kept as ``model.tdlib_decomposition``),
-    ``"random"`` from random factors of BERT's init scale. Returns a new model unless ``inplace``.
+    ``"random"`` from random factors of BERT's init scale, ``"zero"`` from random factors with a zero core, so
+    every compressed map starts at W_i = 0 (the floor an init must beat: embeddings, biases and LayerNorms
+    alone) yet trains: the core's gradient is not zero given non-zero biases, as a pre-trained model has. Returns a new model unless ``inplace``.
     """
-    check_choice("init", init, ("pretrained", "random"))
+    check_choice("init", init, INITS)
     check_choice("ops", ops, OPS)
     n_layers, d_model, k = geometry(model, ops)
     if compression_spec(model) is not None:
@@ -152,6 +157,9 @@ def compress(
         bank.init_from(fit.P, fit.C, fit.U, fit.V)
     else:
         bank.init_random(seed)
+        if init == "zero":
+            with torch.no_grad():
+                bank.C.zero_()
     ref = next(model.parameters())
     out = model if inplace else copy.deepcopy(model)
     apply_structure(out, spec, bank.to(device=ref.device, dtype=ref.dtype))

@@ -27,6 +27,7 @@ from .precision import autocast
 from .provenance import sha256_file, write_json_atomic
 
 FIELDS = ("q", "k", "h")  # last-layer query output, key output, hidden state: (n, seq_len, D) each
+ALL_LAYERS = "hs"  # with all_layers=True: the hidden states of layers 1..L-1 too, (n, L-1, seq_len, D)
 
 
 def attention_scores(q: torch.Tensor, k: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,7 +48,7 @@ class TeacherCache:
 
     def __init__(self, path: Path, meta: dict) -> None:
         self.path, self.meta = Path(path), meta
-        self.arrays = {f: np.load(self.path / f"{f}.npy", mmap_mode="r") for f in FIELDS}
+        self.arrays = {f: np.load(self.path / f"{f}.npy", mmap_mode="r") for f in meta.get("fields", FIELDS)}
 
     @staticmethod
     def key(identity: dict) -> str:
@@ -55,9 +56,14 @@ class TeacherCache:
 
     @classmethod
     def build_or_open(cls, root: str | Path, identity: dict, teacher: nn.Module, dataset, precision: str = "fp32",
-                      batch_size: int = 32, progress: bool = True) -> TeacherCache:
-        """Open ``root/<key(identity)>`` if it is whole and of this identity, else (re)build it there."""
+                      batch_size: int = 32, progress: bool = True, all_layers: bool = False) -> TeacherCache:
+        """Open ``root/<key(identity)>`` if it is whole and of this identity, else (re)build it there.
+
+        ``all_layers`` also stores every intermediate layer's hidden states (objectives that match all layers).
+        """
         identity = {**identity, "precision": precision, "rows": len(dataset)}
+        if all_layers:
+            identity["fields"] = [*FIELDS, ALL_LAYERS]
         path = Path(root) / cls.key(identity)
         meta = cls.check(path, identity)
         if meta is None:
@@ -76,7 +82,7 @@ class TeacherCache:
             return None
         if meta.get("identity") != json.loads(json.dumps(identity, default=str)):
             return None  # a foreign cache (copied, or written by other code): never read it
-        for field in FIELDS:
+        for field in identity.get("fields", FIELDS):
             file = path / f"{field}.npy"
             if not file.is_file() or sha256_file(file, memo=False) != meta.get("sha256", {}).get(field):
                 return None
@@ -92,8 +98,13 @@ class TeacherCache:
         shutil.rmtree(path, ignore_errors=True)
         tmp.mkdir(parents=True)
         n, seq_len, d = len(dataset), len(dataset[0]["input_ids"]), teacher.config.hidden_size
+        fields = identity.get("fields", FIELDS)
         arrays = {f: np.lib.format.open_memmap(tmp / f"{f}.npy", mode="w+", dtype=np.float16, shape=(n, seq_len, d))
                   for f in FIELDS}
+        if ALL_LAYERS in fields:
+            inner = teacher.config.num_hidden_layers - 1
+            arrays[ALL_LAYERS] = np.lib.format.open_memmap(tmp / f"{ALL_LAYERS}.npy", mode="w+", dtype=np.float16,
+                                                           shape=(n, inner, seq_len, d))
         teacher.eval()
         loader = torch.utils.data.DataLoader(dataset.with_format("torch"), batch_size=batch_size, shuffle=False)
         start = 0
@@ -104,18 +115,21 @@ class TeacherCache:
                 stop = start + batch["input_ids"].shape[0]
                 for field, value in (("q", taps.q), ("k", taps.k), ("h", out.hidden_states[-1])):
                     arrays[field][start:stop] = value.float().numpy().astype(np.float16)
+                if ALL_LAYERS in arrays:
+                    inner = torch.stack(out.hidden_states[1:-1], dim=1)
+                    arrays[ALL_LAYERS][start:stop] = inner.float().numpy().astype(np.float16)
                 start = stop
         for array in arrays.values():
             array.flush()
         del arrays
-        meta = {"identity": identity, "shape": [n, seq_len, d], "dtype": "float16",
-                "sha256": {f: sha256_file(tmp / f"{f}.npy") for f in FIELDS}}
+        meta = {"identity": identity, "shape": [n, seq_len, d], "dtype": "float16", "fields": list(fields),
+                "sha256": {f: sha256_file(tmp / f"{f}.npy") for f in fields}}
         write_json_atomic(tmp / "meta.json", meta)
         tmp.rename(path)
         return meta
 
     def targets(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """fp32 tensors q, k, h for dataset rows ``idx``."""
+        """fp32 tensors q, k, h (and hs) for dataset rows ``idx``."""
         rows = np.sort(idx.cpu().numpy())
         order = np.argsort(np.argsort(idx.cpu().numpy()))  # back to the batch's order
         return {f: torch.from_numpy(np.asarray(a[rows], dtype=np.float32)[order]) for f, a in self.arrays.items()}

@@ -78,6 +78,35 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.out_dir = step, out_dir
 
 
+PADDED = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}  # None: the model's pad token id
+
+
+def pad_collate(pad_token_id: int = 0) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+    """A DataLoader ``collate_fn`` that pads a batch's token columns to its longest example (right padding).
+
+    Examples of equal length are simply stacked, so packed corpora and pre-padded data batch as before;
+    every other column (labels, ``idx``) is stacked as is.
+    """
+    from torch.nn.utils.rnn import pad_sequence
+
+    def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key in examples[0]:
+            values = [torch.as_tensor(e[key]) for e in examples]
+            if key in PADDED:
+                fill = pad_token_id if PADDED[key] is None else PADDED[key]
+                out[key] = pad_sequence(values, batch_first=True, padding_value=fill)
+            else:
+                out[key] = torch.stack(values)
+        return out
+
+    return collate
+
+
+def pad_token_id(model: nn.Module) -> int:
+    return int(getattr(getattr(model, "config", None), "pad_token_id", None) or 0)
+
+
 def step_seed(seed: int, step: int) -> int:
     """The seed of step ``step``'s random draws (dropout): a function of (seed, step) alone.
 
@@ -86,6 +115,14 @@ def step_seed(seed: int, step: int) -> int:
     and every later dropout mask differs. Seeding each step makes resume exact by construction.
     """
     return (seed * 1_000_003 + step) % 2**63
+
+
+NOT_RESULT = ("checkpoint_every",)  # config fields that do not change what a run computes (resume is exact)
+
+
+def result_fields(config: TrainConfig) -> dict:
+    """The config fields that determine a run's result: every field but :data:`NOT_RESULT`."""
+    return {k: v for k, v in asdict(config).items() if k not in NOT_RESULT}
 
 
 def _diff(a: dict, b: dict) -> list[str]:
@@ -118,8 +155,10 @@ def check_run(out_dir: str | Path, config: TrainConfig, identity: dict | None = 
     run_file = out / "run.json"
     if run_file.exists():
         old = json.loads(run_file.read_text())
-        if old != run:
-            keys = _diff(old.get("config", {}), run["config"]) + [
+        same = {k: v for k, v in old.get("config", {}).items() if k not in NOT_RESULT} == {
+            k: v for k, v in run["config"].items() if k not in NOT_RESULT}
+        if not same or old.get("identity") != run["identity"]:
+            keys = [k for k in _diff(old.get("config", {}), run["config"]) if k not in NOT_RESULT] + [
                 f"identity.{k}" for k in _diff(old.get("identity", {}), run["identity"])]
             raise ConfigError(f"{out} holds a run with a different configuration (differs in {', '.join(keys)}); "
                               "resume with the same settings, or use a new output directory")
@@ -132,7 +171,8 @@ def is_done(out_dir: str | Path) -> bool:
 
 def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_dir: str | Path, *,
           identity: dict | None = None, frozen: Sequence[nn.Module] = (), desc: str = "train",
-          progress: bool = True, accelerator=None) -> dict:
+          progress: bool = True, accelerator=None, evaluate: Callable[[nn.Module], dict] | None = None,
+          evaluate_at: Sequence[int] = ()) -> dict:
     """Train ``model`` on ``dataset`` (a torch-formatted datasets.Dataset) to minimise ``loss_fn``.
 
     ``identity`` describes what is being trained (teacher, student spec, data hashes...); with the
@@ -141,6 +181,11 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     eval mode. Returns the history dict (also in ``out_dir/history.json``); the trained model is
     ``out_dir/model``; ``model`` itself holds the trained weights afterwards. A finished run is not
     repeated: its weights are loaded into ``model`` and its history returned.
+
+    ``evaluate(model) -> {name: value}`` is called (main process, eval mode, no grad) before the first step
+    when 0 is in ``evaluate_at`` and after each step listed there: the points of a recovery curve, kept in
+    ``history["curve"]`` (checkpointed with the history, so a resumed run keeps its earlier points). Its time
+    is ``history["eval_seconds"]``, not part of ``history["seconds"]``.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -158,7 +203,8 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])  # heads idle in stage 1
     set_seed(config.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                                         collate_fn=pad_collate(pad_token_id(model)))
     if len(loader) == 0:
         raise ConfigError(f"{len(dataset)} examples make no full batch of {config.batch_size}; lower batch_size")
     if accelerator.is_main_process:
@@ -196,7 +242,20 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             tmp.rename(ckpt)
         accelerator.wait_for_everyone()
 
+    def take_point() -> None:
+        if evaluate is None or step not in evaluate_at or any(p["step"] == step for p in history.get("curve", [])):
+            return
+        t0 = time.perf_counter()
+        if accelerator.is_main_process:
+            with torch.no_grad():
+                point = evaluate(accelerator.unwrap_model(model))
+            history.setdefault("curve", []).append({"step": step, **point})
+        model.train()
+        accelerator.wait_for_everyone()
+        history["eval_seconds"] = history.get("eval_seconds", 0.0) + time.perf_counter() - t0
+
     start = time.perf_counter()
+    take_point()
     model.train()
     bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and accelerator.is_main_process))
     try:
@@ -221,6 +280,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
                     history["loss"].setdefault(k, []).append(v)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
+                take_point()
                 if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                     save_checkpoint()
                 if step >= config.steps:
@@ -232,7 +292,8 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         raise TrainingInterrupted(step, out) from None
     bar.close()
     restore()
-    history.update({"seconds": elapsed + time.perf_counter() - start, "resumed_from": resumed_from,
+    history.update({"seconds": elapsed + time.perf_counter() - start - history.get("eval_seconds", 0.0),
+                    "resumed_from": resumed_from,
                     "num_processes": accelerator.num_processes, "device": str(accelerator.device),
                     "precision": config.precision})
     accelerator.wait_for_everyone()

@@ -84,3 +84,22 @@ def test_every_method_trains_as_a_factor_stack(tiny_bert, batch):
     distillation_step(student, tiny_bert, batch)["loss"].backward()
     assert len(calls) == 1, "the tensor is composed once per forward, not once per map"
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.factors)
+
+
+def test_all_layer_objective_vanishes_for_the_teacher_itself_and_adds_to_the_paper_loss(tiny_bert, batch):
+    """Student == teacher: every term is zero; a compressed student: the paper's loss plus non-negative terms."""
+    import pytest
+
+    from tdlib import compress
+    from tdlib.distill import distillation_step, layer_map
+
+    assert layer_map(6, 6) == [1, 2, 3, 4, 5, 6] and layer_map(1, 6) == [6] and layer_map(3, 6) == [2, 4, 6]
+    tiny_bert.eval()
+    same = distillation_step(tiny_bert, tiny_bert, batch, "all_layers_cos")
+    assert float(same["loss"]) == pytest.approx(0.0, abs=1e-6)
+    student = compress(tiny_bert, 2, 4).eval()
+    paper = distillation_step(student, tiny_bert, batch)
+    ours = distillation_step(student, tiny_bert, batch, "all_layers_cos")
+    assert float(ours["layers"]) > 0 and 0 < float(ours["cos"]) <= 2
+    assert float(ours["loss"]) == pytest.approx(float(paper["loss"]) + float(ours["layers"]) + 10 * float(ours["cos"]),
+                                                rel=1e-5)

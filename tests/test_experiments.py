@@ -80,3 +80,45 @@ def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, mon
     with pytest.raises(ConfigError, match="holds a run with a different configuration"):
         experiments.run_general(s, experiments.tucker_spec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out,
                                 progress=False)
+
+
+def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, monkeypatch, tiny_corpus):
+    """Curves at geometric steps for every student and control; milestones name measured or extrapolated steps."""
+    monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
+    params = {**env, "tasks": ["rte"], "pooling": "mean", "general_steps": 4, "curve_points": 3, "proxy_sequences": 8,
+              "general_objective": "all_layers_cos", "teacher_cache": True,
+              "controls": [{"init": "zero"}, {"objective": "last_layer"}]}
+    result = glue_experiment(params, tmp_path, progress=False)
+    assert result["proxies"]["teacher"]["cosine"] == 1.0 and result["proxies"]["stsb_pairs"] == 24
+    assert list(result["controls"]) == ["IV-8-16 init=zero", "IV-8-16 objective=last_layer"]
+    for group in ("students", "controls"):
+        for entry in result[group].values():
+            assert [p["step"] for p in entry["curve"]] == [0, 2, 4]
+            assert all(-1.0 <= p["cosine"] <= 1.0 and -100 <= p["stsb"] <= 100 for p in entry["curve"]), entry["curve"]
+            assert set(entry["milestones"]) == {"cosine@90%", "cosine@95%", "stsb@90%", "stsb@95%"}
+    zero = result["controls"]["IV-8-16 init=zero"]
+    plain = result["students"]["IV-8-16"]
+    assert zero["curve"][0] != plain["curve"][0], "the zero-map init starts elsewhere than the Tucker init"
+    assert result["students"]["IV-8-16"]["objective"] == "all_layers_cos"
+    assert result["controls"]["IV-8-16 objective=last_layer"]["objective"] == "last_layer"
+
+
+def test_unknown_control_override_is_named(env, tmp_path):
+    with pytest.raises(ConfigError, match="not \\['ranks'\\]"):
+        glue_experiment({**env, "controls": [{"ranks": 3}]}, tmp_path, progress=False)
+
+
+def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
+    from tdlib.experiments import curve_steps
+    from tdlib.proxies import milestones
+
+    assert curve_steps(160, 5) == [0, 20, 40, 80, 160] and curve_steps(160, 0) == [] and curve_steps(3, 5) == [0, 1, 3]
+    curve = [{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.5, "stsb": 70.0},
+             {"step": 20, "cosine": 0.97, "stsb": 80.0}]
+    m = milestones(curve, {"cosine": 1.0, "stsb": 100.0})
+    assert m["cosine@95%"] == {"step": 20, "kind": "measured"}
+    est = m["stsb@90%"]  # +10 points per doubling: 90 at 40 steps
+    assert est["kind"].startswith("extrapolated") and est["step"] == pytest.approx(40.0)
+    flat = milestones([{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.2, "stsb": 60.0},
+                       {"step": 20, "cosine": 0.2, "stsb": 59.0}], {"cosine": 1.0, "stsb": 100.0})
+    assert flat["stsb@90%"]["step"] is None and "flat" in flat["stsb@90%"]["kind"]

@@ -97,10 +97,45 @@ def test_encode_uses_the_task_length(tmp_path):
     from tdlib.models import load_tokenizer
 
     write(tmp_path, "rte", "dev", "index\tsentence1\tsentence2\tlabel\n0\tA premise.\tA hypothesis.\tentailment\n")
-    enc = encode(load_task("rte", "dev", tmp_path), load_tokenizer("minilm"), "rte")
+    enc = encode(load_task("rte", "dev", tmp_path), load_tokenizer("minilm"), "rte", padding=True)
     assert len(enc["input_ids"][0]) == 128 and 0 in enc["token_type_ids"][0] and 1 in enc["token_type_ids"][0]
-    write(tmp_path, "sst2", "dev", "sentence\tlabel\ngreat film\t1\n")
-    assert len(encode(load_task("sst2", "dev", tmp_path), load_tokenizer("minilm"), "sst2")["input_ids"][0]) == 64
+    write(tmp_path, "sst2", "dev", "sentence\tlabel\ngreat film\t1\nan entirely forgettable film\t0\n")
+    data = load_task("sst2", "dev", tmp_path)
+    assert len(encode(data, load_tokenizer("minilm"), "sst2", padding=True)["input_ids"][0]) == 64
+    long = "word " * 200
+    write(tmp_path, "cola", "dev", f"src\t1\t\t{long}\n")
+    assert len(encode(load_task("cola", "dev", tmp_path), load_tokenizer("minilm"), "cola")["input_ids"][0]) == 64
+
+
+def test_unpadded_examples_batch_to_their_longest_and_predict_the_same(tmp_path):
+    """Dynamic padding (the default) changes no prediction: the mask hides the padding either way."""
+    import torch
+
+    from tdlib.distill import predict
+    from tdlib.models import load_tokenizer
+    from tdlib.train import pad_collate
+
+    write(tmp_path, "sst2", "dev", "sentence\tlabel\ngreat film\t1\nan entirely forgettable film , sadly\t0\n")
+    tok = load_tokenizer("minilm")
+    data = load_task("sst2", "dev", tmp_path)
+    cols = ["input_ids", "attention_mask", "token_type_ids", "labels"]
+    short = encode(data, tok, "sst2").rename_column("label", "labels").with_format("torch", columns=cols)
+    batch = pad_collate(0)([short[0], short[1]])
+    n0, n1 = len(short[0]["input_ids"]), len(short[1]["input_ids"])
+    assert n0 < n1 and batch["input_ids"].shape == (2, n1) and batch["labels"].tolist() == [1, 0]
+    assert batch["attention_mask"][0].sum() == n0 and batch["input_ids"][0, n0:].eq(0).all()
+    padded = encode(data, tok, "sst2", padding=True).rename_column("label", "labels").with_format("torch",
+                                                                                                  columns=cols)
+    from transformers import BertConfig
+
+    from tdlib.heads import BertMeanPooledForSequenceClassification as MeanPoolingClassifier
+
+    torch.manual_seed(0)
+    model = MeanPoolingClassifier(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=2))
+    a = predict(model, short, batch_size=2, progress=False)
+    b = predict(model, padded, batch_size=2, progress=False)
+    assert torch.allclose(torch.as_tensor(a), torch.as_tensor(b), atol=1e-5)
 
 
 def test_constant_predictions_correlate_zero_not_nan():

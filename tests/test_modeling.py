@@ -237,3 +237,20 @@ def test_set_implementation_on_a_dense_model_is_one_clear_error(tiny_bert):
 
     with pytest.raises(ConfigError, match="BertModel is not compressed by tdlib.*compress it first"):
         set_implementation(tiny_bert, "factorized")
+
+
+def test_zero_init_starts_every_map_at_zero_and_still_trains(tiny_bert, batch):
+    """The protocol-1 floor: W_i = 0 at the start (embeddings, biases, LayerNorms alone), a non-zero gradient
+    (given non-zero biases, as a pre-trained model has: with zero biases and zero maps every gradient is zero)."""
+    from tdlib.modeling import bank_of
+
+    with torch.no_grad():
+        for name, p in tiny_bert.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    zero = compress(tiny_bert, 4, 8, init="zero")
+    bank = bank_of(zero)
+    assert float(bank.C.abs().max()) == 0.0 and float(bank.U.abs().max()) > 0
+    zero.train()
+    zero(**batch).last_hidden_state.pow(2).mean().backward()
+    assert float(bank.C.grad.abs().max()) > 0

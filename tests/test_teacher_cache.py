@@ -61,3 +61,23 @@ def test_reused_then_rebuilt_when_corrupt_or_foreign(tmp_path, setup):
     other = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny", "corpus_sha": "x"}, teacher, data,
                                        progress=False)
     assert other.path != first.path
+
+
+def test_all_layer_cache_gives_the_live_all_layer_loss(tmp_path, setup):
+    """The all-layer objective reads every intermediate layer from the cache; the last-layer one refuses without."""
+    from tdlib.errors import ConfigError
+
+    teacher, data = setup
+    rows = data.add_column("idx", list(range(len(data)))).with_format("torch")
+    batch = rows[[2, 9, 3]]
+    student = compress(teacher, 4, 8).eval()
+    full = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False, all_layers=True)
+    assert full.arrays["hs"].shape == (10, teacher.config.num_hidden_layers - 1, 12, teacher.config.hidden_size)
+    live = distillation_step(student, teacher, batch, "all_layers_cos")
+    cached = cached_distillation_step(student, full, batch, "all_layers_cos")
+    for key in ("loss", "att", "rep", "layers", "cos"):
+        assert float(cached[key]) == pytest.approx(float(live[key]), rel=1e-2, abs=1e-5)
+    last_only = TeacherCache.build_or_open(tmp_path, {"teacher": "tiny"}, teacher, data, progress=False)
+    assert last_only.path != full.path
+    with pytest.raises(ConfigError, match="all_layers=True"):
+        cached_distillation_step(student, last_only, batch, "all_layers_cos")

@@ -155,3 +155,13 @@ def test_the_optimizer_bumps_parameter_versions_so_eval_caches_see_training(tmp_
     rebuilt.load_state_dict(student.state_dict())
     torch.testing.assert_close(after, rebuilt.eval()(input_ids=torch.tensor([[5, 6, 7]])).last_hidden_state)
     assert not torch.allclose(before, after)
+
+
+def test_a_changed_checkpoint_frequency_resumes_the_same_run(tmp_path):
+    """checkpoint_every does not change what a run computes, so it is not part of the run's identity."""
+    from tdlib.train import TrainConfig, check_run, result_fields
+
+    a, b = TrainConfig(steps=4, checkpoint_every=2), TrainConfig(steps=4, checkpoint_every=0)
+    assert result_fields(a) == result_fields(b) and "checkpoint_every" not in result_fields(a)
+    (tmp_path / "run.json").write_text(json.dumps(check_run(tmp_path, a, {"x": 1})))
+    check_run(tmp_path, b, {"x": 1})  # no refusal
