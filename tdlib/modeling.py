@@ -140,7 +140,8 @@ def compress(
     paper's decomposition protocol; the fit is kept as ``model.tdlib_decomposition``),
     ``"random"`` from random factors of BERT's init scale, ``"zero"`` from random factors with a zero core, so
     every compressed map starts at W_i = 0 (the floor an init must beat: embeddings, biases and LayerNorms
-    alone) yet trains: the core's gradient is not zero given non-zero biases, as a pre-trained model has. Returns a new model unless ``inplace``.
+    alone) yet trains: the core's gradient is not zero given non-zero biases, as a pre-trained model has.
+    Returns a new model unless ``inplace``.
     """
     check_choice("init", init, INITS)
     check_choice("ops", ops, OPS)
