@@ -247,11 +247,16 @@ def claims(root=None) -> list[dict]:
     return [{"claim": cid, "paper": text, **measured.get(cid, pending)} for cid, text in PAPER.items()]
 
 
+NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue"], "C3": ["03_glue"], "C4": ["04_speed"],
+             "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "04_speed"]}  # where each claim is measured
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| claim | paper | ours | status | source |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| claim | paper | ours | status | notebook | source |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         src = f"`{r['source']}` ({r.get('profile')})" if r.get("source") else ""
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['status']} | {src} |")
+        nbs = ", ".join(f"[{n}](notebooks/{n}.ipynb)" for n in NOTEBOOKS.get(r["claim"], []))
+        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['status']} | {nbs} | {src} |")
     return "\n".join(lines)
 
 

@@ -67,7 +67,7 @@ def _glue_record(root, pct):
 
 
 def test_glue_claims_pick_students_by_compression(tmp_path):
-    from tdlib.report import claims
+    from tdlib.report import claims, markdown_table
     from tdlib.results import save_record
 
     _glue_record(tmp_path, [99.5, 90.0, 97.0])
@@ -83,4 +83,37 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
     assert "best IV/cp (0.700), Tucker #1" in table["C1"]["ours"] and "tied (distilled)" in table["C1"]["status"]
     _glue_record(tmp_path, [95.0, 90.0, 80.0])
     table = {r["claim"]: r for r in claims(tmp_path)}
-    assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short"] * 3
+    assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
+    assert table["C6"]["status"] == "pending" and "[03_glue](notebooks/03_glue.ipynb)" in markdown_table(
+        [table["C6"]])
+
+
+def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
+    from tdlib.report import claims, trend
+    from tdlib.results import save_record
+
+    assert trend([{"step": 0, "stsb": 50}, {"step": 40, "stsb": 60}, {"step": 80, "stsb": 63}]) == "closing"
+    assert trend([{"step": 0, "stsb": 50}, {"step": 40, "stsb": 60}, {"step": 80, "stsb": 60.5}]) == "flat"
+    assert trend([{"step": 0, "stsb": 50}]) is None
+
+    def curve(*v):
+        return [{"step": s, "stsb": x, "cosine": x / 100} for s, x in zip((0, 40, 80), v, strict=True)]
+
+    tasks = {"rte": {"students": {n: {"steps": [20, 40]} for n in ("IV-36-192", "IV-16-96")}}}
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19, "init": "pretrained", "objective": "all_layers_cos",
+                              "curve": curve(60, 70, 75), "tokens": 327_680, "steps": 160},
+                "IV-16-96": {"kind": "tucker", "ratio": 47.75, "curve": curve(58, 60, 60.2), "tokens": 327_680,
+                             "steps": 160}}
+    controls = {"IV-36-192 init=zero": {"init": "zero", "objective": "all_layers_cos", "curve": curve(55, 68, 74.5)}}
+    summary = {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 80.0},
+               "IV-16-96": {"percent_of_teacher": 70.0}}
+    save_record(tmp_path / "03_glue" / "g.json", {"teacher": "minilm"},
+                {"tasks": tasks, "students": students, "controls": controls, "summary": summary,
+                 "proxies": {"teacher": {"stsb": 80.0, "cosine": 1.0}}}, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["status"] == "falls short at this budget (trend of its zero-shot STS-B curve: closing)"
+    assert table["C3"]["status"].endswith("(trend of its zero-shot STS-B curve: flat)")
+    assert "0.33M tokens of general distillation (160 steps), task stages 20+40 steps" in table["C2"]["ours"]
+    assert "zero-shot STS-B dev Spearman: teacher 80.0, IV-36-192 75.0 (94% of it)" in table["C5"]["ours"]
+    assert table["C6"]["status"] == "decomposition init: no gain over the controls"  # 75.0 vs 74.5
+    assert "pretrained 75.0 / 0.750, zero 74.5 / 0.745" in table["C6"]["ours"]
