@@ -5,9 +5,9 @@ initialised from the teacher so both students start from the same knowledge:
 
 * layers: ``num_layers`` teacher layers, evenly spaced from the first (one layer keeps layer 0,
   whose input is the embedding output the student actually sees);
-* width: hidden states are projected onto the top ``hidden_size`` principal directions ``P`` of the
-  teacher's token embeddings (an orthonormal D x D' basis); each D x D map becomes P^T W P, the
-  embeddings E P. The teacher's hidden states, projected by the same P, are the distillation
+* width: hidden states are projected onto the top ``hidden_size`` principal directions ``B`` of the
+  teacher's token embeddings (an orthonormal D x D' basis); each D x D map becomes B^T W B, the
+  embeddings E B. The teacher's hidden states, projected by the same B, are the distillation
   target, so no projection has to be learned (TinyBERT learns one);
 * FFN: the ``intermediate_size`` neurons with the largest ||w_in|| * ||w_out||.
 
@@ -72,18 +72,18 @@ def shrink(model: nn.Module, num_layers: int, hidden_size: int | None = None,
     base, sbase = getattr(model, "base_model", model), getattr(student, "base_model", student)
     emb = base.embeddings.word_embeddings.weight
     narrow = hidden_size != cfg.hidden_size
-    P = _principal_basis(emb, hidden_size) if narrow else torch.eye(cfg.hidden_size, dtype=emb.dtype)
+    B = _principal_basis(emb, hidden_size) if narrow else torch.eye(cfg.hidden_size, dtype=emb.dtype)
 
-    def square(dst: nn.Linear, src: nn.Linear) -> None:  # weight is (out, in): P^T W P
-        dst.weight.copy_(P.T @ src.weight @ P)
-        dst.bias.copy_(src.bias @ P)
+    def square(dst: nn.Linear, src: nn.Linear) -> None:  # weight is (out, in): B^T W B
+        dst.weight.copy_(B.T @ src.weight @ B)
+        dst.bias.copy_(src.bias @ B)
 
     def norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
-        dst.weight.copy_(src.weight @ P.pow(2))
-        dst.bias.copy_(src.bias @ P)
+        dst.weight.copy_(src.weight @ B.pow(2))
+        dst.bias.copy_(src.bias @ B)
 
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        getattr(sbase.embeddings, name).weight.copy_(getattr(base.embeddings, name).weight @ P)
+        getattr(sbase.embeddings, name).weight.copy_(getattr(base.embeddings, name).weight @ B)
     norm(sbase.embeddings.LayerNorm, base.embeddings.LayerNorm)
 
     src_layers, dst_layers = encoder_layers(model), encoder_layers(student)
@@ -95,16 +95,16 @@ def shrink(model: nn.Module, num_layers: int, hidden_size: int | None = None,
         up, down = src.intermediate.dense, src.output.dense
         score = up.weight.norm(dim=1) * down.weight.norm(dim=0)
         keep = score.topk(intermediate_size).indices.sort().values
-        dst.intermediate.dense.weight.copy_(up.weight[keep] @ P)
+        dst.intermediate.dense.weight.copy_(up.weight[keep] @ B)
         dst.intermediate.dense.bias.copy_(up.bias[keep])
-        dst.output.dense.weight.copy_(P.T @ down.weight[:, keep])
-        dst.output.dense.bias.copy_(down.bias @ P)
+        dst.output.dense.weight.copy_(B.T @ down.weight[:, keep])
+        dst.output.dense.bias.copy_(down.bias @ B)
         norm(dst.attention.output.LayerNorm, src.attention.output.LayerNorm)
         norm(dst.output.LayerNorm, src.output.LayerNorm)
     if getattr(base, "pooler", None) is not None and getattr(sbase, "pooler", None) is not None:
         square(sbase.pooler.dense, base.pooler.dense)
     if narrow:
-        student.tdlib_extra = {"hidden_projection": P.contiguous()}
+        student.tdlib_extra = {"hidden_projection": B.contiguous()}
     student.config.tdlib_baseline = {"num_layers": num_layers, "hidden_size": hidden_size,
                                      "intermediate_size": intermediate_size, "layers_kept": picks}
     return student

@@ -265,13 +265,13 @@ def task_model(encoder: nn.Module, teacher: nn.Module) -> nn.Module:
         apply_structure(model, spec)
     model.base_model.load_state_dict(encoder.state_dict())
     proj = hidden_projection(encoder)
-    P = proj if proj is not None else torch.eye(teacher.config.hidden_size)
+    B = proj if proj is not None else torch.eye(teacher.config.hidden_size)  # the student's basis of hidden states
     with torch.no_grad():
         tb, sb = teacher.base_model, model.base_model
         if getattr(tb, "pooler", None) is not None and getattr(sb, "pooler", None) is not None:
-            sb.pooler.dense.weight.copy_(P.T @ tb.pooler.dense.weight @ P)
-            sb.pooler.dense.bias.copy_(tb.pooler.dense.bias @ P)
-        model.classifier.weight.copy_(teacher.classifier.weight @ P)
+            sb.pooler.dense.weight.copy_(B.T @ tb.pooler.dense.weight @ B)
+            sb.pooler.dense.bias.copy_(tb.pooler.dense.bias @ B)
+        model.classifier.weight.copy_(teacher.classifier.weight @ B)
         model.classifier.bias.copy_(teacher.classifier.bias)
     if proj is not None:
         model.tdlib_extra = {"hidden_projection": proj}

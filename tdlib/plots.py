@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from .results import ROOT  # noqa: E402
+
 FIGURES = Path(os.environ.get("TDLIB_FIGURES", ROOT / "figures"))
 
 

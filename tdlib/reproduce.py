@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, TdlibError
+from .results import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
 KERNEL = "tdlib"
