@@ -96,8 +96,11 @@ def fit_method(method: str, ranks: dict, tensor: torch.Tensor, seed: int = 0, cp
 
 
 def compare_methods(tensor: torch.Tensor, budgets: list[int], methods=COMPARED, seed: int = 0, cp_iters: int = 100,
-                    cp_restarts: int = 1, progress: bool = True) -> list[dict]:
+                    cp_restarts: int = 1, progress: bool = True, keep_fits: bool = False) -> list[dict]:
     """For each budget and method: the best-error ranks within budget, with error, params, time and effort.
+
+    ``keep_fits`` adds the fitted object of each chosen row as ``row["fit"]`` (not JSON: pop it before saving),
+    so a caller that trains from the fits does not fit every method twice.
 
     ``effort`` records what each fit spent (iterations, restarts, why it stopped), so a reader can check
     that no method won by getting more optimisation than another.
@@ -124,7 +127,7 @@ def compare_methods(tensor: torch.Tensor, budgets: list[int], methods=COMPARED, 
                    "rel_error": fit.relative_error(tensor), "seconds": time.perf_counter() - start,
                    "candidates": len(options), "effort": fit.effort()}
             if best is None or row["rel_error"] < best["rel_error"]:
-                best = row
+                best = {**row, "fit": fit} if keep_fits else row
         rows.append(best)
     return rows
 

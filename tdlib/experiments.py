@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .baseline import encoder_weights, ffn_for_budget, shrink
-from .compare import compare_methods, fit_method, method_class
+from .compare import compare_methods, method_class
 from .corpus import load_corpus
 from .distill import fidelity, finetune, general_distill, predict, task_distill, task_model
 from .errors import ConfigError
@@ -542,15 +542,14 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     regression = get_task(task).is_regression
     teacher_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
     rows = {}
-    chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress)
+    chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress, keep_fits=True)
     for row in chosen:
         method = row["method"]
         if "skipped" in row:
             rows[method] = {"skipped": row["skipped"]}
             continue
-        ranks = row["ranks"]
+        ranks, fit = row["ranks"], row.pop("fit")
         seed_everything(s["seed"])
-        fit = fit_method(method, ranks, tensor, s["seed"])
         student = with_decomposition(teacher, fit, s["ops"]).train()
         identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
         out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
