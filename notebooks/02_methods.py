@@ -49,6 +49,7 @@ max_train_examples = {"sst2": 8000}
 max_length = 128
 batch_size = 32
 finetune_epochs = {"cola": 3, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 2}
+finetune_steps = None  # steps instead of epochs (a number or {task: n})
 finetune_lr = 0.0001
 stage1_steps = 20
 stage2_steps = 40
@@ -175,8 +176,9 @@ from tdlib.results import runs_dir
 dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
                methods=distill_methods,
                max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
-               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, stage1_steps=stage1_steps,
-               stage2_steps=stage2_steps, task_lr=task_lr, checkpoint_every=checkpoint_every, seed=seed,
+               finetune_epochs=finetune_epochs, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+               stage1_steps=stage1_steps, stage2_steps=stage2_steps, task_lr=task_lr,
+               checkpoint_every=checkpoint_every, seed=seed,
                precision=precision, distill_dropout=distill_dropout, train_word_embeddings=train_word_embeddings)
 drec = cached("02_methods_distilled", dparams, lambda: run_experiment("methods", dparams, runs_dir(run.base_profile)),
               seed=seed, data_files=task_files(distill_task), **run.record_kwargs())

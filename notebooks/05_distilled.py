@@ -37,6 +37,7 @@ max_train_examples = {"sst2": 8000}
 max_length = 128
 batch_size = 32
 finetune_epochs = {"cola": 3, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 2}
+finetune_steps = None  # steps instead of epochs (a number or {task: n})
 finetune_lr = 0.0001
 general_steps = 160
 general_sequences = 5120

@@ -73,9 +73,14 @@ def coerce_parameter(notebook: str, name: str, kind: str, value):
 
 
 def check_value(notebook: str, name: str, kind: str, value):
-    """``value`` if it has the parameter's type (ints pass as floats, None always), else one ConfigError."""
+    """``value`` if it has the parameter's type (ints pass as floats, None always), else one ConfigError.
+
+    A dict-typed parameter is a per-task setting ({task: value}), which also takes one number for every task.
+    """
     expected = _TYPES.get(kind)
     if expected is None or value is None or kind == "NoneType":
+        return value
+    if kind == "dict" and isinstance(value, int | float) and not isinstance(value, bool):
         return value
     if (isinstance(value, bool) and kind in ("int", "float")) or not isinstance(value, expected):
         raise ConfigError(f"{notebook}: parameter {name} must be {kind}, got {type(value).__name__} {value!r}"
@@ -174,6 +179,14 @@ def check_data(name: str, params: dict) -> None:
     if params.get("general_steps") and not corpus_files() and offline:
         raise DataError(f"{name}: general distillation needs a corpus: set TDLIB_CORPUS to a text file or folder "
                         "(../shared/data/corpus/enwiki-2015-wikiextractor/train here), or go online")
+    if params.get("curve_points"):
+        from .corpus import heldout_path
+
+        heldout_path()  # the recovery proxies' held-out text, or one DataError naming TDLIB_HELDOUT
+        if "stsb" not in tasks:
+            get_task("stsb")
+            if not task_files("stsb") and offline:
+                raise DataError(f"{name}: the recovery proxies read STS-B dev: set GLUE_DIR, or go online")
 
 
 COMMITTED = "cpu"  # the profile whose executed notebooks (with outputs) are committed in notebooks/

@@ -73,6 +73,9 @@ def test_papermill_strings_are_coerced_and_a_wrong_type_is_one_error():
     assert peers["peers"] is False
     with pytest.raises(ConfigError, match=r"parameter students must be list, got str 'many' \(papermill: pass YAML"):
         notebook_parameters("03_glue", {**namespace, "students": "many"})
+    per_task = {**namespace, "max_train_examples": "500"}  # a per-task setting takes one number for every task
+    notebook_parameters("03_glue", per_task)
+    assert per_task["max_train_examples"] == 500
 
 
 def test_missing_data_is_found_before_anything_runs(monkeypatch):
