@@ -55,7 +55,7 @@ train_word_embeddings = False
 teacher_cache = True
 curve_points = 4
 proxy_sequences = 256
-controls = [{"objective": "last_layer"}, {"init": "zero"}, {"init": "random"}]
+controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 
 # %%
