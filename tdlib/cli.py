@@ -145,7 +145,7 @@ def cmd_bench(args) -> int:
 
 
 # -- training and evaluation ------------------------------------------------------------------------
-def _settings(args, **extra) -> dict:
+def _settings(args, **extra):
     from .experiments import settings
 
     keys = ("teacher", "max_train_examples", "max_length", "batch_size", "seed", "checkpoint_every")
@@ -180,9 +180,10 @@ def cmd_finetune(args) -> int:
     s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr,
                   pooling=args.pooling)
     out = Path(args.out)
-    model_dir, info = run_teacher(s, Data(s, load_tokenizer(s["teacher"])), args.task, out=out)
+    model_dir, info = run_teacher(s, Data(s, load_tokenizer(s.teacher)), args.task, out=out)
     _print_metrics(f"{args.task} dev ({model_dir})", info["metrics"])
-    _write_results(out, {"command": "finetune", "task": args.task, **s}, info, s["seed"], _task_files(args.task))
+    _write_results(out, {"command": "finetune", "task": args.task, **s.as_dict()}, info, s.seed,
+                   _task_files(args.task))
     return 0
 
 
@@ -209,7 +210,7 @@ def cmd_distill(args) -> int:
                 from .baseline import ffn_for_budget
 
                 rl, rd = _pairs(args.budget_of, "budget-of")[0]
-                ffn = ffn_for_budget(tucker_budget(load_model(s["teacher"]), rl, rd, args.ops), args.layers,
+                ffn = ffn_for_budget(tucker_budget(load_model(s.teacher), rl, rd, args.ops), args.layers,
                                      args.hidden)
             if ffn is None:
                 raise TdlibError("a dense baseline needs --ffn, or --budget-of LxD to match a Tucker student")
@@ -221,21 +222,22 @@ def cmd_distill(args) -> int:
             import os
 
             os.environ["TDLIB_CORPUS"] = args.corpus
-        model_dir, info = run_general(s, spec, load_tokenizer(s["teacher"]), None, {}, out=out)
+        model_dir, info = run_general(s, spec, load_tokenizer(s.teacher), None, {}, out=out)
         print(f"{spec['name']}: {info['params']:,} encoder weights, final loss {info['final_loss']:.4f}, "
               f"{info['seconds']:.0f} s -> {model_dir}")
-        _write_results(out, {"command": "distill general", "student": spec, **s}, info, s["seed"])
+        _write_results(out, {"command": "distill general", "student": spec, **s.as_dict()}, info, s.seed)
         return 0
     if not (args.student and args.task):
         raise TdlibError("distill task needs --student (a general-distilled model dir) and --task; "
                          "--teacher is the fine-tuned teacher's dir")
     s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr)
     spec = {"kind": "given", "name": Path(args.student).name}
-    info = run_task_student(s, spec, Data(s, load_tokenizer(s["teacher"])), args.task, Path(args.student),
+    info = run_task_student(s, spec, Data(s, load_tokenizer(s.teacher)), args.task, Path(args.student),
                             Path(args.teacher), None, out=out)
     _print_metrics(f"{args.task} dev ({info['model']})", info["metrics"])
-    _write_results(out, {"command": "distill task", "student": args.student, "task": args.task, **s}, info,
-                   s["seed"], _task_files(args.task))
+    _write_results(out, {"command": "distill task", "student": args.student, "task": args.task,
+                         **s.as_dict()}, info,
+                   s.seed, _task_files(args.task))
     return 0
 
 
@@ -249,7 +251,7 @@ def _evaluation_tokenizer(args, s: dict):
         return load_tokenizer(args.model)
     print(f"note: {args.model} holds no tokenizer; using the teacher's ({s['teacher']!r}); pass --tokenizer "
           "if the model was trained with another", file=sys.stderr)
-    return load_tokenizer(s["teacher"])
+    return load_tokenizer(s.teacher)
 
 
 def cmd_evaluate(args) -> int:
@@ -266,8 +268,8 @@ def cmd_evaluate(args) -> int:
     metrics = dev_metrics(args.task, data, dev_logits(model, args.task, data))
     _print_metrics(f"{args.task} dev ({args.model})", metrics)
     if args.out:
-        _write_results(Path(args.out), {"command": "evaluate", "model": args.model, "task": args.task, **s},
-                       {"metrics": metrics}, s["seed"], _task_files(args.task))
+        _write_results(Path(args.out), {"command": "evaluate", "model": args.model, "task": args.task, **s.as_dict()},
+                       {"metrics": metrics}, s.seed, _task_files(args.task))
     return 0
 
 

@@ -9,7 +9,8 @@ decomposition method at one budget with the same task distillation.
 Each training run lives in ``workdir/<stage>/<name>-<hash>/`` where the hash covers everything
 that determines it (settings, data file hashes, parent runs), so a rerun reuses finished runs,
 resumes interrupted ones, and a changed setting starts a new run instead of mixing two.
-Parameters are plain dicts (a notebook's ``parameters`` cell); :data:`GLUE_DEFAULTS` lists them.
+Parameters arrive as dicts (a notebook's ``parameters`` cell) and become one validated
+:class:`tdlib.settings.Settings` at the top of each experiment.
 """
 
 from __future__ import annotations
@@ -42,49 +43,9 @@ from .glue import (
 from .modeling import compress, count_params, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
+from .settings import GLUE_DEFAULTS, Settings, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
 from .stacking import stack_weights
 from .train import TrainConfig, check_run, is_main_process
-
-GLUE_DEFAULTS: dict = {
-    "teacher": "minilm",
-    "tasks": ["cola", "sst2", "mrpc", "stsb", "rte"],
-    "students": [[36, 192], [16, 96]],  # (rank_layer, rank_dim)
-    "baselines": [[1, 384], [1, 144]],  # (num_layers, hidden_size) per student, FFN matched to its budget
-    "ops": "san_ffn",
-    "pooling": "cls",  # the task head: BERT's [CLS] pooler, or "mean" (tdlib.heads; sentence-transformers teachers)
-    "max_train_examples": None,  # a cap for every task, or {task: cap} (e.g. {"sst2": 20000}); None: all
-    "max_length": None,  # None: the task's 64/128
-    "batch_size": 32,
-    "finetune_steps": None, "finetune_epochs": 3.0, "finetune_lr": 5e-5,  # epochs and steps: a number or {task: n}
-    "general_steps": 1000, "general_sequences": 100_000, "general_max_length": 128, "general_lr": 1e-4,
-    "stage1_steps": None, "stage2_steps": None, "task_lr": 5e-5,
-    # the paper's epochs per task (stage1, stage2), used when stage*_steps is None
-    "task_epochs": {"cola": [20, 30], "mnli": [3, 3], "mrpc": [20, 20], "sst2": [5, 5], "stsb": [15, 5],
-                    "qqp": [3, 3], "qnli": [10, 10], "rte": [20, 20]},
-    "checkpoint_every": 200,
-    "seed": 0,
-    # how a step runs (tdlib.train.TrainConfig): matmul precision for training and evaluation, and two choices
-    # of the distillation stages (the paper's recipe: dropout on, every parameter trains)
-    "precision": "auto",
-    "distill_dropout": True,
-    "train_word_embeddings": True,
-    # general distillation reads the teacher's targets from a 16-bit cache shared by every student
-    # (tdlib.teacher_cache), instead of a teacher forward per step; off by default (the paper profile's corpus
-    # would need terabytes)
-    "teacher_cache": False,
-    # general distillation's loss: the paper's "last_layer" or "all_layers_cos" (tdlib.distill.objective_loss)
-    "general_objective": "last_layer",
-    # the student's init (protocol 1): "pretrained" (the paper's Tucker fit), "random" or "zero" (tdlib.compress)
-    "init": "pretrained",
-    # recovery curves: the proxies of tdlib.proxies at this many geometric steps of general distillation
-    # (0, total/2^(k-2), ..., total/2, total); 0 points: no curve. Proxies read `proxy_sequences` held-out sequences.
-    "curve_points": 0,
-    "proxy_sequences": 256,
-    # extra general-distillation runs of the first Tucker student, for the curves only (no GLUE): each a dict of
-    # spec overrides, e.g. {"init": "random"}, {"init": "zero"}, {"objective": "last_layer"} (protocol 1's controls
-    # and the paper's loss as the reference line)
-    "controls": [],
-}
 
 
 def _hash(obj) -> str:
@@ -100,14 +61,6 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def settings(params: dict) -> dict:
-    """``params`` over :data:`GLUE_DEFAULTS`; unknown keys are an error naming the known ones."""
-    unknown = sorted(set(params) - set(GLUE_DEFAULTS) - {"task", "ratio", "methods"})
-    if unknown:
-        raise ConfigError(f"unknown experiment parameter(s) {unknown}; known: {sorted(GLUE_DEFAULTS)}")
-    return {**GLUE_DEFAULTS, **params}
-
-
 def per_task(value, task: str):
     """A setting that is one value for every task, or a {task: value} dict (tasks it omits get None)."""
     return value.get(task) if isinstance(value, dict) else value
@@ -120,15 +73,15 @@ def _steps(explicit: int | None, epochs: float, n: int, batch: int) -> int:
 class Data:
     """Encoded train/dev splits of each task, and the file hashes that identify them."""
 
-    def __init__(self, s: dict, tokenizer) -> None:
+    def __init__(self, s: Settings, tokenizer) -> None:
         self.s, self.tokenizer, self._cache = s, tokenizer, {}
 
     def split(self, task: str, split: str):
         key = (task, split)
         if key not in self._cache:
-            limit = per_task(self.s["max_train_examples"], task) if split == "train" else None
-            raw = load_task(task, split, max_examples=limit, seed=self.s["seed"])
-            data = encode(raw, self.tokenizer, task, self.s["max_length"]).rename_column("label", "labels")
+            limit = per_task(self.s.max_train_examples, task) if split == "train" else None
+            raw = load_task(task, split, max_examples=limit, seed=self.s.seed)
+            data = encode(raw, self.tokenizer, task, self.s.max_length).rename_column("label", "labels")
             cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in data.column_names]
             data.set_format("torch", columns=cols)
             self._cache[key] = data
@@ -146,35 +99,35 @@ class Data:
         return out
 
 
-def _config(s: dict, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True) -> TrainConfig:
+def _config(s: Settings, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True) -> TrainConfig:
     """A stage's config; ``distill=False`` (teacher fine-tuning) keeps dropout and trains every parameter."""
-    return TrainConfig(steps=steps, batch_size=s["batch_size"], lr=lr, schedule=schedule, warmup=warmup,
-                       seed=s["seed"], checkpoint_every=s["checkpoint_every"], precision=s["precision"],
-                       dropout=s["distill_dropout"] or not distill,
-                       train_word_embeddings=s["train_word_embeddings"] or not distill)
+    return TrainConfig(steps=steps, batch_size=s.batch_size, lr=lr, schedule=schedule, warmup=warmup,
+                       seed=s.seed, checkpoint_every=s.checkpoint_every, precision=s.precision,
+                       dropout=s.distill_dropout or not distill,
+                       train_word_embeddings=s.train_word_embeddings or not distill)
 
 
-def task_configs(s: dict, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
+def task_configs(s: Settings, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
     """Task distillation's two stages: intermediate losses at a constant lr, then prediction with 10% warm-up."""
-    e1, e2 = s["task_epochs"].get(task, [3, 3])
-    return (_config(s, _steps(s["stage1_steps"], e1, n_train, s["batch_size"]), s["task_lr"], "constant", 0.0),
-            _config(s, _steps(s["stage2_steps"], e2, n_train, s["batch_size"]), s["task_lr"], "linear", 0.1))
+    e1, e2 = s.task_epochs.get(task, [3, 3])
+    return (_config(s, _steps(s.stage1_steps, e1, n_train, s.batch_size), s.task_lr, "constant", 0.0),
+            _config(s, _steps(s.stage2_steps, e2, n_train, s.batch_size), s.task_lr, "linear", 0.1))
 
 
-def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, progress: bool = True,
+def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None, progress: bool = True,
                 out: Path | None = None) -> tuple[Path, dict]:
     """Fine-tune the teacher on ``task`` (into ``out``, or a hashed run dir of ``workdir``); (model dir, info)."""
     spec = get_task(task)
     train_data = data.split(task, "train")
-    epochs = per_task(s["finetune_epochs"], task) or GLUE_DEFAULTS["finetune_epochs"]
-    cfg = _config(s, _steps(per_task(s["finetune_steps"], task), epochs, len(train_data), s["batch_size"]),
-                  per_task(s["finetune_lr"], task), "linear", 0.1, distill=False)
-    identity = {"teacher": str(s["teacher"]), "task": task, "data": data.files(task), "n_train": len(train_data),
-                "max_length": s["max_length"], "pooling": s["pooling"], "padding": "dynamic"}
+    epochs = per_task(s.finetune_epochs, task) or Settings.finetune_epochs
+    cfg = _config(s, _steps(per_task(s.finetune_steps, task), epochs, len(train_data), s.batch_size),
+                  per_task(s.finetune_lr, task), "linear", 0.1, distill=False)
+    identity = {"teacher": str(s.teacher), "task": task, "data": data.files(task), "n_train": len(train_data),
+                "max_length": s.max_length, "pooling": s.pooling, "padding": "dynamic"}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
-    seed_everything(s["seed"])
-    model = load_model(s["teacher"], num_labels=spec.num_labels, pooling=s["pooling"],
+    seed_everything(s.seed)
+    model = load_model(s.teacher, num_labels=spec.num_labels, pooling=s.pooling,
                        problem_type="regression" if spec.is_regression else "single_label_classification")
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
     if is_main_process():
@@ -184,38 +137,35 @@ def run_teacher(s: dict, data: Data, task: str, workdir: Path | None = None, pro
                            "loss": history["loss"]["loss"]}
 
 
-def student_specs(s: dict, teacher_model) -> list[dict]:
+def student_specs(s: Settings, teacher_model) -> list[dict]:
     """Every student: the Tucker configs and, for each, its equal-budget dense baseline."""
-    specs, baselines = [], list(s["baselines"] or [])
-    for i, (rl, rd) in enumerate(s["students"]):
-        tucker = tucker_spec(rl, rd, s["ops"], s["init"], s["general_objective"])
+    specs, baselines = [], list(s.baselines or [])
+    for i, (rl, rd) in enumerate(s.students):
+        tucker = tucker_spec(rl, rd, s.ops, s.init, s.general_objective)
         specs.append(tucker)
         if i < len(baselines) and baselines[i]:  # a baseline per student, in order; fewer is fine
             layers, hidden = baselines[i]
-            ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s["ops"]), layers, hidden)
-            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"], s["general_objective"]))
+            ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s.ops), layers, hidden)
+            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"], s.general_objective))
     return specs
 
 
-def control_specs(s: dict) -> list[dict]:
-    """The first Tucker student with each of ``s["controls"]``' overrides (init, objective): curve-only runs."""
-    if not s["controls"] or not s["students"]:
+def control_specs(s: Settings) -> list[dict]:
+    """The first Tucker student with each of ``s.controls``' overrides (init, objective): curve-only runs."""
+    if not s.controls or not s.students:
         return []
-    rl, rd = s["students"][0]
+    rl, rd = s.students[0]
     out = []
-    for override in s["controls"]:
-        unknown = sorted(set(override) - {"init", "objective"})
-        if unknown:
-            raise ConfigError(f"a control overrides 'init' and/or 'objective', not {unknown}: e.g. {{init: random}}")
-        spec = tucker_spec(rl, rd, s["ops"], override.get("init", s["init"]),
-                           override.get("objective", s["general_objective"]))
+    for override in s.controls:
+        spec = tucker_spec(rl, rd, s.ops, override.get("init", s.init),
+                           override.get("objective", s.general_objective))
         out.append({**spec, "name": spec["name"] + "".join(f" {k}={v}" for k, v in sorted(override.items()))})
     return out
 
 
-def needs_all_layers(s: dict) -> bool:
+def needs_all_layers(s: Settings) -> bool:
     """Whether any general-distillation run of ``s`` matches every layer (the teacher cache then stores them)."""
-    objectives = {s["general_objective"], *(c.get("objective", s["general_objective"]) for c in s["controls"])}
+    objectives = {s.general_objective, *(c.get("objective", s.general_objective) for c in s.controls)}
     return objectives != {"last_layer"}
 
 
@@ -256,7 +206,7 @@ def student_params(model, spec: dict) -> int:
     return count_params(model, spec["ops"]).decomposed if spec["kind"] == "tucker" else encoder_weights(model)
 
 
-def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
+def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
                 progress: bool = True, out: Path | None = None, proxies=None) -> tuple[Path, dict]:
     """General distillation of one student from the pre-trained teacher (with ``proxies``, a
     :class:`tdlib.proxies.Proxies`: its recovery curve at :func:`curve_steps`).
@@ -265,26 +215,26 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
     data or a refused run directory fail in seconds.
     """
     if "corpus" not in corpus_cache:
-        corpus_cache["corpus"] = load_corpus(tokenizer, max_length=s["general_max_length"],
-                                             max_sequences=s["general_sequences"], progress=progress)
+        corpus_cache["corpus"] = load_corpus(tokenizer, max_length=s.general_max_length,
+                                             max_sequences=s.general_sequences, progress=progress)
     corpus, files = corpus_cache["corpus"]
     corpus.set_format("torch")
-    cfg = _config(s, int(s["general_steps"]), s["general_lr"], "linear", 0.1)
-    identity = {"teacher": str(s["teacher"]), "student": spec, "corpus_files": len(files),
+    cfg = _config(s, int(s.general_steps), s.general_lr, "linear", 0.1)
+    identity = {"teacher": str(s.teacher), "student": spec, "corpus_files": len(files),
                 "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
-                "sequences": len(corpus), "max_length": s["general_max_length"]}
-    if s["teacher_cache"]:
+                "sequences": len(corpus), "max_length": s.general_max_length}
+    if s.teacher_cache:
         identity["teacher_targets"] = "float16 cache"
-    evaluate_at = curve_steps(cfg.steps, s["curve_points"]) if proxies is not None else []
+    evaluate_at = curve_steps(cfg.steps, s.curve_points) if proxies is not None else []
     if evaluate_at:
-        identity["curve"] = {"steps": evaluate_at, "proxy_sequences": s["proxy_sequences"]}
+        identity["curve"] = {"steps": evaluate_at, "proxy_sequences": s.proxy_sequences}
     name = spec["name"].replace(" ", "_").replace("=", "-")
     out = Path(out) if out else workdir / "general" / f"{name}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
-    seed_everything(s["seed"])
-    teacher = load_model(s["teacher"]).eval()
+    seed_everything(s.seed)
+    teacher = load_model(s.teacher).eval()
     cache = None
-    if s["teacher_cache"]:
+    if s.teacher_cache:
         from accelerate import PartialState
 
         from .precision import resolve_precision
@@ -298,9 +248,9 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
         with PartialState().main_process_first():  # one process builds it, the others open it
             cache = TeacherCache.build_or_open((workdir or out.parent) / "teacher-cache", key, teacher,
                                                corpus.remove_columns("idx"),
-                                               resolve_precision(s["precision"]), progress=progress,
+                                               resolve_precision(s.precision), progress=progress,
                                                all_layers=needs_all_layers(s))
-    student = build_student(spec, teacher, s["seed"])
+    student = build_student(spec, teacher, s.seed)
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache,
                               objective=spec.get("objective", "last_layer"), evaluate=proxies,
                               evaluate_at=evaluate_at)
@@ -308,13 +258,13 @@ def run_general(s: dict, spec: dict, tokenizer, workdir: Path | None, corpus_cac
         tokenizer.save_pretrained(str(out / "model"))
     info = {"seconds": history["seconds"], "steps": cfg.steps, "params": student_params(student, spec),
             "final_loss": history["loss"]["loss"][-1], "loss": history["loss"]["loss"],
-            "tokens": cfg.steps * cfg.batch_size * s["general_max_length"] * history.get("num_processes", 1)}
+            "tokens": cfg.steps * cfg.batch_size * s.general_max_length * history.get("num_processes", 1)}
     if "curve" in history:
         info.update(curve=history["curve"], eval_seconds=history.get("eval_seconds", 0.0))
     return out / "model", info
 
 
-def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
+def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None) -> dict:
     """Two-stage task distillation of a general-distilled student; dev metrics."""
     train_data = data.split(task, "train")
@@ -324,7 +274,7 @@ def run_task_student(s: dict, spec: dict, data: Data, task: str, encoder_dir: Pa
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
-    seed_everything(s["seed"])
+    seed_everything(s.seed)
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
     regression = get_task(task).is_regression
@@ -348,18 +298,18 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     s = settings(params)
     workdir = Path(workdir)
     start = time.perf_counter()
-    tokenizer = load_tokenizer(s["teacher"])
+    tokenizer = load_tokenizer(s.teacher)
     data = Data(s, tokenizer)
-    teacher_model = load_model(s["teacher"]).eval()
+    teacher_model = load_model(s.teacher).eval()
     raw = encoder_weights(teacher_model)
     specs = student_specs(s, teacher_model)
 
     proxies = None
-    if s["curve_points"]:
+    if s.curve_points:
         from .proxies import Proxies
 
-        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=s["proxy_sequences"],
-                                    max_length=s["general_max_length"], precision=s["precision"], progress=progress)
+        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=s.proxy_sequences,
+                                    max_length=s.general_max_length, precision=s.precision, progress=progress)
     del teacher_model
 
     out: dict = {"tasks": {}, "students": {}, "controls": {}, "teacher_encoder_weights": raw}
@@ -367,7 +317,7 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
         out["proxies"] = {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),
                           "stsb_pairs": len(proxies.gold)}
     teacher_dirs = {}
-    for task in s["tasks"]:
+    for task in s.tasks:
         teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
         n_dev = sum(len(d) for d in data.dev(task).values())
         out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=n_dev, data=data.files(task),
@@ -379,7 +329,7 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     for spec in specs:
         encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
         out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
-        for task in s["tasks"]:
+        for task in s.tasks:
             out["tasks"][task]["students"][spec["name"]] = run_task_student(
                 s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress)
     out["summary"] = summarise(out)
@@ -469,13 +419,13 @@ def glue_record(params: dict, profile: str, force: bool | None = None, extra: di
     from .results import cached, runs_dir
 
     s = settings(params)
-    files = [f for t in s["tasks"] for f in task_files(t)]
-    if s["curve_points"]:
+    files = [f for t in s.tasks for f in task_files(t)]
+    if s.curve_points:
         from .proxies import proxy_files
 
         files += [f for f in proxy_files() if f not in files]
     runs = runs_dir((extra or {}).get("base_profile", profile))  # a custom run reuses its base profile's runs
-    return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s["seed"],
+    return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s.seed,
                   profile=profile, data_files=files, force=force, extra=extra)
 
 
@@ -492,7 +442,7 @@ def majority_metrics(task: str, data: Data) -> dict[str, float]:
 
 def dev_logits(model, task: str, data: Data, progress: bool = True) -> dict[str, np.ndarray]:
     """The model's logits on each dev split of the task."""
-    return {split: predict(model, d, progress=progress, precision=data.s["precision"])
+    return {split: predict(model, d, progress=progress, precision=data.s.precision)
             for split, d in data.dev(task).items()}
 
 
@@ -529,28 +479,28 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     two-stage recipe, no general distillation.
     """
     s = settings(params)
-    task, ratio = s["task"], float(s["ratio"])
+    task, ratio = s.task, float(s.ratio)
     workdir = Path(workdir)
-    tokenizer = load_tokenizer(s["teacher"])
+    tokenizer = load_tokenizer(s.teacher)
     data = Data(s, tokenizer)
     teacher_dir, teacher_info = run_teacher(s, data, task, workdir, progress)
     teacher = load_model(teacher_dir).eval()
-    tensor = stack_weights(teacher, s["ops"])
+    tensor = stack_weights(teacher, s.ops)
     budget = round(tensor.numel() / ratio)
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     regression = get_task(task).is_regression
     teacher_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
     rows = {}
-    chosen = compare_methods(tensor, [budget], s["methods"], seed=s["seed"], progress=progress, keep_fits=True)
+    chosen = compare_methods(tensor, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
     for row in chosen:
         method = row["method"]
         if "skipped" in row:
             rows[method] = {"skipped": row["skipped"]}
             continue
         ranks, fit = row["ranks"], row.pop("fit")
-        seed_everything(s["seed"])
-        student = with_decomposition(teacher, fit, s["ops"]).train()
+        seed_everything(s.seed)
+        student = with_decomposition(teacher, fit, s.ops).train()
         identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
         out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
         start = time.perf_counter()

@@ -1,0 +1,122 @@
+"""The settings of the distillation experiments (notebooks 02, 03, 05 and the training CLI): one typed, frozen
+record, validated once where it is made.
+
+Why a dataclass and not a dict: the same values travel through teacher fine-tuning, general and task
+distillation and the records' cache keys; a misspelt key or a wrong type should fail here, with the field's
+name, not an hour later inside a training run. ``params/<profile>.yaml`` holds the values (the notebooks'
+parameters cells carry the ``cpu`` ones); the defaults below are the paper's recipe (`paper` profile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ConfigError, check_choice
+
+PAPER_TASK_EPOCHS = {"cola": [20, 30], "mnli": [3, 3], "mrpc": [20, 20], "sst2": [5, 5], "stsb": [15, 5],
+                     "qqp": [3, 3], "qnli": [10, 10], "rte": [20, 20]}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every value an experiment reads. A per-task setting is one value for every task or a ``{task: value}`` dict."""
+
+    teacher: str = "minilm"
+    tasks: list = field(default_factory=lambda: ["cola", "sst2", "mrpc", "stsb", "rte"])
+    students: list = field(default_factory=lambda: [[36, 192], [16, 96]])  # (rank_layer, rank_dim)
+    baselines: list = field(default_factory=lambda: [[1, 384], [1, 144]])  # (layers, hidden) per student
+    ops: str = "san_ffn"
+    pooling: str = "cls"  # the task head: BERT's [CLS] pooler, or "mean" (tdlib.heads; sentence-transformers)
+    max_train_examples: int | dict | None = None  # per task; None: all
+    max_length: int | None = None  # None: the task's 64/128
+    batch_size: int = 32
+    finetune_steps: int | dict | None = None  # per task; None: finetune_epochs
+    finetune_epochs: float | dict = 3.0  # per task
+    finetune_lr: float = 5e-5
+    general_steps: int = 1000
+    general_sequences: int = 100_000
+    general_max_length: int = 128
+    general_lr: float = 1e-4
+    stage1_steps: int | None = None  # None: task_epochs
+    stage2_steps: int | None = None
+    task_lr: float = 5e-5
+    task_epochs: dict = field(default_factory=lambda: dict(PAPER_TASK_EPOCHS))  # (stage1, stage2) per task
+    checkpoint_every: int = 200
+    seed: int = 0
+    # how a step runs (tdlib.train.TrainConfig): matmul precision for training and evaluation, and two choices
+    # of the distillation stages (the paper's recipe: dropout on, every parameter trains)
+    precision: str = "auto"
+    distill_dropout: bool = True
+    train_word_embeddings: bool = True
+    # general distillation reads the teacher's targets from a 16-bit cache shared by every student
+    # (tdlib.teacher_cache); off by default (the paper profile's corpus would need terabytes)
+    teacher_cache: bool = False
+    # general distillation's loss: the paper's "last_layer" or "all_layers_cos" (tdlib.distill.objective_loss)
+    general_objective: str = "last_layer"
+    # the student's init (protocol 1): "pretrained" (the paper's Tucker fit), "random" or "zero" (tdlib.compress)
+    init: str = "pretrained"
+    # recovery curves (tdlib.proxies) at this many geometric steps of general distillation; 0: no curve
+    curve_points: int = 0
+    proxy_sequences: int = 256
+    # curve-only runs of the first Tucker student, each a dict of spec overrides: {"init": "zero"},
+    # {"objective": "last_layer"} (protocol 1's controls, the paper's loss as the reference line)
+    controls: list = field(default_factory=list)
+    # the method experiment (notebook 02): one task, one budget (encoder weights / ratio), these methods
+    task: str | None = None
+    ratio: float | None = None
+    methods: list | None = None
+
+    def validate(self) -> Settings:
+        from .distill import OBJECTIVES
+        from .heads import POOLINGS
+        from .modeling import INITS
+        from .precision import PRECISIONS
+
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("general_objective", self.general_objective, OBJECTIVES)
+        check_choice("init", self.init, INITS)
+        for name in ("batch_size", "general_steps", "general_sequences", "general_max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
+            raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
+        for pair_list, what in ((self.students, "students: [rank_layer, rank_dim]"),
+                                (self.baselines or [], "baselines: [layers, hidden]")):
+            if not all(isinstance(p, list | tuple) and len(p) == 2 for p in pair_list if p):
+                raise ConfigError(f"every entry of {what.split(':')[0]} is a pair ({what}), got {pair_list!r}")
+        for override in self.controls:
+            if not isinstance(override, dict):
+                raise ConfigError(f"a control is a dict of overrides, e.g. {{init: zero}}; got {override!r}")
+            unknown = sorted(set(override) - {"init", "objective"})
+            if unknown:
+                raise ConfigError(f"a control overrides 'init' and/or 'objective', not {unknown}: "
+                                  "e.g. {init: random}")
+            check_choice("init", override.get("init", "pretrained"), INITS)
+            check_choice("objective", override.get("objective", "last_layer"), OBJECTIVES)
+        return self
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes).validate()
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+EXPERIMENT_ONLY = ("task", "ratio", "methods")  # the method experiment's own fields
+# the notebooks' GLUE parameters: a notebook passes every parameter named here (and only those)
+GLUE_DEFAULTS: dict = {f.name: getattr(Settings(), f.name) for f in dataclasses.fields(Settings)
+                       if f.name not in EXPERIMENT_ONLY}
+
+
+def settings(params: dict | Settings) -> Settings:
+    """``params`` over the defaults, validated; unknown names are one error naming the known ones."""
+    if isinstance(params, Settings):
+        return params.validate()
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"unknown experiment parameter(s) {unknown}; known: {sorted(GLUE_DEFAULTS)}")
+    return Settings(**params).validate()
