@@ -23,7 +23,7 @@ def _print_counts(counts) -> None:
 
 
 def cmd_compress(args) -> int:
-    from .modeling import compress, count_params
+    from .modeling import DATA_AWARE, compress, count_params, init_name
     from .models import load_model, load_tokenizer
 
     out = Path(args.out)
@@ -32,9 +32,21 @@ def cmd_compress(args) -> int:
     start = time.perf_counter()
     print(f"loading teacher {args.teacher!r}", flush=True)
     model = load_model(args.teacher, num_labels=args.num_labels)
-    print(f"decomposing ({args.ops}) with Tucker rank_layer={args.rank_layer} rank_dim={args.rank_dim}", flush=True)
+    calibration = fit_options = None
+    if init_name(args.init) in DATA_AWARE:
+        from .calibrate import cached_calibration
+        from .fitting import BlockwiseFit
+        from .results import runs_dir
+
+        print(f"calibrating on {args.calibration_sequences} held-out sequences (TDLIB_HELDOUT or the corpus's "
+              "heldout folder)", flush=True)
+        calibration = cached_calibration(model, load_tokenizer(args.teacher), runs_dir("cli") / "calibration",
+                                         args.calibration_sequences, ops=args.ops)
+        fit_options = BlockwiseFit(steps=args.fit_steps, seed=args.seed, progress=True)
+    print(f"decomposing ({args.ops}) with Tucker rank_layer={args.rank_layer} rank_dim={args.rank_dim}, "
+          f"init {args.init}", flush=True)
     student = compress(model, args.rank_layer, args.rank_dim, ops=args.ops, init=args.init, seed=args.seed,
-                       n_iter_max=args.n_iter_max, progress=True)
+                       n_iter_max=args.n_iter_max, progress=True, calibration=calibration, fit=fit_options)
     counts = count_params(student)
     fit = student.tdlib_decomposition
     print(f"compressed {args.teacher} -> IV-{args.rank_layer}-{args.rank_dim} ({args.ops})")
@@ -298,6 +310,8 @@ def _common_training(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .modeling import INIT_ALIASES, INITS
+
     parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -306,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-layer", type=int, required=True, help="l: size of the matrix bank")
     p.add_argument("--rank-dim", type=int, required=True, help="d: dimension rank")
     p.add_argument("--ops", default="san_ffn", choices=["san", "ffn", "san_ffn"])
-    p.add_argument("--init", default="pretrained", choices=["pretrained", "random"])
+    p.add_argument("--init", default="pretrained", choices=[*INITS, *INIT_ALIASES],
+                   help="pretrained (= tucker, the paper's); whitened, local: data-aware (tdlib.fitting); controls")
+    p.add_argument("--calibration-sequences", type=int, default=128,
+                   help="held-out sequences of 128 tokens for the data-aware inits")
+    p.add_argument("--fit-steps", type=int, default=100, help="steps of the block-wise fit (init local)")
     p.add_argument("--num-labels", type=int, default=None, help="add a sequence-classification head")
     p.add_argument("--n-iter-max", type=int, default=100, help="HOOI sweeps at most")
     p.add_argument("--seed", type=int, default=0)

@@ -40,7 +40,7 @@ from .glue import (
     task_files,
     task_scores,
 )
-from .modeling import compress, count_params, with_decomposition
+from .modeling import DATA_AWARE, compress, count_params, init_name, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
 from .settings import GLUE_DEFAULTS, Settings, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
@@ -183,9 +183,12 @@ def tucker_budget(teacher_model, rank_layer: int, rank_dim: int, ops: str) -> in
 
 
 def tucker_spec(rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "pretrained",
-                objective: str = "last_layer") -> dict:
+                objective: str = "last_layer", **init_options) -> dict:
+    """A Tucker student; ``init_options`` (data-aware inits): ``fit`` (BlockwiseFit's settings as a dict) and
+    ``calibration`` (cached_calibration's: sequences, skip). They enter the run's identity, so other options train
+    in another run directory."""
     return {"kind": "tucker", "name": f"IV-{rank_layer}-{rank_dim}", "rank_layer": rank_layer, "rank_dim": rank_dim,
-            "ops": ops, "init": init, "objective": objective}
+            "ops": ops, "init": init, "objective": objective, **init_options}
 
 
 def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, budget_of: str | None = None,
@@ -195,10 +198,13 @@ def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, bud
             "budget_of": budget_of, "objective": objective}
 
 
-def build_student(spec: dict, teacher_model, seed: int):
+def build_student(spec: dict, teacher_model, seed: int, calibration=None):
     if spec["kind"] == "tucker":
+        from .fitting import BlockwiseFit
+
+        fit = BlockwiseFit(**spec["fit"], seed=seed) if spec.get("fit") else None
         return compress(teacher_model, spec["rank_layer"], spec["rank_dim"], spec["ops"],
-                        init=spec.get("init", "pretrained"), seed=seed)
+                        init=spec.get("init", "pretrained"), seed=seed, calibration=calibration, fit=fit)
     return shrink(teacher_model, spec["num_layers"], spec["hidden_size"], spec["intermediate_size"])
 
 
@@ -250,7 +256,13 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
                                                corpus.remove_columns("idx"),
                                                resolve_precision(s.precision), progress=progress,
                                                all_layers=needs_all_layers(s))
-    student = build_student(spec, teacher, s.seed)
+    calibration = None
+    if spec["kind"] == "tucker" and init_name(spec.get("init", "pretrained")) in DATA_AWARE:
+        from .calibrate import cached_calibration
+
+        calibration = cached_calibration(teacher, tokenizer, (workdir or out.parent) / "calibration",
+                                         ops=spec["ops"], progress=progress, **spec.get("calibration", {}))
+    student = build_student(spec, teacher, s.seed, calibration)
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache,
                               objective=spec.get("objective", "last_layer"), evaluate=proxies,
                               evaluate_at=evaluate_at)

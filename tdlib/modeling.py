@@ -47,6 +47,7 @@ class CompressionSpec:
     base_model_type: str
     implementation: str = "factorized"
     format_version: int = 1
+    init: str = "pretrained"  # how the bank was initialised (INITS); changes nothing in the forward pass
 
     @property
     def n(self) -> int:
@@ -118,7 +119,15 @@ def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | 
     return model
 
 
-INITS = ("pretrained", "random", "zero")  # protocol 1 (the paper's) and its two controls
+# protocol 1 (the paper's Tucker fit of the weights), two data-aware fits (tdlib.fitting), and two controls
+INITS = ("pretrained", "whitened", "local", "random", "zero")
+INIT_ALIASES = {"tucker": "pretrained"}
+DATA_AWARE = ("whitened", "local")
+
+
+def init_name(init: str) -> str:
+    """The canonical init name (``"tucker"`` is the paper's ``"pretrained"``), or one error listing them."""
+    return check_choice("init", INIT_ALIASES.get(init, init), (*INITS, *INIT_ALIASES))
 
 
 def compress(
@@ -133,29 +142,46 @@ def compress(
     tol: float = 1e-4,
     inplace: bool = False,
     progress: bool = False,
+    calibration=None,
+    fit=None,
 ) -> nn.Module:
     """Compress a BERT-family model to Tucker rank (rank_layer, rank_dim) on the ``ops`` maps.
 
-    ``init="pretrained"`` starts from the Tucker decomposition of the model's own weights (the
-    paper's decomposition protocol; the fit is kept as ``model.tdlib_decomposition``),
-    ``"random"`` from random factors of BERT's init scale, ``"zero"`` from random factors with a zero core, so
-    every compressed map starts at W_i = 0 (the floor an init must beat: embeddings, biases and LayerNorms
-    alone) yet trains: the core's gradient is not zero given non-zero biases, as a pre-trained model has.
-    Returns a new model unless ``inplace``.
+    ``init="pretrained"`` (alias ``"tucker"``) starts from the Tucker decomposition of the model's own weights
+    (the paper's decomposition protocol; the fit is kept as ``model.tdlib_decomposition``). Two data-aware
+    inits need ``calibration`` (a :class:`tdlib.calibrate.Calibration` of this model): ``"whitened"`` fits
+    Tucker in the input-whitened space (:func:`tdlib.fitting.whitened_tucker`), ``"local"`` starts from the
+    Tucker fit and runs a teacher-forced block-wise reconstruction (``fit``: a
+    :class:`tdlib.fitting.BlockwiseFit`, default settings when None; its report is kept as
+    ``model.tdlib_fit``). Controls: ``"random"`` starts from random factors of BERT's init scale, ``"zero"``
+    from random factors with a zero core, so every compressed map starts at W_i = 0 (the floor an init must
+    beat: embeddings, biases and LayerNorms alone) yet trains: the core's gradient is not zero given non-zero
+    biases, as a pre-trained model has. The init is recorded in ``config.tdlib["init"]``; it changes nothing
+    in the forward pass or the parameter count. Returns a new model unless ``inplace``.
     """
-    check_choice("init", init, INITS)
+    init = init_name(init)
+    if init in DATA_AWARE and calibration is None:
+        raise ConfigError(f"init={init!r} fits the teacher's activations: pass calibration=tdlib.calibrate.calibrate("
+                          "teacher, texts) (or cached_calibration), or use init='pretrained'")
     check_choice("ops", ops, OPS)
     n_layers, d_model, k = geometry(model, ops)
     if compression_spec(model) is not None:
         raise ConfigError("model is already compressed; compress the dense teacher instead")
     spec = CompressionSpec(rank_layer, rank_dim, ops, n_layers, d_model, k, model.config.model_type,
-                           implementation).validate()
+                           implementation, init=init).validate()
+    if calibration is not None and calibration.ops != ops:
+        raise ConfigError(f"the calibration was collected for ops={calibration.ops!r}, not {ops!r}; recalibrate")
     bank = TuckerBank(spec.n, d_model, rank_layer, rank_dim)
-    fit = None
-    if init == "pretrained":
-        fit = Tucker(rank_layer, rank_dim, n_iter_max=n_iter_max, tol=tol, seed=seed,
-                     progress=progress).fit(stack_weights(model, ops))
-        bank.init_from(fit.P, fit.C, fit.U, fit.V)
+    decomposition = None
+    if init in ("pretrained", "local"):
+        decomposition = Tucker(rank_layer, rank_dim, n_iter_max=n_iter_max, tol=tol, seed=seed,
+                               progress=progress).fit(stack_weights(model, ops))
+        bank.init_from(decomposition.P, decomposition.C, decomposition.U, decomposition.V)
+    elif init == "whitened":
+        from .fitting import whitened_tucker
+
+        bank.init_from(**whitened_tucker(stack_weights(model, ops), calibration.grams, rank_layer, rank_dim,
+                                         n_iter_max=n_iter_max, tol=tol))
     else:
         bank.init_random(seed)
         if init == "zero":
@@ -164,7 +190,12 @@ def compress(
     ref = next(model.parameters())
     out = model if inplace else copy.deepcopy(model)
     apply_structure(out, spec, bank.to(device=ref.device, dtype=ref.dtype))
-    out.tdlib_decomposition = fit
+    out.tdlib_decomposition = decomposition
+    out.tdlib_fit = None
+    if init == "local":
+        from .fitting import BlockwiseFit
+
+        out.tdlib_fit = (fit or BlockwiseFit(seed=seed, progress=progress)).fit(out, calibration)
     return out
 
 

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .results import RESULTS, ROOT
+from .results import RESULTS, ROOT, load_record, record_path
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 PAPER = {
@@ -219,6 +219,11 @@ def claim_c6(root=None) -> dict:
                             "decomposition init: no gain over the controls" if margin > -1.0 else
                             "decomposition init: worse than a control")
             sources.append(_rel(rec["path"]))
+    init_part = _data_aware_init(root)
+    if init_part is not None:
+        parts.append(init_part["ours"])
+        statuses.append(init_part["status"])
+        sources.append(init_part["source"])
     for srec in records("04_speed", root):
         if srec["params"]["geometry"] != "bert-base" or "sweep" in srec["params"]:
             continue
@@ -240,6 +245,37 @@ def claim_c6(root=None) -> dict:
             "profile": rec["provenance"].get("profile") if rec else None}
 
 
+def _data_aware_init(root=None) -> dict | None:
+    """Notebook 07: the first config's inits before distillation, and its data-aware curve against 03's plain one."""
+    recs = records("07_init", root)
+    if not recs:
+        return None
+    rec = recs[0]
+    res = rec["result"]
+    rows = res["rows"]
+    config = rows[0]["config"]
+    by_init = {r["init"]: r for r in rows if r["config"] == config}
+    shown = [i for i in ("zero", "pretrained", "whitened", "local", "II-whitened") if i in by_init]
+    text = (f"inits before distillation ({config}, notebook 07): zero-shot STS-B / embedding cosine "
+            + ", ".join(f"{i} {by_init[i]['stsb']:.1f} / {by_init[i]['cosine']:.3f}" for i in shown))
+    status = "data-aware init starts closer" if (
+        "local" in by_init and "pretrained" in by_init
+        and by_init["local"]["stsb"] - by_init["pretrained"]["stsb"] >= 1.0) else "data-aware init: no gain at init"
+    glue_path = record_path("03_glue", rec["params"]["glue"], root)
+    plain = None
+    if glue_path.is_file():
+        plain = load_record(glue_path)["result"]["students"].get(config)
+    local = next((c for c in res["curves"].values() if c["name"] == f"{config} init=local"), None)
+    if plain is not None and local is not None:
+        text += (f"; after the same {local['steps']} general-distillation steps: local "
+                 f"{_final(local, 'stsb'):.1f} / {_final(local, 'cosine'):.3f}, pretrained "
+                 f"{_final(plain, 'stsb'):.1f} / {_final(plain, 'cosine'):.3f}")
+        gain = _final(local, "stsb") - _final(plain, "stsb")
+        status += ("; and ends ahead after distillation" if gain >= 1.0 else
+                   "; no gain after distillation" if gain > -1.0 else "; ends behind after distillation")
+    return {"ours": text, "status": status, "source": _rel(rec["path"])}
+
+
 def claims(root=None) -> list[dict]:
     measured = {"C1": claim_c1(root), "C2": claim_glue("C2", root), "C3": claim_glue("C3", root),
                 "C4": claim_c4(root), "C5": claim_glue("C5", root), "C6": claim_c6(root)}
@@ -247,8 +283,9 @@ def claims(root=None) -> list[dict]:
     return [{"claim": cid, "paper": text, **measured.get(cid, pending)} for cid, text in PAPER.items()]
 
 
+# where each claim is measured
 NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue"], "C3": ["03_glue"], "C4": ["04_speed"],
-             "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "04_speed"]}  # where each claim is measured
+             "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "07_init", "04_speed"]}
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -163,7 +163,8 @@ def check_data(name: str, params: dict) -> None:
     """Every data file a notebook will read exists, before anything runs (a missing file is one DataError).
 
     GLUE tasks (``tasks``, ``distill_task``) need GLUE_DIR's files, or the hub when online; notebooks that
-    run general distillation (``general_steps``) need the corpus (TDLIB_CORPUS), or the hub when online.
+    run general distillation (``general_steps``, ``curve_configs``) need the corpus (TDLIB_CORPUS), or the hub when
+    online; the recovery proxies and the calibration (``curve_points``, ``calibration_sequences``) held-out text.
     """
     from .corpus import corpus_files
     from .errors import DataError
@@ -176,10 +177,10 @@ def check_data(name: str, params: dict) -> None:
         if not task_files(task) and offline:
             raise DataError(f"{name}: task {task!r} needs GLUE data: set GLUE_DIR to a glue_data folder "
                             "(../shared/data/glue here; the Makefile sets it when that folder exists), or go online")
-    if params.get("general_steps") and not corpus_files() and offline:
+    if (params.get("general_steps") or params.get("curve_configs")) and not corpus_files() and offline:
         raise DataError(f"{name}: general distillation needs a corpus: set TDLIB_CORPUS to a text file or folder "
                         "(../shared/data/corpus/enwiki-2015-wikiextractor/train here), or go online")
-    if params.get("curve_points"):
+    if params.get("curve_points") or params.get("calibration_sequences"):  # proxies, calibration: held-out text
         from .corpus import heldout_path
 
         heldout_path()  # the recovery proxies' held-out text, or one DataError naming TDLIB_HELDOUT
@@ -199,6 +200,11 @@ def check_committed_defaults(name: str, params: dict) -> None:
     if differ:
         raise ConfigError(f"params/{COMMITTED}.yaml and {name}.py's parameters cell differ in {differ}; "
                           "make them equal (the notebook's defaults are the committed profile)")
+
+
+def run_order(item: tuple[str, dict]) -> tuple[bool, str]:
+    """Notebooks run by name, except the claims table (``*_claims``), which reads every other record: last."""
+    return item[0].endswith("_claims"), item[0]
 
 
 def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | None = None,
@@ -225,7 +231,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
     if force:
         os.environ["FORCE"] = "1"
     written = []
-    for name, params in sorted(plan.items()):
+    for name, params in sorted(plan.items(), key=run_order):
         start = time.perf_counter()
         print(f"[reproduce:{profile}] {name} ...", flush=True)
         output = out_dir / f"{name}.ipynb"

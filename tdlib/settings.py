@@ -54,7 +54,8 @@ class Settings:
     teacher_cache: bool = False
     # general distillation's loss: the paper's "last_layer" or "all_layers_cos" (tdlib.distill.objective_loss)
     general_objective: str = "last_layer"
-    # the student's init (protocol 1): "pretrained" (the paper's Tucker fit), "random" or "zero" (tdlib.compress)
+    # the student's init (protocol 1): "pretrained" (the paper's Tucker fit), "whitened" or "local" (data-aware,
+    # tdlib.fitting; calibrated on held-out text), "random" or "zero" (tdlib.compress)
     init: str = "pretrained"
     # recovery curves (tdlib.proxies) at this many geometric steps of general distillation; 0: no curve
     curve_points: int = 0
@@ -70,13 +71,13 @@ class Settings:
     def validate(self) -> Settings:
         from .distill import OBJECTIVES
         from .heads import POOLINGS
-        from .modeling import INITS
+        from .modeling import init_name
         from .precision import PRECISIONS
 
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
-        check_choice("init", self.init, INITS)
+        init_name(self.init)
         for name in ("batch_size", "general_steps", "general_sequences", "general_max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -94,7 +95,7 @@ class Settings:
             if unknown:
                 raise ConfigError(f"a control overrides 'init' and/or 'objective', not {unknown}: "
                                   "e.g. {init: random}")
-            check_choice("init", override.get("init", "pretrained"), INITS)
+            init_name(override.get("init", "pretrained"))
             check_choice("objective", override.get("objective", "last_layer"), OBJECTIVES)
         return self
 

@@ -122,3 +122,31 @@ def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
     flat = milestones([{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.2, "stsb": 60.0},
                        {"step": 20, "cosine": 0.2, "stsb": 59.0}], {"cosine": 1.0, "stsb": 100.0})
     assert flat["stsb@90%"]["step"] is None and "flat" in flat["stsb@90%"]["kind"]
+
+
+def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one(env, tmp_path, monkeypatch,
+                                                                                 tiny_corpus):
+    from tdlib.init_study import init_experiment
+    from tdlib.modeling import from_pretrained
+
+    monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
+    glue = {**env, "tasks": ["rte"], "pooling": "mean", "general_steps": 2, "curve_points": 2, "proxy_sequences": 8,
+            "general_objective": "all_layers_cos", "teacher_cache": True}
+    params = {"teacher": env["teacher"], "ops": "san_ffn", "configs": [[8, 16]],
+              "inits": ["zero", "pretrained", "whitened", "local", "II-whitened"], "calibration_sequences": 8,
+              "fit_steps": 3, "fit_lr": 1e-2, "fit_batch": 4, "curve_configs": [[8, 16]], "curve_inits": ["local"],
+              "seed": 0, "glue": glue}
+    result = init_experiment(params, tmp_path, progress=False)
+    assert [r["init"] for r in result["rows"]] == params["inits"]
+    assert result["calibration"]["sequences"] == 8 and result["calibration"]["tokens"] >= 32
+    for row in result["rows"]:
+        assert len(row["hidden_error"]) == 2 and 0.0 <= row["weight_error"] and -1.0 <= row["cosine"] <= 1.0
+    rows = {r["init"]: r for r in result["rows"]}
+    assert rows["zero"]["weight_error"] == pytest.approx(1.0)
+    assert rows["local"]["fit"]["steps"] == 3 and "final_loss" in rows["local"]["fit"]
+    curve = result["curves"]["IV-8-16 init=local"]
+    assert [p["step"] for p in curve["curve"]] == [0, 2] and curve["init"] == "local"
+    saved = from_pretrained(next((tmp_path / "general").glob("IV-8-16_init-local-*")) / "model")
+    assert saved.config.tdlib["init"] == "local"
+    with pytest.raises(ConfigError, match="curve_points"):
+        init_experiment({**params, "glue": {**glue, "curve_points": 0}}, tmp_path, progress=False)
