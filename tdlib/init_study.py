@@ -158,11 +158,13 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
 
 
 def glue_params(profile: str) -> dict:
-    """Notebook 03's GLUE settings in ``params/<profile>.yaml``: the general distillation the curves share."""
-    from .reproduce import load_profile
+    """Notebook 03's GLUE settings under ``profile``, as 03 itself forms them (its parameters cell, overridden by
+    ``params/<profile>.yaml``): the general distillation the curves share, and the key of 03's record."""
+    from .reproduce import load_profile, notebook_defaults
     from .settings import GLUE_DEFAULTS
 
-    return {k: v for k, v in load_profile(profile).get("03_glue", {}).items() if k in GLUE_DEFAULTS}
+    values = {**notebook_defaults("03_glue"), **load_profile(profile).get("03_glue", {})}
+    return {k: v for k, v in values.items() if k in GLUE_DEFAULTS}
 
 
 def init_record(params: dict, base_profile: str, profile: str, force: bool | None = None,
@@ -181,7 +183,8 @@ def init_record(params: dict, base_profile: str, profile: str, force: bool | Non
 
 def glue_curves(glue: dict) -> dict:
     """The recovery curves of notebook 03's record for the settings ``glue``: its Tucker students (the paper's
-    init) and controls, by name; ``path`` says where they came from (None when 03 has no such record)."""
+    init) and init controls distilled with the same objective, by name; ``path`` says where they came from (None
+    when 03 has no such record)."""
     from .results import load_record, record_path
 
     path = record_path("03_glue", glue)
@@ -189,5 +192,6 @@ def glue_curves(glue: dict) -> dict:
         return {"path": None, "curves": {}}
     result = load_record(path)["result"]
     curves = {n: e for group in ("students", "controls") for n, e in result.get(group, {}).items()
-              if e.get("kind", "tucker") == "tucker" and "curve" in e}
+              if e.get("kind", "tucker") == "tucker" and "curve" in e
+              and e.get("objective") == glue.get("general_objective", e.get("objective"))}
     return {"path": str(path), "curves": curves}

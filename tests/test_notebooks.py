@@ -101,3 +101,11 @@ def test_a_failing_notebook_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
     monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
     assert reproduce.main(["--profile", "t", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_notebook_07_finds_the_glue_record_its_curves_are_compared_with():
+    """07 distils with 03's settings and draws 03's curves beside its own: the key must be 03's own record key."""
+    from tdlib.init_study import glue_params
+    from tdlib.results import ROOT, record_path
+
+    assert record_path("03_glue", glue_params(COMMITTED), ROOT / "results").is_file()
