@@ -148,23 +148,24 @@ def calibrate(teacher: nn.Module, dataset, ops: str = "san_ffn", batch_size: int
 
     def hook(key):
         def fn(_module, args):
-            x = args[0].detach().double()[current["mask"]]  # valid tokens only, (tokens, in_features)
+            x = args[0].detach()[current["mask"]].double()  # valid tokens only, (tokens, in_features)
             for index, block in by_input[key]:
                 xb = x if block is None else x[:, block * d_model:(block + 1) * d_model]
-                grams[index] += xb.T @ xb
+                grams[index] += (xb.T @ xb).cpu()
         return fn
 
     handles = [get_module(layers[layer], path).register_forward_pre_hook(hook((layer, path)))
                for layer, path in by_input]
     was_training = encoder.training
     encoder.eval()
+    device = next(encoder.parameters()).device
     hidden = []
     try:
         for start in tqdm(range(0, len(ids), batch_size), desc="calibrate", disable=not progress, leave=False):
-            batch_ids, batch_mask = ids[start:start + batch_size], mask[start:start + batch_size]
+            batch_ids, batch_mask = (t[start:start + batch_size].to(device) for t in (ids, mask))
             current["mask"] = batch_mask.bool()
             out = encoder(input_ids=batch_ids, attention_mask=batch_mask, output_hidden_states=True)
-            hidden.append(torch.stack(out.hidden_states).float())
+            hidden.append(torch.stack(out.hidden_states).float().cpu())
     finally:
         for h in handles:
             h.remove()

@@ -136,12 +136,13 @@ def layer_masks(model: nn.Module, calibration: Calibration, batch_size: int = 64
         raise _StopForward
 
     handle = encoder_layers(model)[0].register_forward_pre_hook(grab, with_kwargs=True)
-    ids = torch.zeros_like(calibration.attention_mask)
+    device = next(encoder.parameters()).device
+    ids = torch.zeros_like(calibration.attention_mask).to(device)
     try:
         for start in range(0, len(ids), batch_size):
             try:
                 encoder(input_ids=ids[start:start + batch_size],
-                        attention_mask=calibration.attention_mask[start:start + batch_size])
+                        attention_mask=calibration.attention_mask[start:start + batch_size].to(device))
             except _StopForward:
                 pass
     finally:
@@ -190,13 +191,14 @@ class BlockwiseFit:
         """Mean over layers of the standardised MSE of each layer's output given the teacher's input."""
         from .stacking import encoder_layers
 
-        valid = calibration.attention_mask[index].bool()
+        device = masks.device
+        valid = calibration.attention_mask[index].bool().to(device)
         total = 0.0
         layers = encoder_layers(model)
         for layer_id, layer in enumerate(layers):
-            out = layer(calibration.hidden[layer_id, index], attention_mask=masks[index])
+            out = layer(calibration.hidden[layer_id, index].to(device), attention_mask=masks[index])
             out = out[0] if isinstance(out, tuple) else out
-            diff = (out - calibration.hidden[layer_id + 1, index])[valid] / scale[layer_id]
+            diff = (out - calibration.hidden[layer_id + 1, index].to(device))[valid] / scale[layer_id]
             total = total + diff.pow(2).mean()
         return total / len(layers)
 
@@ -215,8 +217,8 @@ class BlockwiseFit:
             raise ConfigError(f"the calibration has {calibration.n_layers} layers, the model "
                               f"{len(encoder_layers(model))}: calibrate this model's teacher")
         start = time.perf_counter()
-        masks = layer_masks(model, calibration)
-        scale = self.scales(calibration)
+        masks = layer_masks(model, calibration)  # on the model's device, like the layers' inputs in loss()
+        scale = self.scales(calibration).to(masks.device)
         params = self.trainable(model)
         opt = torch.optim.Adam(params, lr=self.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / self.steps)
