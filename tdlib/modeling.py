@@ -47,7 +47,9 @@ class CompressionSpec:
     base_model_type: str
     implementation: str = "factorized"
     format_version: int = 1
-    init: str = "pretrained"  # how the bank was initialised (INITS); changes nothing in the forward pass
+    # how the bank was initialised (INITS); changes nothing in the forward pass. None: a checkpoint saved before
+    # tdlib recorded it (its init is unknown, not necessarily the paper's)
+    init: str | None = None
 
     @property
     def n(self) -> int:
@@ -58,6 +60,8 @@ class CompressionSpec:
         check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         check_rank("rank_dim", self.rank_dim, self.d_model, "the hidden size D")
         check_rank("rank_layer", self.rank_layer, self.n, f"the number of {self.ops} matrices n")
+        if self.init is not None:
+            init_name(self.init)
         return self
 
     @classmethod

@@ -183,3 +183,17 @@ def test_the_study_measures_the_teacher_as_exact_and_the_peer_at_the_tucker_budg
         assert report["rank"] == r and report["params"] <= budget
         assert torch.allclose(stack_weights(model), approx, atol=1e-5)
         assert all(torch.linalg.matrix_rank(a) <= r for a in approx)
+
+
+def test_a_checkpoint_saved_before_inits_were_recorded_loads_with_an_unknown_init(tiny_bert, tmp_path):
+    import json
+
+    compress(tiny_bert, 4, 8).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["tdlib"].pop("init") == "pretrained"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert from_pretrained(tmp_path).config.tdlib.get("init") is None
+    config["tdlib"]["init"] = "svd-llm"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="unknown init"):
+        from_pretrained(tmp_path)
