@@ -88,7 +88,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from tdlib.experiments import GLUE_DEFAULTS, glue_record
-from tdlib.plots import savefig
+from tdlib.plots import recovery_figure, savefig
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = glue_record(params, run.profile, extra=run.provenance())
@@ -198,23 +198,9 @@ plt.show()
 # %%
 curves = {**{n: s for n, s in result["students"].items()}, **result.get("controls", {})}
 teacher_proxy = result["proxies"]["teacher"]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-for ax, proxy, label in ((axes[0], "cosine", "embedding cosine to the teacher (held-out)"),
-                         (axes[1], "stsb", "zero-shot STS-B dev Spearman x 100")):
-    for name, entry in curves.items():
-        tokens_per_step = entry["tokens"] / entry["steps"]
-        xs = [max(p["step"], 0.5) * tokens_per_step / 1e6 for p in entry["curve"]]  # step 0 drawn at half a step
-        style = "--" if name in result.get("controls", {}) else "-"
-        ax.plot(xs, [p[proxy] for p in entry["curve"]], style, marker="o", ms=3, label=name)
-    ax.axhline(teacher_proxy[proxy], color="k", lw=1, label="teacher")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens distilled (millions; log)")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-axes[1].legend(fontsize=7)
-fig.suptitle(f"general distillation from {teacher}: {result['students'][names[0]]['steps']} steps, "
-             f"objective {general_objective} (controls dashed)")
-fig.tight_layout()
+fig = recovery_figure(curves, teacher_proxy, dashed=result.get("controls", {}),
+                      title=f"general distillation from {teacher}: {result['students'][names[0]]['steps']} steps, "
+                            f"objective {general_objective} (controls dashed)")
 savefig(fig, "03_recovery")
 plt.show()
 

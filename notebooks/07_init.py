@@ -69,7 +69,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from tdlib.init_study import glue_curves, init_record
-from tdlib.plots import savefig
+from tdlib.plots import recovery_figure, savefig
 
 record = init_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile, run.profile,
                      extra=run.provenance())
@@ -144,22 +144,8 @@ if "local" in best:
 
 # %%
 lines = {**{f"{n} (03)": c for n, c in glue["curves"].items()}, **result["curves"]}
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-for ax, proxy, label in ((axes[0], "cosine", "embedding cosine to the teacher (held-out)"),
-                         (axes[1], "stsb", "zero-shot STS-B dev Spearman x 100")):
-    for name, entry in lines.items():
-        tokens_per_step = entry["tokens"] / entry["steps"]
-        xs = [max(p["step"], 0.5) * tokens_per_step / 1e6 for p in entry["curve"]]  # step 0 drawn at half a step
-        ax.plot(xs, [p[proxy] for p in entry["curve"]], "--" if name.endswith("(03)") else "-", marker="o", ms=3,
-                label=name)
-    ax.axhline(teacher_proxy[proxy], color="k", lw=1, label="teacher")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens distilled (millions; log)")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-axes[1].legend(fontsize=7)
-fig.suptitle("general distillation from each init (same settings as notebook 03)")
-fig.tight_layout()
+fig = recovery_figure(lines, teacher_proxy, dashed=[n for n in lines if n.endswith("(03)")],
+                      title="general distillation from each init (same settings as notebook 03)")
 savefig(fig, "07_init_recovery")
 plt.show()
 

@@ -262,17 +262,22 @@ def _data_aware_init(root=None) -> dict | None:
         "local" in by_init and "pretrained" in by_init
         and by_init["local"]["stsb"] - by_init["pretrained"]["stsb"] >= 1.0) else "data-aware init: no gain at init"
     glue_path = record_path("03_glue", rec["params"]["glue"], root)
-    plain = None
-    if glue_path.is_file():
-        plain = load_record(glue_path)["result"]["students"].get(config)
-    local = next((c for c in res["curves"].values() if c["name"] == f"{config} init=local"), None)
-    if plain is not None and local is not None:
-        text += (f"; after the same {local['steps']} general-distillation steps: local "
-                 f"{_final(local, 'stsb'):.1f} / {_final(local, 'cosine'):.3f}, pretrained "
-                 f"{_final(plain, 'stsb'):.1f} / {_final(plain, 'cosine'):.3f}")
-        gain = _final(local, "stsb") - _final(plain, "stsb")
-        status += ("; and ends ahead after distillation" if gain >= 1.0 else
-                   "; no gain after distillation" if gain > -1.0 else "; ends behind after distillation")
+    plain = load_record(glue_path)["result"]["students"] if glue_path.is_file() else {}
+    after, verdicts = [], []
+    for entry in res["curves"].values():
+        name = f"IV-{entry['rank_layer']}-{entry['rank_dim']}"
+        base = plain.get(name)
+        if base is None or "curve" not in base:
+            continue
+        init = entry.get("init", "local")
+        after.append(f"{name} {init} {_final(entry, 'stsb'):.1f} / {_final(entry, 'cosine'):.3f} vs pretrained "
+                     f"{_final(base, 'stsb'):.1f} / {_final(base, 'cosine'):.3f}")
+        gain = _final(entry, "stsb") - _final(base, "stsb")
+        verdicts.append(f"{'ahead' if gain >= 1.0 else 'level' if gain > -1.0 else 'behind'} at {name}")
+    if after:
+        steps = next(iter(res["curves"].values()))["steps"]
+        text += f"; after the same {steps} general-distillation steps: " + ", ".join(after)
+        status += "; after distillation: " + ", ".join(verdicts)
     return {"ours": text, "status": status, "source": _rel(rec["path"])}
 
 

@@ -125,11 +125,13 @@ def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
     record_path("03_glue", glue_params, tmp_path).write_text((tmp_path / "03_glue" / "g.json").read_text())
     rows = [{"config": "IV-36-192", "init": i, "stsb": v, "cosine": v / 100}
             for i, v in (("zero", 60.0), ("pretrained", 60.5), ("local", 70.0))]
-    local = {"name": "IV-36-192 init=local", "init": "local", "steps": 160, "curve": curve(70, 74, 77)}
+    local = {"name": "IV-36-192 init=local", "init": "local", "steps": 160, "rank_layer": 36, "rank_dim": 192,
+             "curve": curve(70, 74, 77)}
     save_record(tmp_path / "07_init" / "i.json", {"glue": glue_params},
                 {"rows": rows, "curves": {"IV-36-192 init=local": local}}, profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}
     assert "zero 60.0 / 0.600, pretrained 60.5 / 0.605, local 70.0 / 0.700" in table["C6"]["ours"]
-    assert "local 77.0 / 0.770, pretrained 75.0 / 0.750" in table["C6"]["ours"]
-    assert "data-aware init starts closer; and ends ahead after distillation" in table["C6"]["status"]
+    assert "160 general-distillation steps: IV-36-192 local 77.0 / 0.770 vs pretrained 75.0 / 0.750" in table["C6"][
+        "ours"]
+    assert "data-aware init starts closer; after distillation: ahead at IV-36-192" in table["C6"]["status"]
     assert "07_init" in table["C6"]["source"]
