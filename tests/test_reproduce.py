@@ -127,11 +127,14 @@ def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
             for i, v in (("zero", 60.0), ("pretrained", 60.5), ("local", 70.0))]
     local = {"name": "IV-36-192 init=local", "init": "local", "steps": 160, "rank_layer": 36, "rank_dim": 192,
              "curve": curve(70, 74, 77)}
+    control = {**local, "name": "IV-36-192 init=random", "init": "random", "curve": curve(60, 70, 80)}
     save_record(tmp_path / "07_init" / "i.json", {"glue": glue_params},
-                {"rows": rows, "curves": {"IV-36-192 init=local": local}}, profile="cpu")
+                {"rows": rows, "curves": {"IV-36-192 init=local": local, "IV-36-192 init=random": control}},
+                profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}
     assert "zero 60.0 / 0.600, pretrained 60.5 / 0.605, local 70.0 / 0.700" in table["C6"]["ours"]
     assert "160 general-distillation steps: IV-36-192 local 77.0 / 0.770 vs pretrained 75.0 / 0.750" in table["C6"][
         "ours"]
-    assert "data-aware init starts closer; after distillation: ahead at IV-36-192" in table["C6"]["status"]
+    assert "IV-36-192 random 80.0 / 0.800 vs pretrained 75.0 / 0.750" in table["C6"]["ours"]
+    assert table["C6"]["status"].endswith("data-aware init starts closer; after distillation: ahead at IV-36-192")
     assert "07_init" in table["C6"]["source"]
