@@ -13,7 +13,7 @@
 #     name: tdlib
 # ---
 
-# %% [markdown] papermill={"duration": 0.006414, "end_time": "2026-12-01T05:17:37.898142+00:00", "exception": false, "start_time": "2026-12-01T05:17:37.891728+00:00", "status": "completed"}
+# %% [markdown]
 # # 03 · GLUE after distillation: teacher vs Tucker students vs equal-budget baselines (claims C2, C3)
 #
 # **C2**: with 1/7 of the Transformer-layer parameters, the compressed BERT performs on par with BERT-base on GLUE.
@@ -41,7 +41,7 @@
 # `papermill notebooks/03_glue.ipynb out.ipynb -y 'students: [[24, 96]]' -y 'baselines: [[1, 144]]'`
 # (papermill's `-y` takes YAML values; a record made with other values is labelled `custom`).
 
-# %% papermill={"duration": 0.031025, "end_time": "2026-12-01T05:17:37.935326+00:00", "exception": false, "start_time": "2026-12-01T05:17:37.904301+00:00", "status": "completed"} tags=["parameters"]
+# %% tags=["parameters"]
 profile = "cpu"
 teacher = "minilm"
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
@@ -74,34 +74,34 @@ proxy_sequences = 256
 controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 
-# %% papermill={"duration": 12.258994, "end_time": "2026-12-01T05:17:50.199790+00:00", "exception": false, "start_time": "2026-12-01T05:17:37.940796+00:00", "status": "completed"}
+# %%
 from tdlib.reproduce import notebook_parameters
 
 run = notebook_parameters("03_glue", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
                                    if run.overrides else ""))
 
-# %% papermill={"duration": 2.704468, "end_time": "2026-12-01T05:17:52.910967+00:00", "exception": false, "start_time": "2026-12-01T05:17:50.206499+00:00", "status": "completed"}
+# %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from tdlib.experiments import GLUE_DEFAULTS, glue_record
-from tdlib.plots import savefig
+from tdlib.plots import recovery_figure, savefig
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = glue_record(params, run.profile, extra=run.provenance())
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")
 
-# %% papermill={"duration": 0.021296, "end_time": "2026-12-01T05:17:52.938849+00:00", "exception": false, "start_time": "2026-12-01T05:17:52.917553+00:00", "status": "completed"}
+# %%
 # NBVAL_CHECK_OUTPUT
 # encoder weights and compression ratio of every student (stable: depends on ranks only)
 for name, s in result["students"].items():
     print(f"{name:22} {s['params']:>10,} weights  {s['ratio']:6.2f}x  {s['kind']}")
 
-# %% papermill={"duration": 0.062814, "end_time": "2026-12-01T05:17:53.007694+00:00", "exception": false, "start_time": "2026-12-01T05:17:52.944880+00:00", "status": "completed"}
+# %%
 names = list(result["students"])
 rows = {}
 for task, r in result["tasks"].items():
@@ -115,7 +115,7 @@ table.loc["encoder weights"] = ([result["teacher_encoder_weights"]] + [result["s
 table.loc["compression"] = [1.0] + [result["students"][n]["ratio"] for n in names] + [float("nan")]
 table.round(2)
 
-# %% papermill={"duration": 0.051625, "end_time": "2026-12-01T05:17:53.066991+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.015366+00:00", "status": "completed"}
+# %%
 # every metric the paper reports, per task and model (dev set)
 detail = []
 for task, r in result["tasks"].items():
@@ -124,13 +124,13 @@ for task, r in result["tasks"].items():
         detail.append({"task": task, "model": n, **r["students"][n]["metrics"]})
 pd.DataFrame(detail).set_index(["task", "model"]).round(4)
 
-# %% [markdown] papermill={"duration": 0.006103, "end_time": "2026-12-01T05:17:53.080984+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.074881+00:00", "status": "completed"}
+# %% [markdown]
 # ## The teacher, beside published numbers
 # all-MiniLM-L6-v2 fine-tuned per task (full training sets; SST-2 a seeded subsample), dev scores x 100, beside the
 # published dev scores of MiniLM-L6-H384 (same geometry, a general-purpose checkpoint; `tdlib.published` names the
 # source). The issue's target for this profile: GLUE average >= 72, CoLA MCC >= 35, SST-2 >= 88, STS-B >= 85.
 
-# %% papermill={"duration": 0.03923, "end_time": "2026-12-01T05:17:53.126593+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.087363+00:00", "status": "completed"}
+# %%
 from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 
 teacher_rows = [{"task": t, "n_train": r["n_train"], "steps": r["steps"], "minutes": r["seconds"] / 60,
@@ -139,13 +139,13 @@ teacher_rows = [{"task": t, "n_train": r["n_train"], "steps": r["steps"], "minut
 print(MINILM_L6_H384_SOURCE)
 pd.DataFrame(teacher_rows).set_index("task").round(1)
 
-# %% [markdown] papermill={"duration": 0.008749, "end_time": "2026-12-01T05:17:53.144187+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.135438+00:00", "status": "completed"}
+# %% [markdown]
 # **Does each student follow its teacher?** A dev score alone can hide a student that predicts one class for every
 # input (it then scores the *majority class* column above). Below: agreement with the teacher's predicted class and
 # the soft cross-entropy to its distribution (stage 2's loss; classification), the MSE to the teacher's scores
 # (STS-B), and the spread of the student's logits across dev inputs (a student stuck on one answer has ~0).
 
-# %% papermill={"duration": 0.036828, "end_time": "2026-12-01T05:17:53.188174+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.151346+00:00", "status": "completed"}
+# %%
 fid = []
 for task, r in result["tasks"].items():
     for n in names:
@@ -153,12 +153,12 @@ for task, r in result["tasks"].items():
         fid.append({"task": task, "model": n, **st.get("fidelity", {}), "logit std": st.get("logit_std")})
 pd.DataFrame(fid).set_index(["task", "model"]).round(4)
 
-# %% [markdown] papermill={"duration": 0.007399, "end_time": "2026-12-01T05:17:53.202971+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.195572+00:00", "status": "completed"}
+# %% [markdown]
 # The paper's numbers beside ours. The paper's result tables are not available to us (see `../shared/PAPER.md`);
 # its abstract gives the two claims below, measured with a BERT-base teacher on all of GLUE. Ours use the profile's
 # teacher, tasks and training budget.
 
-# %% papermill={"duration": 0.033397, "end_time": "2026-12-01T05:17:53.242634+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.209237+00:00", "status": "completed"}
+# %%
 summary = result["summary"]
 pairs = [(s["name"], s.get("budget_of")) for s in result["students"].values()]
 claims = []
@@ -173,7 +173,7 @@ for name, s in result["students"].items():
                    "baseline: % of teacher": round(summary[base]["percent_of_teacher"], 1) if base else None})
 pd.DataFrame(claims)
 
-# %% papermill={"duration": 0.912486, "end_time": "2026-12-01T05:17:54.693357+00:00", "exception": false, "start_time": "2026-12-01T05:17:53.780871+00:00", "status": "completed"}
+# %%
 rel = table.loc[list(result["tasks"])].div(table.loc[list(result["tasks"]), "teacher"], axis=0) * 100
 ax = rel[names].plot.bar(figsize=(9, 4.2), width=0.8)
 ax.axhline(100, color="k", lw=0.8)
@@ -186,7 +186,7 @@ fig.tight_layout()
 savefig(fig, "03_glue")
 plt.show()
 
-# %% [markdown] papermill={"duration": 0.00733, "end_time": "2026-12-01T05:17:54.709086+00:00", "exception": false, "start_time": "2026-12-01T05:17:54.701756+00:00", "status": "completed"}
+# %% [markdown]
 # ## Recovery curves: how fast does general distillation restore the teacher's function?
 # At geometric steps of general distillation each student is scored on two proxies (`tdlib.proxies`): the mean
 # cosine between its and the teacher's mean-pooled embeddings on held-out Wikipedia text (the corpus's `heldout/`
@@ -195,30 +195,16 @@ plt.show()
 # compressed W_i = 0 at the start: embeddings, biases and LayerNorms alone): protocol 1 of the paper (C6) is the
 # gap between the Tucker init and the zero-map floor (`init: random` is supported; the cpu budget leaves it out).
 
-# %% papermill={"duration": 1.143071, "end_time": "2026-12-01T05:17:55.859545+00:00", "exception": false, "start_time": "2026-12-01T05:17:54.716474+00:00", "status": "completed"}
+# %%
 curves = {**{n: s for n, s in result["students"].items()}, **result.get("controls", {})}
 teacher_proxy = result["proxies"]["teacher"]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-for ax, proxy, label in ((axes[0], "cosine", "embedding cosine to the teacher (held-out)"),
-                         (axes[1], "stsb", "zero-shot STS-B dev Spearman x 100")):
-    for name, entry in curves.items():
-        tokens_per_step = entry["tokens"] / entry["steps"]
-        xs = [max(p["step"], 0.5) * tokens_per_step / 1e6 for p in entry["curve"]]  # step 0 drawn at half a step
-        style = "--" if name in result.get("controls", {}) else "-"
-        ax.plot(xs, [p[proxy] for p in entry["curve"]], style, marker="o", ms=3, label=name)
-    ax.axhline(teacher_proxy[proxy], color="k", lw=1, label="teacher")
-    ax.set_xscale("log")
-    ax.set_xlabel("tokens distilled (millions; log)")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-axes[1].legend(fontsize=7)
-fig.suptitle(f"general distillation from {teacher}: {result['students'][names[0]]['steps']} steps, "
-             f"objective {general_objective} (controls dashed)")
-fig.tight_layout()
+fig = recovery_figure(curves, teacher_proxy, dashed=result.get("controls", {}),
+                      title=f"general distillation from {teacher}: {result['students'][names[0]]['steps']} steps, "
+                            f"objective {general_objective} (controls dashed)")
 savefig(fig, "03_recovery")
 plt.show()
 
-# %% papermill={"duration": 0.039182, "end_time": "2026-12-01T05:17:55.906395+00:00", "exception": false, "start_time": "2026-12-01T05:17:55.867213+00:00", "status": "completed"}
+# %%
 curve_rows = []
 for name, entry in curves.items():
     first, last = entry["curve"][0], entry["curve"][-1]
@@ -236,12 +222,12 @@ print(f"teacher: STS-B {teacher_proxy['stsb']:.1f}; {result['proxies']['heldout_
       f"{result['proxies']['stsb_pairs']} STS-B dev pairs")
 pd.DataFrame(curve_rows).set_index("run").round(3)
 
-# %% [markdown] papermill={"duration": 0.007073, "end_time": "2026-12-01T05:17:55.920603+00:00", "exception": false, "start_time": "2026-12-01T05:17:55.913530+00:00", "status": "completed"}
+# %% [markdown]
 # ## Zero-shot STS-B (claim C5 in the teacher's native use)
 # all-MiniLM-L6-v2 is a sentence-embedding model: its users care whether the compressed model's embeddings still
 # rank sentence pairs like the teacher's. No task training here: cosine of mean-pooled embeddings, STS-B dev.
 
-# %% papermill={"duration": 0.02769, "end_time": "2026-12-01T05:17:55.956697+00:00", "exception": false, "start_time": "2026-12-01T05:17:55.929007+00:00", "status": "completed"}
+# %%
 zs = [{"model": "teacher (all-MiniLM-L6-v2)", "encoder weights": result["teacher_encoder_weights"],
        "STS-B zero-shot": teacher_proxy["stsb"], "% of teacher": 100.0}]
 for name, s in result["students"].items():
@@ -249,7 +235,7 @@ for name, s in result["students"].items():
                "% of teacher": 100 * s["curve"][-1]["stsb"] / teacher_proxy["stsb"]})
 pd.DataFrame(zs).set_index("model").round(1)
 
-# %% papermill={"duration": 0.021018, "end_time": "2026-12-01T05:17:55.982968+00:00", "exception": false, "start_time": "2026-12-01T05:17:55.961950+00:00", "status": "completed"}
+# %%
 # wall time of every stage (2 cores on the cpu profile)
 times = {"teacher fine-tuning": sum(r["seconds"] for r in result["tasks"].values())}
 for n in names:
