@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .calibrate import Calibration
-from .decompose import Tucker
+from .decompose import PerMatrix, Tucker
 from .errors import ConfigError, RankError
 from .fitting import BlockwiseFit, activation_error, whitened_per_matrix
 from .modeling import bank_of, compress
@@ -52,12 +52,14 @@ def hidden_errors(student: nn.Module, teacher: nn.Module, dataset, batch_size: i
 
 
 def per_matrix_rank(n: int, d_model: int, budget: int) -> int:
-    """The largest per-matrix rank r with n (2 D r + r^2) <= ``budget`` (method II's parameter count)."""
-    if n * (2 * d_model + 1) > budget:
-        raise RankError(f"a budget of {budget:,} weights is below method II's smallest ({n * (2 * d_model + 1):,}, "
+    """The largest per-matrix rank r whose method-II parameter count (:meth:`PerMatrix.param_count`) fits ``budget``."""
+    shape = (n, d_model, d_model)
+    smallest = PerMatrix.param_count(shape, 1)
+    if smallest > budget:
+        raise RankError(f"a budget of {budget:,} weights is below method II's smallest ({smallest:,}, "
                         "rank 1 per matrix); compare the per-matrix peer at a larger Tucker rank")
     r = 1
-    while n * (2 * d_model * (r + 1) + (r + 1) ** 2) <= budget:
+    while PerMatrix.param_count(shape, r + 1) <= budget:
         r += 1
     return r
 
@@ -80,7 +82,7 @@ def build(teacher: nn.Module, rank_layer: int, rank_dim: int, init: str, calibra
             approx = (u[..., :r] * s[:, None, :r]) @ vh[:, :r]
         else:
             approx = whitened_per_matrix(tensor, calibration.grams, r)
-        return _dense_with(teacher, approx, ops), approx, {"rank": r, "params": n * (2 * d_model * r + r * r)}
+        return _dense_with(teacher, approx, ops), approx, {"rank": r, "params": PerMatrix.param_count(tensor.shape, r)}
     student = compress(teacher, rank_layer, rank_dim, ops, init=init, calibration=calibration, fit=fit, seed=seed)
     bank = bank_of(student)
     with torch.no_grad():
