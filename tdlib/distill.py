@@ -205,10 +205,14 @@ def check_vocab(student: nn.Module, teacher: nn.Module) -> None:
 
 # -- the stages -------------------------------------------------------------------------------------
 def finetune(model: nn.Module, train_data, out_dir: str | Path, config: TrainConfig, *, identity: dict | None = None,
-             progress: bool = True) -> dict:
-    """Fine-tune a model with a classification/regression head on a task's (encoded) training set."""
+             progress: bool = True, evaluate=None, evaluate_at=()) -> dict:
+    """Fine-tune a model with a classification/regression head on a task's (encoded) training set.
+
+    ``evaluate`` and ``evaluate_at`` record a dev curve (:func:`tdlib.train.train`): whether the teacher had
+    converged, or more epochs would still have paid, is read from it, not guessed."""
     return train(model, lambda m, b: {"loss": m(**inputs(b), labels=b["labels"]).loss}, train_data, config,
-                 out_dir, identity=identity, desc=f"finetune {Path(out_dir).name}", progress=progress)
+                 out_dir, identity=identity, desc=f"finetune {Path(out_dir).name}", progress=progress,
+                 evaluate=evaluate, evaluate_at=evaluate_at)
 
 
 def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str | Path, config: TrainConfig, *,

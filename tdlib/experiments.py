@@ -129,12 +129,20 @@ def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None,
     seed_everything(s.seed)
     model = load_model(s.teacher, num_labels=spec.num_labels, pooling=s.pooling,
                        problem_type="regression" if spec.is_regression else "single_label_classification")
-    history = finetune(model, train_data, out, cfg, identity=identity, progress=progress)
+    history = finetune(model, train_data, out, cfg, identity=identity, progress=progress,
+                       evaluate=lambda m: dev_metrics(task, data, dev_logits(m, task, data, progress=False)),
+                       evaluate_at=epoch_ends(cfg.steps, len(train_data) // s.batch_size))
     if is_main_process():
         data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
     metrics = dev_metrics(task, data, dev_logits(model, task, data, progress))
     return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps,
-                           "loss": history["loss"]["loss"]}
+                           "loss": history["loss"]["loss"], "curve": history.get("curve", []),
+                           "steps_per_epoch": len(train_data) // s.batch_size}
+
+
+def epoch_ends(steps: int, steps_per_epoch: int) -> list[int]:
+    """The step that ends each epoch of a ``steps``-step run, and its last step (a partial last epoch)."""
+    return sorted({*range(max(1, steps_per_epoch), steps, max(1, steps_per_epoch)), steps})
 
 
 def student_specs(s: Settings, teacher_model) -> list[dict]:

@@ -3,7 +3,7 @@
 import pytest
 
 from tdlib.errors import ConfigError
-from tdlib.experiments import glue_experiment, method_experiment, settings
+from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings
 
 TINY = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
             finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
@@ -18,7 +18,7 @@ def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
 
 
 def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
-    result = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)
+    result = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)
     assert set(result["tasks"]) == {"rte", "stsb"}
     assert list(result["students"]) == ["IV-8-16", "dense-1L-16-70"]
     tucker, dense = result["students"].values()
@@ -26,6 +26,9 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     for task in result["tasks"].values():
         assert set(task["students"]) == set(result["students"]) and "score" in task["metrics"]
         assert task["n_train"] == 48 and task["n_dev"] == 24 and len(task["data"]["train"]) == 64  # sha256
+        # the teacher's dev curve: one point per epoch end, the last one the reported teacher
+        assert [p["step"] for p in task["curve"]] == epoch_ends(7, 6) == [6, 7]
+        assert task["curve"][-1]["score"] == pytest.approx(task["metrics"]["score"], abs=1e-6)
         for st in task["students"].values():
             assert st["logit_std"] >= 0 and set(st["fidelity"]) & {"agreement", "mse_to_teacher"}
     assert result["tasks"]["stsb"]["majority"]["score"] == 0.0  # a constant score correlates with nothing
@@ -36,8 +39,14 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     assert summary["IV-8-16"]["percent_of_teacher"] == pytest.approx(
         100 * summary["IV-8-16"]["glue"] / summary["teacher"]["glue"])
     # every run is finished: reloaded, not retrained
-    again = glue_experiment({**env, "pooling": "mean"}, tmp_path, progress=False)
+    again = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
+
+
+def test_epoch_ends_mark_every_epoch_and_the_last_step():
+    assert epoch_ends(10, 4) == [4, 8, 10]
+    assert epoch_ends(8, 4) == [4, 8]
+    assert epoch_ends(3, 6) == [3]  # a run shorter than an epoch: its last step only
 
 
 def test_method_experiment_trains_each_method_identically(env, tmp_path):
