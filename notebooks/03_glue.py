@@ -89,6 +89,7 @@ import pandas as pd
 
 from tdlib.experiments import GLUE_DEFAULTS, glue_record
 from tdlib.plots import recovery_figure, savefig
+from tdlib.proxies import milestone_label, milestones
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = glue_record(params, run.profile, extra=run.provenance())
@@ -135,7 +136,10 @@ from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 
 teacher_rows = [{"task": t, "n_train": r["n_train"], "steps": r["steps"], "minutes": r["seconds"] / 60,
                  "ours": 100 * r["metrics"]["score"], "published MiniLM-L6-H384": MINILM_L6_H384_DEV.get(t),
-                 "majority class": 100 * r["majority"]["score"]} for t, r in result["tasks"].items()]
+                 "majority class": 100 * r["majority"]["score"],
+                 # the dev score at each epoch's end (records made before the teacher kept its curve: none)
+                 "dev by epoch": " ".join(f"{100 * p['score']:.1f}" for p in r.get("curve", [])) or "-"}
+                for t, r in result["tasks"].items()]
 print(MINILM_L6_H384_SOURCE)
 pd.DataFrame(teacher_rows).set_index("task").round(1)
 
@@ -212,11 +216,10 @@ for name, entry in curves.items():
            "cosine @0": first["cosine"], "cosine @end": last["cosine"], "STS-B @0": first["stsb"],
            "STS-B @end": last["stsb"], "STS-B % of teacher": 100 * last["stsb"] / teacher_proxy["stsb"],
            "final loss": entry["final_loss"], "minutes": entry["seconds"] / 60}
-    for key, m in entry["milestones"].items():
+    # from the curve, by today's tdlib.proxies.milestones (records keep what their commit's version computed)
+    for key, m in milestones(entry["curve"], teacher_proxy).items():
         if key.startswith("stsb"):
-            step = m["step"]
-            row[f"step to {key}"] = (f"{step:.0f}" if m["kind"] == "measured" else
-                                     f"~{step:.0f} (extrapolated)" if step is not None else "not reached (flat)")
+            row[f"step to {key}"] = milestone_label(m)
     curve_rows.append(row)
 print(f"teacher: STS-B {teacher_proxy['stsb']:.1f}; {result['proxies']['heldout_sequences']} held-out sequences, "
       f"{result['proxies']['stsb_pairs']} STS-B dev pairs")

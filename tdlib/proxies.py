@@ -132,9 +132,17 @@ def proxy_files(heldout: str | None = None, glue_dir: str | None = None) -> list
     return [*corpus_files(heldout_path(heldout)), *([stsb] if stsb is not None else [])]
 
 
-def milestones(curve: list[dict], teacher: dict[str, float], fractions=(0.9, 0.95)) -> dict:
+EXTRAPOLATION_HORIZON = 100  # x the last measured step: a log-linear trend says nothing credible further out
+
+
+def milestones(curve: list[dict], teacher: dict[str, float], fractions=(0.9, 0.95),
+               horizon: float = EXTRAPOLATION_HORIZON) -> dict:
     """For each proxy and fraction f: the first step whose value reaches f x the teacher's, else a labelled
-    log-linear extrapolation from the curve's last two points (None when the trend is flat or falling)."""
+    log-linear extrapolation from the curve's last two points (None when the trend is flat or falling).
+
+    An extrapolation past ``horizon`` x the last measured step is not given as a step (a nearly flat curve
+    otherwise "reaches" its target at 1e27 steps): its step is None and ``extrapolated_step`` keeps the figure.
+    """
     out: dict = {}
     for proxy in PROXIES:
         points = [(c["step"], c[proxy]) for c in curve if proxy in c]
@@ -149,8 +157,21 @@ def milestones(curve: list[dict], teacher: dict[str, float], fractions=(0.9, 0.9
             if len(steps) >= 2 and steps[-1][1] > steps[-2][1]:
                 (s0, v0), (s1, v1) = steps[-2], steps[-1]
                 slope = (v1 - v0) / (np.log(s1) - np.log(s0))  # gain per e-fold of steps
-                est = float(np.exp(np.log(s1) + (target - v1) / slope))
-                out[key] = {"step": est, "kind": "extrapolated (log-linear in steps, last two points)"}
+                est = float(np.exp(min(np.log(s1) + (target - v1) / slope, 700.0)))  # 700: exp stays finite
+                if est <= horizon * s1:
+                    out[key] = {"step": est, "kind": "extrapolated (log-linear in steps, last two points)"}
+                else:
+                    out[key] = {"step": None, "extrapolated_step": est,
+                                "kind": f"beyond {horizon:g}x the steps measured (log-linear extrapolation)"}
             else:
                 out[key] = {"step": None, "kind": "not reached; the curve is flat or falling"}
     return out
+
+
+def milestone_label(m: dict) -> str:
+    """One table cell for a milestone: the step, marked when extrapolated; otherwise why there is none."""
+    if m["kind"] == "measured":
+        return f"{m['step']:.0f}"
+    if m["step"] is not None:
+        return f"~{m['step']:.0f} (extrapolated)"
+    return m["kind"].split(";")[0].split(" (")[0]  # "not reached", "beyond 100x the steps measured"

@@ -119,7 +119,7 @@ def test_unknown_control_override_is_named(env, tmp_path):
 
 def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
     from tdlib.experiments import curve_steps
-    from tdlib.proxies import milestones
+    from tdlib.proxies import milestone_label, milestones
 
     assert curve_steps(160, 5) == [0, 20, 40, 80, 160] and curve_steps(160, 0) == [] and curve_steps(3, 5) == [0, 1, 3]
     curve = [{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.5, "stsb": 70.0},
@@ -131,6 +131,14 @@ def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
     flat = milestones([{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.2, "stsb": 60.0},
                        {"step": 20, "cosine": 0.2, "stsb": 59.0}], {"cosine": 1.0, "stsb": 100.0})
     assert flat["stsb@90%"]["step"] is None and "flat" in flat["stsb@90%"]["kind"]
+    # a nearly flat rise is not turned into a step count far past anything measured
+    slow = milestones([{"step": 10, "cosine": 0.2, "stsb": 60.0}, {"step": 20, "cosine": 0.21, "stsb": 60.1}],
+                      {"cosine": 1.0, "stsb": 100.0})
+    assert slow["stsb@90%"]["step"] is None and slow["stsb@90%"]["kind"].startswith("beyond 100x")
+    assert slow["stsb@90%"]["extrapolated_step"] > 100 * 20
+    assert [milestone_label(m[k]) for k in ("cosine@95%", "stsb@90%")] == ["20", "~40 (extrapolated)"]
+    assert milestone_label(slow["stsb@90%"]) == "beyond 100x the steps measured"
+    assert milestone_label(flat["stsb@90%"]) == "not reached"
 
 
 def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one(env, tmp_path, monkeypatch,
