@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="run a whole GLUE or method experiment from a params JSON (what "
                                           "notebooks launch on several processes)")
-    p.add_argument("kind", choices=["glue", "methods"])
+    p.add_argument("kind", choices=["glue", "methods", "teacher"])
     p.add_argument("--params", required=True, help="JSON of experiment settings (tdlib.experiments.GLUE_DEFAULTS)")
     p.add_argument("--workdir", required=True, help="where training runs live (resumable)")
     p.add_argument("--out", required=True, help="result JSON, written by the main process")

@@ -137,7 +137,8 @@ def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None,
     metrics = dev_metrics(task, data, dev_logits(model, task, data, progress))
     return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps,
                            "loss": history["loss"]["loss"], "curve": history.get("curve", []),
-                           "steps_per_epoch": len(train_data) // s.batch_size}
+                           "steps_per_epoch": len(train_data) // s.batch_size,
+                           "epochs": cfg.steps / max(1, len(train_data) // s.batch_size)}
 
 
 def epoch_ends(steps: int, steps_per_epoch: int) -> list[int]:
@@ -313,6 +314,33 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
             "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
 
 
+def teacher_entry(s: Settings, data: Data, task: str, workdir: Path, progress: bool = True) -> tuple[Path, dict]:
+    """The fine-tuned teacher of ``task`` and its record entry: dev metrics and curve, the data's sha256, the
+    training and dev sizes and the majority-class floor its score is read against."""
+    model_dir, info = run_teacher(s, data, task, workdir, progress)
+    info.update(n_train=len(data.split(task, "train")), n_dev=sum(len(d) for d in data.dev(task).values()),
+                data=data.files(task), majority=majority_metrics(task, data))
+    return model_dir, info
+
+
+def teacher_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+    """The teacher alone, fine-tuned on every task with its dev score at each epoch's end (notebook 08).
+
+    Why apart from the GLUE experiment: the teacher's recipe (epochs, training-set size) is chosen from these
+    curves, and a longer recipe costs the teacher's fine-tuning only. Its runs are hashed like notebook 03's
+    (same workdir), so a GLUE experiment that adopts the recipe reuses them instead of training them again.
+    """
+    s = settings(params)
+    data = Data(s, load_tokenizer(s.teacher))
+    tasks = {task: teacher_entry(s, data, task, Path(workdir), progress)[1] for task in s.tasks}
+
+    def average(metrics_of) -> float:
+        return glue_average({k: v for t, e in tasks.items() for k, v in task_scores(t, metrics_of(e)).items()})
+
+    return {"tasks": tasks, "glue": average(lambda e: e["metrics"]),
+            "majority_glue": average(lambda e: e["majority"])}
+
+
 def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Teacher vs Tucker students vs equal-budget baselines on every task: the C2/C3 table."""
     s = settings(params)
@@ -338,10 +366,8 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
                           "stsb_pairs": len(proxies.gold)}
     teacher_dirs = {}
     for task in s.tasks:
-        teacher_dirs[task], out["tasks"][task] = run_teacher(s, data, task, workdir, progress)
-        n_dev = sum(len(d) for d in data.dev(task).values())
-        out["tasks"][task].update(n_train=len(data.split(task, "train")), n_dev=n_dev, data=data.files(task),
-                                  majority=majority_metrics(task, data), students={})
+        teacher_dirs[task], out["tasks"][task] = teacher_entry(s, data, task, workdir, progress)
+        out["tasks"][task]["students"] = {}
     corpus_cache: dict = {}
     for spec in control_specs(s):  # curve-only runs: the first student's protocol-1 controls, the paper's loss
         _, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
@@ -384,7 +410,7 @@ def resolve_processes(value: int | str | None = None) -> int:
     return count
 
 
-EXPERIMENTS = {"glue": "glue_experiment", "methods": "method_experiment"}
+EXPERIMENTS = {"glue": "glue_experiment", "methods": "method_experiment", "teacher": "teacher_experiment"}
 
 
 def run_experiment(kind: str, params: dict, workdir: str | os.PathLike, progress: bool = True,
@@ -447,6 +473,17 @@ def glue_record(params: dict, profile: str, force: bool | None = None, extra: di
     runs = runs_dir((extra or {}).get("base_profile", profile))  # a custom run reuses its base profile's runs
     return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s.seed,
                   profile=profile, data_files=files, force=force, extra=extra)
+
+
+def teacher_record(params: dict, profile: str, force: bool | None = None, extra: dict | None = None) -> dict:
+    """The cached teacher study of notebook 08: ``results/08_teacher/<hash(params)>.json``; its runs go to the
+    base profile's runs folder, where notebook 03 finds them."""
+    from .results import cached, runs_dir
+
+    s = settings(params)
+    runs = runs_dir((extra or {}).get("base_profile", profile))
+    return cached("08_teacher", params, lambda: run_experiment("teacher", params, runs), seed=s.seed,
+                  profile=profile, data_files=[f for t in s.tasks for f in task_files(t)], force=force, extra=extra)
 
 
 def majority_metrics(task: str, data: Data) -> dict[str, float]:

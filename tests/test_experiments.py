@@ -3,7 +3,7 @@
 import pytest
 
 from tdlib.errors import ConfigError
-from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings
+from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings, teacher_experiment
 
 TINY = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
             finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
@@ -41,6 +41,21 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     # every run is finished: reloaded, not retrained
     again = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
+
+
+def test_the_teacher_study_records_curves_and_its_runs_are_the_glue_experiments(env, tmp_path):
+    params = {**env, "pooling": "mean", "finetune_steps": 7}
+    study = teacher_experiment(params, tmp_path, progress=False)
+    assert set(study["tasks"]) == {"rte", "stsb"}
+    for task in study["tasks"].values():
+        assert [p["step"] for p in task["curve"]] == [6, 7] and task["epochs"] == pytest.approx(7 / 6)
+        assert task["curve"][-1]["score"] == pytest.approx(task["metrics"]["score"], abs=1e-6)
+    assert study["glue"] == pytest.approx(sum(t["metrics"]["score"] for t in study["tasks"].values()) / 2)
+    # notebook 03 with the same settings finds these runs finished: the same teachers, not trained again
+    glue = glue_experiment({**params, "curve_points": 0}, tmp_path, progress=False)
+    for name, task in glue["tasks"].items():
+        assert task["metrics"] == study["tasks"][name]["metrics"]
+        assert task["seconds"] == study["tasks"][name]["seconds"]  # the finished run's history, reloaded
 
 
 def test_epoch_ends_mark_every_epoch_and_the_last_step():
