@@ -140,6 +140,21 @@ def _floor(result: dict) -> str:
     return f"; majority class alone: {row['percent_of_teacher']:.1f}%" if row else ""
 
 
+def _teacher_level(rec: dict, root=None) -> str:
+    """The teacher's own GLUE average, and notebook 08's with a longer fine-tuning recipe when it has one for the
+    same teacher and tasks: a student's % of a weak teacher is not its % of a strong one."""
+    res = rec["result"]
+    own = res["summary"].get("teacher", {}).get("glue")
+    if own is None:
+        return ""
+    text = f"; the teacher's GLUE average: {100 * own:.1f}"
+    study = [r for r in records("08_teacher", root) if r["params"].get("teacher") == rec["params"].get("teacher")
+             and set(r["result"]["tasks"]) == set(res["tasks"])]
+    if study:
+        text += f" (longer fine-tuning, notebook 08: {100 * study[0]['result']['glue']:.1f})"
+    return text
+
+
 def claim_glue(cid: str, root=None) -> dict:
     """C2 (~1/7 on par), C3 (~1/48 keeps 96.7%), C5 (a distilled teacher compresses too) from notebook 03."""
     rec = _glue(root)
@@ -163,7 +178,8 @@ def claim_glue(cid: str, root=None) -> dict:
         if slope and not status.startswith(("reproduced", "on par")):
             status += f" (trend of its zero-shot STS-B curve: {slope})"
         budget = f"; {_budget(res, name)}" if "tokens" in res["students"][name] else ""
-        return {"ours": f"{_kept(res, name)} {where}{_floor(res)}{budget}", "status": status, **out}
+        return {"ours": f"{_kept(res, name)} {where}{_floor(res)}{_teacher_level(rec, root)}{budget}",
+                "status": status, **out}
     # C5: the profile's teacher must be a distilled model (all-MiniLM-L6-v2 is one)
     names = [n for n, s in res["students"].items() if s["kind"] == "tucker"]
     kept = [res["summary"][n]["percent_of_teacher"] for n in names]
@@ -292,7 +308,7 @@ def claims(root=None) -> list[dict]:
 
 
 # where each claim is measured
-NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue"], "C3": ["03_glue"], "C4": ["04_speed"],
+NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue", "08_teacher"], "C3": ["03_glue", "08_teacher"], "C4": ["04_speed"],
              "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "07_init", "04_speed"]}
 
 

@@ -54,14 +54,14 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
     assert not write_readme_table(list(table.values()), readme)  # idempotent
 
 
-def _glue_record(root, pct):
+def _glue_record(root, pct, teacher_glue=None):
     from tdlib.results import save_record
 
     students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19},
                 "dense-1L-384-1155": {"kind": "baseline", "ratio": 7.19, "budget_of": "IV-36-192"},
                 "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
-    summary = {"teacher": {"percent_of_teacher": 100.0}, **{n: {"percent_of_teacher": p} for n, p in
-                                                           zip(students, pct, strict=True)}}
+    teacher = {"percent_of_teacher": 100.0, **({"glue": teacher_glue} if teacher_glue is not None else {})}
+    summary = {"teacher": teacher, **{n: {"percent_of_teacher": p} for n, p in zip(students, pct, strict=True)}}
     save_record(root / "03_glue" / "g.json", {"teacher": "minilm"},
                 {"tasks": {"rte": {}, "mrpc": {}}, "students": students, "summary": summary}, profile="cpu")
 
@@ -81,8 +81,15 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
     assert table["C3"]["status"] == "reproduced" and table["C3"]["ours"].startswith("IV-16-96 (47.8x) keeps 97.0%")
     assert table["C5"]["status"] == "supported" and "rte, mrpc" in table["C5"]["ours"]
     assert "best IV/cp (0.700), Tucker #1" in table["C1"]["ours"] and "tied (distilled)" in table["C1"]["status"]
-    _glue_record(tmp_path, [95.0, 90.0, 80.0])
+    assert "teacher's GLUE average:" not in table["C2"]["ours"]  # the record does not give it
+    _glue_record(tmp_path, [95.0, 90.0, 80.0], teacher_glue=0.6)
     table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["ours"].endswith("the teacher's GLUE average: 60.0")
+    save_record(tmp_path / "08_teacher" / "t.json", {"teacher": "minilm"},
+                {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.7}, profile="cpu")
+    save_record(tmp_path / "08_teacher" / "u.json", {"teacher": "minilm"}, {"tasks": {"rte": {}}, "glue": 0.9})
+    table = {r["claim"]: r for r in claims(tmp_path)}  # 08's record of other tasks is not this teacher's level
+    assert table["C3"]["ours"].endswith("the teacher's GLUE average: 60.0 (longer fine-tuning, notebook 08: 70.0)")
     assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
     assert table["C6"]["status"] == "pending" and "[03_glue](notebooks/03_glue.ipynb)" in markdown_table(
         [table["C6"]])
