@@ -117,6 +117,25 @@ pd.DataFrame([{"target": k, "measured": v, "needed": t, "met": None if v is None
               for k, (v, t) in targets.items()]).set_index("target").round(1)
 
 # %% [markdown]
+# **Did the longer recipe pay?** Per task: this recipe's gain over each notebook-03 teacher, and how much the dev
+# score moved over the last epoch of this run (at the end of a linear decay, a curve that still climbs says more
+# epochs may pay; a flat or falling one says the recipe, not the budget, sets the level).
+
+# %%
+verdict = []
+for task, r in result["tasks"].items():
+    scores = [100 * p["score"] for p in r["curve"] if p["step"] % r["steps_per_epoch"] == 0]
+    last = scores[-1] - scores[-2] if len(scores) >= 2 else None
+    row = {"task": task, "this recipe": 100 * r["metrics"]["score"],
+           "best epoch end": max(scores) if scores else None, "last epoch's change": last,
+           "trend": None if last is None else "climbing" if last > 0.5 else "flat or falling"}
+    for g in glue_runs:
+        row[f"gain over 03 @ {g['provenance']['git']['sha'][:7]}"] = (
+            100 * (r["metrics"]["score"] - g["result"]["tasks"][task]["metrics"]["score"]))
+    verdict.append(row)
+pd.DataFrame(verdict).set_index("task").round(1)
+
+# %% [markdown]
 # ## Dev score by epoch
 # Each task's dev score at the end of every epoch of this recipe (solid), each teacher notebook 03 has recorded at
 # the end of its run (black markers), the published MiniLM-L6-H384 score (dashed) and the majority-class floor
