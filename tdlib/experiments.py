@@ -129,16 +129,16 @@ def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None,
     seed_everything(s.seed)
     model = load_model(s.teacher, num_labels=spec.num_labels, pooling=s.pooling,
                        problem_type="regression" if spec.is_regression else "single_label_classification")
+    per_epoch = len(train_data) // s.batch_size  # full batches: the loader drops the last partial one
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress,
                        evaluate=lambda m: dev_metrics(task, data, dev_logits(m, task, data, progress=False)),
-                       evaluate_at=epoch_ends(cfg.steps, len(train_data) // s.batch_size))
+                       evaluate_at=epoch_ends(cfg.steps, per_epoch))
     if is_main_process():
         data.tokenizer.save_pretrained(str(out / "model"))  # so the directory is a complete teacher
     metrics = dev_metrics(task, data, dev_logits(model, task, data, progress))
     return out / "model", {"metrics": metrics, "seconds": history["seconds"], "steps": cfg.steps,
                            "loss": history["loss"]["loss"], "curve": history.get("curve", []),
-                           "steps_per_epoch": len(train_data) // s.batch_size,
-                           "epochs": cfg.steps / max(1, len(train_data) // s.batch_size)}
+                           "steps_per_epoch": per_epoch, "epochs": cfg.steps / max(1, per_epoch)}
 
 
 def epoch_ends(steps: int, steps_per_epoch: int) -> list[int]:
@@ -333,12 +333,8 @@ def teacher_experiment(params: dict, workdir: str | os.PathLike, progress: bool 
     s = settings(params)
     data = Data(s, load_tokenizer(s.teacher))
     tasks = {task: teacher_entry(s, data, task, Path(workdir), progress)[1] for task in s.tasks}
-
-    def average(metrics_of) -> float:
-        return glue_average({k: v for t, e in tasks.items() for k, v in task_scores(t, metrics_of(e)).items()})
-
-    return {"tasks": tasks, "glue": average(lambda e: e["metrics"]),
-            "majority_glue": average(lambda e: e["majority"])}
+    return {"tasks": tasks, "glue": average_over(tasks, lambda e: e["metrics"]),
+            "majority_glue": average_over(tasks, lambda e: e["majority"])}
 
 
 def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -509,19 +505,22 @@ def dev_metrics(task: str, data: Data, logits: dict[str, np.ndarray]) -> dict[st
                                       for split, d in data.dev(task).items()})
 
 
+def average_over(tasks: dict[str, dict], metrics_of) -> float:
+    """The GLUE average of one model over a record's tasks, ``metrics_of(task entry)`` giving its metrics
+    (MNLI-m and -mm are two columns of the average)."""
+    return glue_average({k: v for t, entry in tasks.items() for k, v in task_scores(t, metrics_of(entry)).items()})
+
+
 def summarise(result: dict) -> dict:
     """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor."""
     tasks = result["tasks"]
-    def columns(metrics_of) -> dict[str, float]:  # MNLI-m and -mm are two columns of the average
-        return {k: v for t, entry in tasks.items() for k, v in task_scores(t, metrics_of(entry)).items()}
-
-    teacher = glue_average(columns(lambda v: v["metrics"]))
+    teacher = average_over(tasks, lambda v: v["metrics"])
     rows = {"teacher": {"glue": teacher, "percent_of_teacher": 100.0}}
     if all("majority" in v for v in tasks.values()):
-        floor = glue_average(columns(lambda v: v["majority"]))
+        floor = average_over(tasks, lambda v: v["majority"])
         rows["majority class"] = {"glue": floor, "percent_of_teacher": 100.0 * floor / teacher}
     for name in result["students"]:
-        avg = glue_average(columns(lambda v, name=name: v["students"][name]["metrics"]))
+        avg = average_over(tasks, lambda v, name=name: v["students"][name]["metrics"])
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
     return rows
 
