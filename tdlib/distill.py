@@ -237,15 +237,19 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
 
 
 def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,
-                 stage2: TrainConfig, *, regression: bool, identity: dict | None = None, progress: bool = True) -> dict:
-    """Two-stage task distillation; stage 1's model is stage 2's start. Returns both histories."""
+                 stage2: TrainConfig, *, regression: bool, identity: dict | None = None, progress: bool = True,
+                 evaluate=None, evaluate_at=()) -> dict:
+    """Two-stage task distillation; stage 1's model is stage 2's start. Returns both histories.
+
+    ``evaluate`` and ``evaluate_at`` record a dev curve over stage 2 (:func:`tdlib.train.train`; step 0 is
+    the model stage 1 left): whether more task distillation would still pay is read from it."""
     check_vocab(student, teacher)
     out = Path(out_dir)
     h1 = train(student, lambda m, b: distillation_step(m, teacher, b), train_data, stage1, out / "stage1",
                identity=identity, frozen=[teacher], desc=f"stage1 {out.name}", progress=progress)
     h2 = train(student, lambda m, b: prediction_step(m, teacher, b, regression), train_data, stage2, out / "stage2",
                identity={**(identity or {}), "after": "stage1"}, frozen=[teacher], desc=f"stage2 {out.name}",
-               progress=progress)
+               progress=progress, evaluate=evaluate, evaluate_at=evaluate_at)
     return {"stage1": h1, "stage2": h2}
 
 

@@ -286,32 +286,44 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
 
 
 def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
-                     workdir: Path | None, progress: bool = True, out: Path | None = None) -> dict:
-    """Two-stage task distillation of a general-distilled student; dev metrics."""
+                     workdir: Path | None, progress: bool = True, out: Path | None = None,
+                     curve: list[int] | None = None, stage: str = "task") -> dict:
+    """Two-stage task distillation of a general-distilled student; dev metrics (and fidelity to the teacher).
+
+    With ``curve`` (stage-2 steps) the dev metrics are also taken at those steps of stage 2 (``curve`` in the
+    result): the task-distillation budget study of notebook 09. ``stage`` names the runs' folder of ``workdir``.
+    """
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task,
                 "padding": "dynamic"}
-    out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
+    if curve:
+        identity["curve"] = sorted(curve)
+    out = Path(out) if out else workdir / stage / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
     seed_everything(s.seed)
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
     regression = get_task(task).is_regression
+    t_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
+
+    def measure(model) -> dict:
+        logits = dev_logits(model, task, data, progress=False)
+        joined = np.concatenate(list(logits.values()))
+        return {"metrics": dev_metrics(task, data, logits), "fidelity": fidelity(joined, t_logits, regression),
+                "logit_std": float(joined.std(0).mean())}
+
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
-                        progress=progress)
+                        progress=progress, evaluate=measure if curve else None, evaluate_at=curve or ())
     if is_main_process():  # the model directory is complete: `evaluate` reads its own tokenizer
         data.tokenizer.save_pretrained(str(out / "stage2" / "model"))
-    logits = dev_logits(student, task, data, progress)
-    joined = np.concatenate(list(logits.values()))
-    return {"metrics": dev_metrics(task, data, logits),
-            "fidelity": fidelity(joined, np.concatenate(list(dev_logits(teacher, task, data, progress).values())),
-                                 regression),
-            "logit_std": float(joined.std(0).mean()),
-            "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
-            "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model"),
-            "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
+    entry = {**measure(student), "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
+             "steps": [cfg1.steps, cfg2.steps], "model": str(out / "stage2" / "model"),
+             "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}}
+    if curve:
+        entry.update(curve=hist["stage2"].get("curve", []), eval_seconds=hist["stage2"].get("eval_seconds", 0.0))
+    return entry
 
 
 def teacher_entry(s: Settings, data: Data, task: str, workdir: Path, progress: bool = True) -> tuple[Path, dict]:

@@ -163,8 +163,9 @@ def check_data(name: str, params: dict) -> None:
     """Every data file a notebook will read exists, before anything runs (a missing file is one DataError).
 
     GLUE tasks (``tasks``, ``distill_task``) need GLUE_DIR's files, or the hub when online; notebooks that
-    run general distillation (``general_steps``, ``curve_configs``) need the corpus (TDLIB_CORPUS), or the hub when
-    online; the recovery proxies and the calibration (``curve_points``, ``calibration_sequences``) held-out text.
+    run general distillation (``general_steps``, ``curve_configs``) or read its students (``models``) need the
+    corpus (TDLIB_CORPUS), or the hub when online; the recovery proxies and the calibration (``curve_points``,
+    ``calibration_sequences``) held-out text.
     """
     from .corpus import corpus_files
     from .errors import DataError
@@ -177,7 +178,8 @@ def check_data(name: str, params: dict) -> None:
         if not task_files(task) and offline:
             raise DataError(f"{name}: task {task!r} needs GLUE data: set GLUE_DIR to a glue_data folder "
                             "(../shared/data/glue here; the Makefile sets it when that folder exists), or go online")
-    if (params.get("general_steps") or params.get("curve_configs")) and not corpus_files() and offline:
+    if (params.get("general_steps") or params.get("curve_configs") or params.get("models")) and not corpus_files() \
+            and offline:
         raise DataError(f"{name}: general distillation needs a corpus: set TDLIB_CORPUS to a text file or folder "
                         "(../shared/data/corpus/enwiki-2015-wikiextractor/train here), or go online")
     if params.get("curve_points") or params.get("calibration_sequences"):  # proxies, calibration: held-out text

@@ -1,0 +1,117 @@
+"""Does more task distillation close the GLUE gap? (notebook 09, issue #15)
+
+Notebook 03 gives every student the paper's two task-distillation stages at a CPU budget (a few dozen steps per
+task) and reads its dev score. A student that stays at the majority class there may lack the teacher's function,
+or may not have been given the steps to express it through a task head: the zero-shot STS-B proxy of the same
+encoders says they rank sentence pairs far above the floor. This study tells the two apart. It takes 03's
+general-distilled students and fine-tuned teachers (the same hashed runs, reused), and runs stage 2 for
+``stage2_steps`` with the dev score, the fidelity to the teacher and the spread of the student's outputs taken
+at the ``curve`` steps, at every task learning rate of ``task_lrs``. The record gives the GLUE average of each
+student at each point as a % of the teacher's, so the claims table can say whether the budget was the limit.
+
+A curve point at step s of this stage-2 run is not 03's run of s steps: the learning rate decays over the
+longer run. Step 0 is the student that stage 1 left, with the teacher's head copied onto it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _student_specs(glue, names: list[str], teacher_model) -> list[dict]:
+    from .experiments import student_specs
+
+    specs = {spec["name"]: spec for spec in student_specs(glue, teacher_model)}
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ConfigError(f"models {unknown} are not notebook 03's students under these settings; choose from "
+                          f"{sorted(specs)}")
+    return [specs[n] for n in names]
+
+
+def check_curve(curve: list[int], stage2_steps: int) -> list[int]:
+    """The curve's steps, sorted; each within stage 2 (0 = the model stage 1 left), the last one its end."""
+    if not curve or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in curve):
+        raise ConfigError(f"curve must be a list of stage-2 steps >= 0, got {curve!r}")
+    if max(curve) != stage2_steps:
+        raise ConfigError(f"curve must end at stage2_steps ({stage2_steps}), got {sorted(curve)}: its last point "
+                          "is the run's final model")
+    return sorted(set(curve))
+
+
+def curve_glue(runs: dict, tasks: list[str], teacher_glue: float) -> list[dict]:
+    """GLUE average (and % of the teacher's) at each curve step common to every task's run of a student."""
+    from .experiments import average_over
+
+    steps = sorted(set.intersection(*[{p["step"] for p in runs[t]["curve"]} for t in tasks]))
+    out = []
+    for step in steps:
+        points = {t: next(p for p in runs[t]["curve"] if p["step"] == step) for t in tasks}
+        glue = average_over(points, lambda p: p["metrics"])
+        out.append({"step": step, "glue": glue, "percent_of_teacher": 100.0 * glue / teacher_glue})
+    return out
+
+
+def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+    """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` (module docstring)."""
+    from .experiments import Data, average_over, run_general, run_task_student, teacher_entry
+    from .models import load_model, load_tokenizer
+    from .proxies import Proxies
+    from .settings import settings
+
+    glue = settings(params["glue"])
+    steps = int(params["stage2_steps"])
+    curve = check_curve(list(params["curve"]), steps)
+    tasks = list(params.get("tasks") or glue.tasks)
+    workdir = Path(workdir)
+    tokenizer = load_tokenizer(glue.teacher)
+    data = Data(glue, tokenizer)
+    teacher_model = load_model(glue.teacher).eval()
+    specs = _student_specs(glue, list(params["models"]), teacher_model)
+    proxies = None
+    if glue.curve_points:  # 03's general runs carry a recovery curve in their identity: build it to reuse them
+        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=glue.proxy_sequences,
+                                    max_length=glue.general_max_length, precision=glue.precision, progress=progress)
+    del teacher_model
+
+    teachers, out = {}, {"tasks": {}, "students": {}}
+    for task in tasks:
+        teachers[task], entry = teacher_entry(glue, data, task, workdir, progress)
+        out["tasks"][task] = {k: entry[k] for k in ("metrics", "majority", "n_train", "n_dev", "data")}
+    out["teacher_glue"] = average_over(out["tasks"], lambda e: e["metrics"])
+    out["majority_glue"] = average_over(out["tasks"], lambda e: e["majority"])
+    corpus_cache: dict = {}
+    for spec in specs:
+        encoder_dir, info = run_general(glue, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
+        for lr in params["task_lrs"]:
+            s = glue.replace(task_lr=float(lr), stage2_steps=steps)
+            runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
+                                           curve=curve, stage="task-budget")
+                    for task in tasks}
+            for entry in runs.values():
+                entry.pop("model", None)
+            out["students"][f"{spec['name']} lr={lr:g}"] = {
+                "student": spec["name"], "task_lr": float(lr), "general_steps": info["steps"],
+                "stage1_steps": s.stage1_steps, "stage2_steps": steps, "tasks": runs,
+                "glue": curve_glue(runs, tasks, out["teacher_glue"])}
+    return out
+
+
+def task_budget_record(params: dict, base_profile: str, profile: str, force: bool | None = None,
+                       extra: dict | None = None) -> dict:
+    """The cached record of notebook 09: ``results/09_task_budget/<hash>.json``, run with notebook 03's settings of
+    ``base_profile`` (stored in the parameters as ``glue``) and in its runs folder, so 03's teachers and
+    general-distilled students are reused."""
+    from .glue import task_files
+    from .init_study import glue_params
+    from .proxies import proxy_files
+    from .results import cached, runs_dir
+
+    params = {**params, "glue": glue_params(base_profile)}
+    tasks = params.get("tasks") or params["glue"]["tasks"]
+    files = [*[f for t in tasks for f in task_files(t)], *proxy_files()]
+    return cached("09_task_budget", params, lambda: task_budget_experiment(params, runs_dir(base_profile)),
+                  seed=params["glue"]["seed"], profile=profile, data_files=files, force=force, extra=extra)

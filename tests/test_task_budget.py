@@ -1,0 +1,63 @@
+"""The task-distillation budget study (notebook 09) on the tiny teacher, GLUE folder and corpus."""
+
+import pytest
+
+from tdlib.errors import ConfigError
+from tdlib.experiments import glue_experiment
+from tdlib.task_budget import check_curve, curve_glue, task_budget_experiment
+
+TINY = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
+            finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
+            stage2_steps=3, checkpoint_every=2, pooling="mean")
+
+
+@pytest.fixture
+def glue(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
+    monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
+    return {**TINY, "teacher": str(tiny_teacher_dir)}
+
+
+def test_stage2_curves_reuse_the_glue_experiments_runs_and_end_at_the_final_model(glue, tmp_path):
+    first = glue_experiment(glue, tmp_path, progress=False)
+    params = {"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3, 1e-4], "stage2_steps": 4, "curve": [4, 0, 2]}
+    study = task_budget_experiment(params, tmp_path, progress=False)
+    # the same teachers as the GLUE experiment: its finished runs, reloaded
+    for task, entry in study["tasks"].items():
+        assert entry["metrics"] == first["tasks"][task]["metrics"]
+    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.0001"]
+    for entry in study["students"].values():
+        assert entry["stage1_steps"] == 2 and entry["stage2_steps"] == 4
+        for run in entry["tasks"].values():
+            assert [p["step"] for p in run["curve"]] == [0, 2, 4]
+            assert run["steps"] == [2, 4]
+            # the curve's last point is the final model the run reports
+            assert run["curve"][-1]["metrics"] == pytest.approx(run["metrics"], abs=1e-6)
+            assert all(p["logit_std"] >= 0 for p in run["curve"])
+        assert [p["step"] for p in entry["glue"]] == [0, 2, 4]
+        last = entry["glue"][-1]
+        assert last["percent_of_teacher"] == pytest.approx(100 * last["glue"] / study["teacher_glue"])
+    a, b = study["students"].values()
+    assert a["tasks"]["rte"]["loss"] != b["tasks"]["rte"]["loss"], "each learning rate is its own run"
+
+
+def test_the_curve_and_the_models_are_checked_before_anything_trains(glue, tmp_path):
+    with pytest.raises(ConfigError, match="end at stage2_steps"):
+        check_curve([0, 5], 10)
+    with pytest.raises(ConfigError, match="stage-2 steps >= 0"):
+        check_curve([-1, 10], 10)
+    assert check_curve([10, 0, 5, 5], 10) == [0, 5, 10]
+    with pytest.raises(ConfigError, match="not notebook 03's students.*IV-8-16"):
+        task_budget_experiment({"glue": glue, "models": ["IV-9-9"], "task_lrs": [1e-3], "stage2_steps": 2,
+                                "curve": [0, 2]}, tmp_path, progress=False)
+
+
+def test_the_glue_average_is_taken_at_the_steps_every_task_measured():
+    runs = {"rte": {"curve": [{"step": 0, "metrics": {"acc": 0.5, "score": 0.5}},
+                              {"step": 2, "metrics": {"acc": 0.7, "score": 0.7}}]},
+            "stsb": {"curve": [{"step": 0, "metrics": {"pearson": 0.1, "spearman": 0.1, "score": 0.1}},
+                               {"step": 1, "metrics": {"pearson": 0.2, "spearman": 0.2, "score": 0.2}},
+                               {"step": 2, "metrics": {"pearson": 0.3, "spearman": 0.3, "score": 0.3}}]}}
+    out = curve_glue(runs, ["rte", "stsb"], teacher_glue=0.8)
+    assert [p["step"] for p in out] == [0, 2]
+    assert out[1]["glue"] == pytest.approx(0.5) and out[1]["percent_of_teacher"] == pytest.approx(62.5)
