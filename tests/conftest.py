@@ -149,3 +149,17 @@ def tiny_glue8_dir(tmp_path_factory):
             lines = (["\t".join(header)] if header else []) + ["\t".join(row(i)) for i in range(n)]
             (root / folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+# the GLUE experiment's settings on the tiny teacher, GLUE folder and corpus: seconds per run
+TINY_GLUE = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
+                 finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
+                 stage2_steps=3, checkpoint_every=2)
+
+
+@pytest.fixture
+def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
+    """Experiment parameters over the tiny fixtures, with GLUE_DIR and TDLIB_CORPUS pointing at them."""
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
+    monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
+    return {**TINY_GLUE, "teacher": str(tiny_teacher_dir)}

@@ -5,17 +5,6 @@ import pytest
 from tdlib.errors import ConfigError
 from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings, teacher_experiment
 
-TINY = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
-            finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
-            stage2_steps=3, checkpoint_every=2)
-
-
-@pytest.fixture
-def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
-    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
-    monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
-    return {**TINY, "teacher": str(tiny_teacher_dir)}
-
 
 def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     result = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)

@@ -46,7 +46,7 @@ def test_the_committed_profile_is_every_notebooks_defaults():
 # Notebooks whose cpu-profile records have not been recomputed for the current parameters yet (a full
 # `make reproduce FORCE=1` takes longer than the session that changed them had left). Strict: once a notebook
 # is executed and committed, its entry must be removed, or this test fails.
-PENDING: dict[str, str] = {"09_task_budget": "new notebook; its cpu record is computed at the commit that adds it"}
+PENDING: dict[str, str] = {}  # notebook -> why its committed copy has no outputs yet (none today)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=f"results pending: {PENDING[n]}",

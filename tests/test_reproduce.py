@@ -145,3 +145,33 @@ def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
     assert "IV-36-192 random 80.0 / 0.800 vs pretrained 75.0 / 0.750" in table["C6"]["ours"]
     assert table["C6"]["status"].endswith("data-aware init starts closer; after distillation: ahead at IV-36-192")
     assert "07_init" in table["C6"]["source"]
+
+
+def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
+    from tdlib.report import claims
+    from tdlib.results import save_record
+
+    glue_params = {"teacher": "minilm"}
+    tasks = {"rte": {"students": {n: {"steps": [10, 30]} for n in ("IV-36-192", "IV-16-96")}}}
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19}, "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
+    summary = {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 60.0},
+               "IV-16-96": {"percent_of_teacher": 58.0}}
+    save_record(tmp_path / "03_glue" / "g.json", glue_params, {"tasks": tasks, "students": students,
+                                                               "summary": summary}, profile="cpu")
+
+    def run(student, lr, *pcts):
+        return {"student": student, "task_lr": lr, "stage2_steps": 160,
+                "glue": [{"step": s, "percent_of_teacher": p} for s, p in zip((0, 80, 160), pcts, strict=True)]}
+
+    save_record(tmp_path / "09_task_budget" / "b.json", {"glue": glue_params},
+                {"students": {"a": run("IV-36-192", 2e-3, 55.0, 60.0, 64.0), "b": run("IV-16-96", 2e-3, 55, 58, 58.5)}},
+                profile="cpu")
+    save_record(tmp_path / "09_task_budget" / "other.json", {"glue": {"teacher": "bert"}},
+                {"students": {"a": run("IV-36-192", 2e-3, 10.0, 20.0, 90.0)}}, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["status"] == ("falls short at this budget (trend of a longer task distillation: closing "
+                                     "slowly: ~6 more doublings to 90% of the teacher at that rate)")  # (90-64)/4
+    assert table["C2"]["ours"].endswith("a longer stage 2 (notebook 09, 160 steps): task lr 0.002: 55.0% at step 0, "
+                                        "64.0% at step 160 (+4.0 points over the last doubling)")
+    assert table["C3"]["status"].endswith("(trend of a longer task distillation: flat)")  # 58 -> 58.5
+    assert "09_task_budget/b.json" in table["C2"]["source"] and "other" not in table["C2"]["source"]

@@ -6,16 +6,10 @@ from tdlib.errors import ConfigError
 from tdlib.experiments import glue_experiment
 from tdlib.task_budget import check_curve, curve_glue, task_budget_experiment
 
-TINY = dict(tasks=["rte", "stsb"], students=[[8, 16]], baselines=[[1, 16]], batch_size=8, max_length=16,
-            finetune_steps=4, general_steps=3, general_sequences=24, general_max_length=16, stage1_steps=2,
-            stage2_steps=3, checkpoint_every=2, pooling="mean")
-
 
 @pytest.fixture
-def glue(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
-    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
-    monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
-    return {**TINY, "teacher": str(tiny_teacher_dir)}
+def glue(env):
+    return {**env, "pooling": "mean"}
 
 
 def test_stage2_curves_reuse_the_glue_experiments_runs_and_end_at_the_final_model(glue, tmp_path):
