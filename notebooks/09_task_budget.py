@@ -50,7 +50,7 @@ import pandas as pd
 
 from tdlib.plots import savefig
 from tdlib.results import load_record, record_path
-from tdlib.task_budget import task_budget_record
+from tdlib.task_budget import doubling_trend, task_budget_record
 
 record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile,
                             run.profile, extra=run.provenance())
@@ -122,12 +122,10 @@ pd.DataFrame(rows).set_index(["student", "task"]).round(3)
 verdict = []
 for name, r in result["students"].items():
     pts = r["glue"]
-    last = pts[-1]["percent_of_teacher"] - pts[-2]["percent_of_teacher"] if len(pts) >= 2 else None
+    slope = doubling_trend(pts, 90.0)
     verdict.append({"student": name, "first point": pts[0]["percent_of_teacher"],
-                    "last point": pts[-1]["percent_of_teacher"], "gain over the last doubling": last,
-                    "trend": None if last is None else "closing" if last > 1.0 else "flat",
-                    "doublings to 90% at this rate": (None if not last or last <= 0 else
-                                                      max(0.0, (90.0 - pts[-1]["percent_of_teacher"]) / last))})
+                    "last point": pts[-1]["percent_of_teacher"], "gain over the last doubling": slope["gain"],
+                    "trend": slope["trend"], "doublings to 90% at this rate": slope["doublings"]})
 pd.DataFrame(verdict).set_index("student").round(1)
 
 # %%

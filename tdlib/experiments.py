@@ -364,8 +364,7 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     if s.curve_points:
         from .proxies import Proxies
 
-        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=s.proxy_sequences,
-                                    max_length=s.general_max_length, precision=s.precision, progress=progress)
+        proxies = Proxies.for_settings(s, teacher_model, tokenizer, progress)
     del teacher_model
 
     out: dict = {"tasks": {}, "students": {}, "controls": {}, "teacher_encoder_weights": raw}

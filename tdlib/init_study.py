@@ -135,8 +135,7 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     calibration = cached_calibration(teacher, tokenizer, workdir / "calibration", params["calibration_sequences"],
                                      ops=params["ops"], skip=glue.proxy_sequences, progress=progress)
     calibration_seconds = time.perf_counter() - start
-    proxies = Proxies.from_data(teacher, tokenizer, sequences=glue.proxy_sequences,
-                                max_length=glue.general_max_length, precision=glue.precision, progress=progress)
+    proxies = Proxies.for_settings(glue, teacher, tokenizer, progress)
     options = {"steps": params["fit_steps"], "lr": params["fit_lr"], "batch_size": params["fit_batch"]}
     fit = BlockwiseFit(**options, seed=params["seed"])
     rows = []

@@ -122,6 +122,13 @@ class Proxies:
         return cls(teacher, tokenizer, corpus, (dev["text_a"], dev["text_b"], dev["label"]), precision=precision,
                    max_length=max_length)
 
+    @classmethod
+    def for_settings(cls, s, teacher: nn.Module, tokenizer, progress: bool = True) -> Proxies:
+        """The proxies of a GLUE experiment's settings ``s`` (:class:`tdlib.settings.Settings`): notebooks 03, 07
+        and 09 build the same ones, so their general-distillation runs (whose identity holds the curve) match."""
+        return cls.from_data(teacher, tokenizer, sequences=s.proxy_sequences, max_length=s.general_max_length,
+                             precision=s.precision, progress=progress)
+
 
 def proxy_files(heldout: str | None = None, glue_dir: str | None = None) -> list:
     """The files the proxies read (for a record's data checksums)."""

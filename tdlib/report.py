@@ -167,16 +167,18 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     runs = [e for e in study[0]["result"]["students"].values() if e["student"] == name and len(e["glue"]) >= 2]
     if not runs:
         return "", None, None
+    from .task_budget import doubling_trend
+
     parts, trends = [], []
     for e in runs:
-        first, before, last = e["glue"][0], e["glue"][-2], e["glue"][-1]
-        gain = last["percent_of_teacher"] - before["percent_of_teacher"]
-        doublings = max(0.0, (target - last["percent_of_teacher"]) / gain) if gain > 1.0 else None
-        trends.append("flat" if doublings is None else "closing" if doublings <= 4 else
-                      f"closing slowly: ~{doublings:.0f} more doublings to {target:g}% of the teacher at that rate")
+        first, last = e["glue"][0], e["glue"][-1]
+        slope = doubling_trend(e["glue"], target)
+        n = slope["doublings"]
+        trends.append("flat" if n is None else "closing" if n <= 4 else
+                      f"closing slowly: ~{n:.0f} more doublings to {target:g}% of the teacher at that rate")
         parts.append(f"task lr {e['task_lr']:g}: {first['percent_of_teacher']:.1f}% at step {first['step']}, "
-                     f"{last['percent_of_teacher']:.1f}% at step {last['step']} ({gain:+.1f} points over the "
-                     f"last doubling)")
+                     f"{last['percent_of_teacher']:.1f}% at step {last['step']} ({slope['gain']:+.1f} points over "
+                     f"the last doubling)")
     text = f"; a longer stage 2 (notebook 09, {runs[0]['stage2_steps']} steps): " + "; ".join(parts)
     best = "closing" if "closing" in trends else next((x for x in trends if x != "flat"), "flat")
     return text, best, _rel(study[0]["path"])

@@ -55,6 +55,22 @@ def curve_glue(runs: dict, tasks: list[str], teacher_glue: float) -> list[dict]:
     return out
 
 
+CLOSING = 1.0  # points of the teacher's average over the last doubling of stage 2: less is "flat"
+
+
+def doubling_trend(points: list[dict], target: float) -> dict:
+    """The trend of a student's GLUE curve (:func:`curve_glue`) over its last doubling of steps: ``gain`` (points
+    of the teacher's average), ``trend`` ("closing" above :data:`CLOSING`, else "flat") and ``doublings``: how
+    many more doublings, at that gain each, would reach ``target`` % of the teacher (None when flat); an
+    extrapolation, which the notebook and the claims table name as one."""
+    if len(points) < 2:
+        return {"gain": None, "trend": None, "doublings": None}
+    gain = points[-1]["percent_of_teacher"] - points[-2]["percent_of_teacher"]
+    closing = gain > CLOSING
+    return {"gain": gain, "trend": "closing" if closing else "flat",
+            "doublings": max(0.0, (target - points[-1]["percent_of_teacher"]) / gain) if closing else None}
+
+
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` (module docstring)."""
     from .experiments import Data, average_over, run_general, run_task_student, teacher_entry
@@ -73,8 +89,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     specs = _student_specs(glue, list(params["models"]), teacher_model)
     proxies = None
     if glue.curve_points:  # 03's general runs carry a recovery curve in their identity: build it to reuse them
-        proxies = Proxies.from_data(teacher_model, tokenizer, sequences=glue.proxy_sequences,
-                                    max_length=glue.general_max_length, precision=glue.precision, progress=progress)
+        proxies = Proxies.for_settings(glue, teacher_model, tokenizer, progress)
     del teacher_model
 
     teachers, out = {}, {"tasks": {}, "students": {}}

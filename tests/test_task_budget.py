@@ -55,3 +55,15 @@ def test_the_glue_average_is_taken_at_the_steps_every_task_measured():
     out = curve_glue(runs, ["rte", "stsb"], teacher_glue=0.8)
     assert [p["step"] for p in out] == [0, 2]
     assert out[1]["glue"] == pytest.approx(0.5) and out[1]["percent_of_teacher"] == pytest.approx(62.5)
+
+
+def test_the_trend_over_the_last_doubling_and_its_extrapolation_to_a_target():
+    from tdlib.task_budget import doubling_trend
+
+    pts = [{"step": s, "percent_of_teacher": p} for s, p in ((0, 50.0), (80, 60.0), (160, 64.0))]
+    assert doubling_trend(pts, 90.0) == {"gain": pytest.approx(4.0), "trend": "closing",
+                                         "doublings": pytest.approx(6.5)}
+    flat = doubling_trend([*pts[:2], {"step": 160, "percent_of_teacher": 60.5}], 90.0)
+    assert flat["trend"] == "flat" and flat["doublings"] is None
+    assert doubling_trend(pts[:1], 90.0)["trend"] is None
+    assert doubling_trend(pts, 60.0)["doublings"] == 0.0  # already past the target
