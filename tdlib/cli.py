@@ -190,7 +190,7 @@ def cmd_finetune(args) -> int:
     from .models import load_tokenizer
 
     s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr,
-                  pooling=args.pooling)
+                  tasks=[args.task], pooling={args.task: args.pooling})
     out = Path(args.out)
     model_dir, info = run_teacher(s, Data(s, load_tokenizer(s.teacher)), args.task, out=out)
     _print_metrics(f"{args.task} dev ({model_dir})", info["metrics"])
@@ -372,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--pooling", choices=["cls", "mean"], default="cls",
-                   help="the head reads [CLS] (BERT's, the paper's) or the token mean (sentence-transformers "
-                        "teachers such as minilm); task students inherit the teacher's head")
+    p.add_argument("--pooling", choices=["cls", "mean", "cosine"], default="cls",
+                   help="the head reads [CLS] (BERT's, the paper's), the token mean (sentence-transformers "
+                        "teachers such as minilm) or, for STS-B, the cosine of the two sentences' mean "
+                        "embeddings; task students inherit the teacher's head")
     _common_training(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .errors import ConfigError, check_choice
 from .glue import compute_metrics, get_task
+from .heads import copy_head
 from .modeling import apply_structure, compression_spec
 from .stacking import encoder_layers
 from .teacher_cache import attention_scores
@@ -274,13 +275,7 @@ def task_model(encoder: nn.Module, teacher: nn.Module) -> nn.Module:
     model.base_model.load_state_dict(encoder.state_dict())
     proj = hidden_projection(encoder)
     B = proj if proj is not None else torch.eye(teacher.config.hidden_size)  # the student's basis of hidden states
-    with torch.no_grad():
-        tb, sb = teacher.base_model, model.base_model
-        if getattr(tb, "pooler", None) is not None and getattr(sb, "pooler", None) is not None:
-            sb.pooler.dense.weight.copy_(B.T @ tb.pooler.dense.weight @ B)
-            sb.pooler.dense.bias.copy_(tb.pooler.dense.bias @ B)
-        model.classifier.weight.copy_(teacher.classifier.weight @ B)
-        model.classifier.bias.copy_(teacher.classifier.bias)
+    copy_head(teacher, model, B)
     if proj is not None:
         model.tdlib_extra = {"hidden_projection": proj}
     return model.eval()

@@ -81,7 +81,8 @@ class Data:
         if key not in self._cache:
             limit = per_task(self.s.max_train_examples, task) if split == "train" else None
             raw = load_task(task, split, max_examples=limit, seed=self.s.seed)
-            data = encode(raw, self.tokenizer, task, self.s.max_length).rename_column("label", "labels")
+            data = encode(raw, self.tokenizer, task, self.s.max_length,
+                          separate=self.s.pooling_for(task) == "cosine").rename_column("label", "labels")
             cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in data.column_names]
             data.set_format("torch", columns=cols)
             self._cache[key] = data
@@ -123,11 +124,11 @@ def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None,
     cfg = _config(s, _steps(per_task(s.finetune_steps, task), epochs, len(train_data), s.batch_size),
                   per_task(s.finetune_lr, task), "linear", 0.1, distill=False)
     identity = {"teacher": str(s.teacher), "task": task, "data": data.files(task), "n_train": len(train_data),
-                "max_length": s.max_length, "pooling": s.pooling, "padding": "dynamic"}
+                "max_length": s.max_length, "pooling": s.pooling_for(task), "padding": "dynamic"}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
     seed_everything(s.seed)
-    model = load_model(s.teacher, num_labels=spec.num_labels, pooling=s.pooling,
+    model = load_model(s.teacher, num_labels=spec.num_labels, pooling=s.pooling_for(task),
                        problem_type="regression" if spec.is_regression else "single_label_classification")
     per_epoch = len(train_data) // s.batch_size  # full batches: the loader drops the last partial one
     history = finetune(model, train_data, out, cfg, identity=identity, progress=progress,

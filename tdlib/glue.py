@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from .errors import DataError, check_choice
+from .errors import ConfigError, DataError, check_choice
 
 
 @dataclass(frozen=True)
@@ -229,19 +229,37 @@ def glue_average(scores: dict[str, float]) -> float:
     return float(np.mean(list(scores.values())))
 
 
-def encode(data, tokenizer, task: str, max_length: int | None = None, padding: bool = False):
+def encode(data, tokenizer, task: str, max_length: int | None = None, padding: bool = False,
+           separate: bool = False):
     """Tokenise a split, truncated to the task's 64 or 128 tokens unless ``max_length`` is given.
 
     Unpadded by default: batches are padded to their longest example by :func:`tdlib.train.pad_collate`.
     Why: CoLA and SST-2 sentences average 11-13 tokens, so padding every example to 64 would spend
     80% of each step's matmuls on padding. ``padding=True`` pads every example to ``max_length``.
+
+    ``separate=True`` (the cosine pair head, :mod:`tdlib.heads`) tokenises each sentence of a pair on its own
+    and joins them, ``[CLS] a [SEP] [CLS] b [SEP]`` with token types 0 and 1, each cut to half the length:
+    each sentence keeps the [CLS] its single-sentence embedding is computed with.
     """
     spec = get_task(task)
     length = max_length or spec.max_length
+    pair = spec.text_b is not None
+    if separate and not pair:
+        raise ConfigError(f"{spec.name} has one sentence per example; separate encoding (pooling 'cosine') "
+                          "needs sentence pairs")
 
     def tok(batch):
-        pair = spec.text_b is not None
-        return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
-                         max_length=length, padding="max_length" if padding else False)
+        if not separate:
+            return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True,
+                             max_length=length, padding="max_length" if padding else False)
+        halves = [tokenizer(batch[col], truncation=True, max_length=length // 2)["input_ids"]
+                  for col in ("text_a", "text_b")]
+        out = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        for a, b in zip(*halves, strict=True):
+            pad = (length - len(a) - len(b)) if padding else 0
+            out["input_ids"].append(a + b + [tokenizer.pad_token_id] * pad)
+            out["token_type_ids"].append([0] * len(a) + [1] * len(b) + [0] * pad)
+            out["attention_mask"].append([1] * (len(a) + len(b)) + [0] * pad)
+        return out
 
     return data.map(tok, batched=True, desc=f"tokenise {spec.name}")

@@ -55,8 +55,8 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
 
     tdlib checkpoints (compressed models) come back compressed; a directory saved with a
     classification head (a fine-tuned teacher) comes back with it, mean-pooled or not as saved; a dense
-    encoder gets a freshly initialised head when ``num_labels`` is given, reading [CLS] or the token
-    mean by ``pooling`` (:mod:`tdlib.heads`).
+    encoder gets a freshly initialised head when ``num_labels`` is given, reading [CLS], the token
+    mean or the cosine of a pair's two sentence embeddings by ``pooling`` (:mod:`tdlib.heads`).
     """
     from .heads import HEADS, POOLINGS, head_class
     from .modeling import from_pretrained
@@ -80,7 +80,7 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
     if num_labels is not None:  # a fresh head is the point here; skip transformers' missing-keys report
         transformers.logging.set_verbosity_error()
     try:
-        if num_labels is not None and pooling == "mean" and saved not in HEADS:
+        if num_labels is not None and pooling != "cls" and saved not in HEADS:
             auto = head_class(pooling, transformers.AutoConfig.from_pretrained(path).model_type)
         model = auto.from_pretrained(path, **kwargs)
     except OSError as exc:

@@ -75,12 +75,13 @@ def coerce_parameter(notebook: str, name: str, kind: str, value):
 def check_value(notebook: str, name: str, kind: str, value):
     """``value`` if it has the parameter's type (ints pass as floats, None always), else one ConfigError.
 
-    A dict-typed parameter is a per-task setting ({task: value}), which also takes one number for every task.
+    A dict-typed parameter is a per-task setting ({task: value}), which also takes one number or string for
+    every task.
     """
     expected = _TYPES.get(kind)
     if expected is None or value is None or kind == "NoneType":
         return value
-    if kind == "dict" and isinstance(value, int | float) and not isinstance(value, bool):
+    if kind == "dict" and isinstance(value, int | float | str) and not isinstance(value, bool):
         return value
     if (isinstance(value, bool) and kind in ("int", "float")) or not isinstance(value, expected):
         raise ConfigError(f"{notebook}: parameter {name} must be {kind}, got {type(value).__name__} {value!r}"

@@ -27,7 +27,9 @@ class Settings:
     students: list = field(default_factory=lambda: [[36, 192], [16, 96]])  # (rank_layer, rank_dim)
     baselines: list = field(default_factory=lambda: [[1, 384], [1, 144]])  # (layers, hidden) per student
     ops: str = "san_ffn"
-    pooling: str = "cls"  # the task head: BERT's [CLS] pooler, or "mean" (tdlib.heads; sentence-transformers)
+    # the task head (tdlib.heads): BERT's [CLS] pooler, "mean" (sentence-transformers' pooling) or, for a
+    # regression task on sentence pairs, "cosine" of the two sentences' embeddings; one value or {task: value}
+    pooling: str | dict = "cls"
     max_train_examples: int | dict | None = None  # per task; None: all
     max_length: int | None = None  # None: the task's 64/128
     batch_size: int = 32
@@ -70,11 +72,28 @@ class Settings:
 
     def validate(self) -> Settings:
         from .distill import OBJECTIVES
+        from .glue import get_task
         from .heads import POOLINGS
         from .modeling import init_name
         from .precision import PRECISIONS
 
-        check_choice("pooling", self.pooling, POOLINGS)
+        if isinstance(self.pooling, dict):
+            missing = [t for t in self.tasks if t not in self.pooling]
+            if missing:
+                raise ConfigError(f"pooling is set per task but names no head for {missing}; give every task of "
+                                  f"'tasks' one of {list(POOLINGS)}, e.g. {{{missing[0]}: mean}}")
+            for task, value in self.pooling.items():
+                check_choice(f"pooling of {task}", value, POOLINGS)
+                if value == "cosine":
+                    spec = get_task(task)
+                    if spec.text_b is None or not spec.is_regression:
+                        raise ConfigError(f"pooling 'cosine' scores sentence pairs with one number; {spec.name} "
+                                          "is not a regression task on pairs (STS-B is): use 'mean' or 'cls'")
+        elif self.pooling == "cosine":
+            raise ConfigError("pooling 'cosine' is a head for sentence-pair regression (STS-B); set it per task, "
+                              "e.g. pooling: {cola: mean, stsb: cosine, ...}")
+        else:
+            check_choice("pooling", self.pooling, POOLINGS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
         init_name(self.init)
@@ -98,6 +117,10 @@ class Settings:
             init_name(override.get("init", "pretrained"))
             check_choice("objective", override.get("objective", "last_layer"), OBJECTIVES)
         return self
+
+    def pooling_for(self, task: str) -> str:
+        """The task head of ``task`` (``pooling`` is one value or a dict that names every task)."""
+        return self.pooling[task] if isinstance(self.pooling, dict) else self.pooling
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes).validate()

@@ -4,10 +4,13 @@ import pytest
 
 from tdlib.errors import ConfigError
 from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings, teacher_experiment
+from tdlib.models import load_model
+
+PAIR_HEADS = {"rte": "mean", "stsb": "cosine"}  # STS-B read by the cosine of its two sentence embeddings
 
 
 def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
-    result = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)
+    result = glue_experiment({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}, tmp_path, progress=False)
     assert set(result["tasks"]) == {"rte", "stsb"}
     assert list(result["students"]) == ["IV-8-16", "dense-1L-16-70"]
     tucker, dense = result["students"].values()
@@ -28,8 +31,10 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     assert summary["IV-8-16"]["percent_of_teacher"] == pytest.approx(
         100 * summary["IV-8-16"]["glue"] / summary["teacher"]["glue"])
     # every run is finished: reloaded, not retrained
-    again = glue_experiment({**env, "pooling": "mean", "finetune_steps": 7}, tmp_path, progress=False)
+    again = glue_experiment({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}, tmp_path, progress=False)
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
+    student = result["tasks"]["stsb"]["students"]["IV-8-16"]["model"]
+    assert type(load_model(student)).__name__ == "BertCosinePairForSequenceClassification"
 
 
 def test_the_teacher_study_records_curves_and_its_runs_are_the_glue_experiments(env, tmp_path):

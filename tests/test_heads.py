@@ -1,4 +1,4 @@
-"""The mean-pooled head: what it reads, how it saves and loads, and that students inherit it."""
+"""The mean-pooled and cosine pair heads: what they read, how they save and load, and that students inherit them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from transformers import BertForSequenceClassification, DistilBertConfig
 
 from tdlib.distill import task_model
 from tdlib.errors import ConfigError
-from tdlib.heads import BertMeanPooledForSequenceClassification, head_class
+from tdlib.heads import (
+    COSINE_SCALE,
+    BertCosinePairForSequenceClassification,
+    BertMeanPooledForSequenceClassification,
+    head_class,
+)
 from tdlib.modeling import compress
 from tdlib.models import load_model
 
@@ -74,3 +79,95 @@ def test_bad_pooling_and_unsupported_models_are_one_clear_error(tiny_teacher_dir
     with pytest.raises(ConfigError, match="implemented for BERT models"):
         head_class("mean", DistilBertConfig().model_type)
     assert head_class("cls", "distilbert") is None
+
+
+# -- the cosine pair head (STS-B read the way sentence-transformers reads it) ---------------------------------
+@pytest.fixture
+def cosine_head() -> BertCosinePairForSequenceClassification:
+    torch.manual_seed(0)
+    return BertCosinePairForSequenceClassification(tiny_config(num_labels=1)).eval()
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor, pad: int = 0) -> dict:
+    """One row ``a b`` (each already ``[CLS] ... [SEP]``) with token types 0/1 and ``pad`` padding tokens."""
+    ids = torch.cat([a, b, torch.zeros(pad, dtype=torch.long)])[None]
+    types = torch.cat([torch.zeros(len(a)), torch.ones(len(b)), torch.zeros(pad)]).long()[None]
+    mask = torch.cat([torch.ones(len(a) + len(b)), torch.zeros(pad)]).long()[None]
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_cosine_head_equals_two_single_sentence_forwards(cosine_head, attn):
+    """One joined row gives exactly 5 * cos of the two sentences' mean embeddings, each encoded on its own."""
+    cosine_head.config._attn_implementation = attn
+    gen = torch.Generator().manual_seed(3)
+    a = torch.cat([torch.tensor([2]), torch.randint(5, 120, (6,), generator=gen), torch.tensor([3])])
+    b = torch.cat([torch.tensor([2]), torch.randint(5, 120, (9,), generator=gen), torch.tensor([3])])
+    with torch.no_grad():
+        u = cosine_head.bert(input_ids=a[None]).last_hidden_state.mean(1)
+        v = cosine_head.bert(input_ids=b[None]).last_hidden_state.mean(1)
+        expected = 5.0 * torch.nn.functional.cosine_similarity(u, v)
+        got = cosine_head(**_pair(a, b)).logits[:, 0]
+        padded = cosine_head(**_pair(a, b, pad=5)).logits[:, 0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cosine_head_refuses_single_sentences_and_classification(cosine_head, batch):
+    with pytest.raises(ConfigError, match="every row needs a second sentence"):
+        cosine_head(**batch)
+    with pytest.raises(ConfigError, match="num_labels=2"):
+        BertCosinePairForSequenceClassification(tiny_config(num_labels=2))
+
+
+def test_cosine_head_starts_at_the_label_scale_and_round_trips(tiny_teacher_dir, tmp_path):
+    """A fresh head (also one from_pretrained fills in) is a*cos+b with a=5, b=0; save/load keeps class and head."""
+    model = load_model(tiny_teacher_dir, num_labels=1, pooling="cosine", problem_type="regression").eval()
+    assert type(model) is BertCosinePairForSequenceClassification and model.bert.pooler is None
+    assert model.classifier.weight.item() == COSINE_SCALE and model.classifier.bias.item() == 0.0
+    with torch.no_grad():
+        model.classifier.weight.fill_(2.5)
+    model.save_pretrained(str(tmp_path))
+    again = load_model(tmp_path)
+    assert type(again) is BertCosinePairForSequenceClassification
+    assert again.classifier.weight.item() == 2.5
+
+
+def test_compressed_students_inherit_the_cosine_head(cosine_head):
+    with torch.no_grad():
+        cosine_head.classifier.bias.fill_(0.25)
+    student = task_model(compress(cosine_head.bert, 4, 16, "san_ffn", seed=0), cosine_head)
+    assert type(student) is BertCosinePairForSequenceClassification
+    torch.testing.assert_close(student.classifier.state_dict(), cosine_head.classifier.state_dict())
+
+
+def test_separate_encoding_gives_each_sentence_its_own_cls(tiny_teacher_dir):
+    from datasets import Dataset
+
+    from tdlib.glue import encode
+    from tdlib.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_teacher_dir)
+    data = Dataset.from_dict({"text_a": ["w1 w2"], "text_b": ["w3 w4 w5"], "label": [1.0]})
+    row = encode(data, tok, "stsb", separate=True)[0]
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    a, b = tok("w1 w2")["input_ids"], tok("w3 w4 w5")["input_ids"]
+    assert row["input_ids"] == a + b and a[0] == b[0] == cls and a[-1] == b[-1] == sep
+    assert row["token_type_ids"] == [0] * len(a) + [1] * len(b)
+    padded = encode(data, tok, "stsb", max_length=16, padding=True, separate=True)[0]
+    assert len(padded["input_ids"]) == 16 and sum(padded["attention_mask"]) == len(a) + len(b)
+    with pytest.raises(ConfigError, match="needs sentence pairs"):
+        encode(Dataset.from_dict({"text_a": ["w1"], "text_b": [""], "label": [1]}), tok, "sst2", separate=True)
+
+
+def test_pooling_per_task_is_validated():
+    from tdlib.settings import settings
+
+    s = settings({"tasks": ["cola", "stsb"], "pooling": {"cola": "mean", "stsb": "cosine"}})
+    assert (s.pooling_for("cola"), s.pooling_for("stsb")) == ("mean", "cosine")
+    with pytest.raises(ConfigError, match=r"names no head for \['cola'\]"):
+        settings({"tasks": ["cola", "stsb"], "pooling": {"stsb": "cosine"}})
+    with pytest.raises(ConfigError, match="CoLA is not a regression task on pairs"):
+        settings({"tasks": ["cola"], "pooling": {"cola": "cosine"}})
+    with pytest.raises(ConfigError, match="set it per task"):
+        settings({"pooling": "cosine"})
