@@ -28,6 +28,11 @@
 # 3. **task distillation** from the fine-tuned teacher: stage 1 the same intermediate losses at a constant lr,
 #    stage 2 soft cross-entropy on logits (STS-B: MSE to the gold score) with 10% warm-up;
 # 4. evaluate on the dev sets with the GLUE metrics.
+
+# The task heads (`pooling`, `tdlib/heads.py`): the cpu profile reads the classification tasks through the masked
+# mean of the last hidden states, and STS-B through the cosine of its two sentences' mean embeddings (each sentence
+# encoded on its own, scaled to 0-5): all-MiniLM-L6-v2's own use. The paper (and the `paper` profile) uses BERT's
+# [CLS] head, a cross-encoder, on every task; README lists both as departures.
 #
 # Each Tucker student has an **equal-budget baseline**: a layer-dropped / narrower dense student holding the same
 # number of encoder weights, initialised from the teacher and distilled with the same recipe (`tdlib.baseline`).

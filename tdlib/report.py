@@ -151,7 +151,9 @@ def _teacher_level(rec: dict, root=None) -> str:
     study = [r for r in records("08_teacher", root) if r["params"].get("teacher") == rec["params"].get("teacher")
              and set(r["result"]["tasks"]) == set(res["tasks"])]
     if study:
-        text += f" (longer fine-tuning, notebook 08: {100 * study[0]['result']['glue']:.1f})"
+        other = study[0]["params"].get("pooling")
+        heads = "" if other == rec["params"].get("pooling") else f", its task heads pooling {other}"
+        text += f" (longer fine-tuning, notebook 08{heads}: {100 * study[0]['result']['glue']:.1f})"
     return text
 
 
