@@ -208,6 +208,7 @@ def cmd_distill(args) -> int:
         tucker_budget,
         tucker_spec,
     )
+    from .heads import pooling_of
     from .models import load_model, load_tokenizer
 
     out = Path(args.out)
@@ -242,7 +243,8 @@ def cmd_distill(args) -> int:
     if not (args.student and args.task):
         raise TdlibError("distill task needs --student (a general-distilled model dir) and --task; "
                          "--teacher is the fine-tuned teacher's dir")
-    s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr)
+    s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr,
+                  tasks=[args.task], pooling={args.task: pooling_of(load_model(args.teacher))})
     spec = {"kind": "given", "name": Path(args.student).name}
     info = run_task_student(s, spec, Data(s, load_tokenizer(s.teacher)), args.task, Path(args.student),
                             Path(args.teacher), None, out=out)
@@ -269,13 +271,14 @@ def _evaluation_tokenizer(args, s: dict):
 def cmd_evaluate(args) -> int:
     from .experiments import Data, dev_logits, dev_metrics
     from .glue import get_task
+    from .heads import pooling_of
     from .models import load_model
 
-    s = _settings(args)
     get_task(args.task)  # an unknown or refused task fails before the model loads
     model = load_model(args.model)
     if not hasattr(model, "classifier"):
         raise TdlibError(f"{args.model} has no classification head; evaluate a fine-tuned or task-distilled model")
+    s = _settings(args, tasks=[args.task], pooling={args.task: pooling_of(model)})  # data encoded for its head
     data = Data(s, _evaluation_tokenizer(args, s))
     metrics = dev_metrics(args.task, data, dev_logits(model, args.task, data))
     _print_metrics(f"{args.task} dev ({args.model})", metrics)

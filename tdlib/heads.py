@@ -119,21 +119,36 @@ class BertCosinePairForSequenceClassification(BertForSequenceClassification):
                               "single-sentence tasks")
         if attention_mask is None:
             attention_mask = torch.ones_like(token_type_ids)
+        if input_ids is not None:
+            start_b = (token_type_ids == 1).int().argmax(1, keepdim=True)
+            if not bool((input_ids.gather(1, start_b) == input_ids[:, :1]).all()):
+                raise ConfigError("pooling='cosine' reads each sentence with its own [CLS]: encode pairs as "
+                                  "[CLS] a [SEP] [CLS] b [SEP] (tdlib.glue.encode(..., separate=True)), not as "
+                                  "one cross-encoder sequence")
         eager = self.config._attn_implementation == "eager"
         mask4d, positions = pair_inputs(token_type_ids, attention_mask, eager, self.dtype)
         out = self.bert(input_ids=input_ids, attention_mask=mask4d, position_ids=positions,
                         token_type_ids=torch.zeros_like(token_type_ids), output_hidden_states=output_hidden_states,
                         **kwargs)
-        hidden, real = out.last_hidden_state, attention_mask.bool()
+        hidden, real = out.last_hidden_state.float(), attention_mask.bool()
         u = masked_mean(hidden, real & (token_type_ids == 0))
         v = masked_mean(hidden, real & (token_type_ids == 1))
-        cos = F.cosine_similarity(u.float(), v.float(), dim=-1).unsqueeze(-1)
-        logits = self.classifier(cos.to(self.classifier.weight.dtype))
+        # the score in fp32 even under bf16 autocast: bf16 would step by 0.03 on STS-B's 0-5 scale (ties in ranks)
+        with torch.autocast(hidden.device.type, enabled=False):
+            cos = F.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+            logits = self.classifier(cos.to(self.classifier.weight.dtype))
         return _output(logits, labels, out, self.num_labels)
 
 
 HEADS = {cls.__name__: cls for cls in (BertMeanPooledForSequenceClassification,
                                        BertCosinePairForSequenceClassification)}
+
+
+def pooling_of(model: nn.Module) -> str:
+    """The ``pooling`` a model's head was built with: what its data must be encoded for."""
+    if isinstance(model, BertCosinePairForSequenceClassification):
+        return "cosine"
+    return "mean" if isinstance(model, BertMeanPooledForSequenceClassification) else "cls"
 
 
 def head_class(pooling: str, model_type: str) -> type | None:

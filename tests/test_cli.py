@@ -76,3 +76,23 @@ def test_finetune_distill_evaluate(tmp_path, capsys, monkeypatch, tiny_teacher_d
     assert "needs --rank-layer and --rank-dim" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tiny_teacher_dir), "--task", "rte"]) == 2
     assert "no classification head" in capsys.readouterr().err
+
+
+def test_stsb_with_the_cosine_head_from_the_command_line(tmp_path, capsys, monkeypatch, tiny_teacher_dir,
+                                                         tiny_glue_dir):
+    """finetune --pooling cosine, then distill task and evaluate: each encodes STS-B for the head it reads."""
+    monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
+    common = ["--batch-size", "8", "--max-length", "32"]
+    assert main(["finetune", "--teacher", str(tiny_teacher_dir), "--task", "stsb", "--steps", "2", "--pooling",
+                 "cosine", "--out", str(tmp_path / "ft"), *common]) == 0
+    captured = capsys.readouterr()
+    trained = captured.out.splitlines()[-2].split(":", 1)[1]
+    teacher = tmp_path / "ft" / "model"
+    assert main(["evaluate", "--model", str(teacher), "--task", "stsb", "--max-length", "32"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split(":", 1)[1] == trained
+    assert main(["distill", "task", "--teacher", str(teacher), "--student", str(tiny_teacher_dir), "--task", "stsb",
+                 "--stage1-steps", "1", "--stage2-steps", "1", "--out", str(tmp_path / "task"), *common]) == 0
+    assert "stsb dev" in capsys.readouterr().out
+    assert main(["finetune", "--teacher", str(tiny_teacher_dir), "--task", "rte", "--steps", "1", "--pooling",
+                 "cosine", "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "not a regression task on pairs" in capsys.readouterr().err

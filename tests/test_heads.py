@@ -14,6 +14,8 @@ from tdlib.heads import (
     BertCosinePairForSequenceClassification,
     BertMeanPooledForSequenceClassification,
     head_class,
+    pair_inputs,
+    pooling_of,
 )
 from tdlib.modeling import compress
 from tdlib.models import load_model
@@ -171,3 +173,27 @@ def test_pooling_per_task_is_validated():
         settings({"tasks": ["cola"], "pooling": {"cola": "cosine"}})
     with pytest.raises(ConfigError, match="set it per task"):
         settings({"pooling": "cosine"})
+
+
+def test_cosine_head_refuses_a_cross_encoder_encoding(cosine_head):
+    """``[CLS] a [SEP] b [SEP]`` would silently read sentence b without its [CLS]: one clear error instead."""
+    a, b = torch.tensor([2, 7, 8, 3]), torch.tensor([9, 10, 3])
+    with pytest.raises(ConfigError, match="separate=True"):
+        cosine_head(**_pair(a, b))
+    assert pooling_of(cosine_head) == "cosine" and pooling_of(BertForSequenceClassification(tiny_config())) == "cls"
+
+
+def test_cosine_score_is_fp32_under_bf16_autocast(cosine_head):
+    """The encoder may run in bf16; the cosine and its affine map do not (bf16 steps 0.03 near a score of 5)."""
+    a = torch.tensor([2, 7, 8, 9, 3])
+    b = torch.tensor([2, 10, 11, 3])
+    row = _pair(a, b)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = cosine_head(**row).logits
+        mask4d, positions = pair_inputs(row["token_type_ids"], row["attention_mask"], False, torch.float32)
+        hidden = cosine_head.bert(input_ids=row["input_ids"], attention_mask=mask4d, position_ids=positions,
+                                  token_type_ids=torch.zeros_like(row["input_ids"])).last_hidden_state.float()
+    u, v = hidden[:, :5].mean(1), hidden[:, 5:].mean(1)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits[:, 0], COSINE_SCALE * torch.nn.functional.cosine_similarity(u, v),
+                               atol=1e-6, rtol=1e-6)
