@@ -144,6 +144,28 @@ HEADS = {cls.__name__: cls for cls in (BertMeanPooledForSequenceClassification,
                                        BertCosinePairForSequenceClassification)}
 
 
+def check_pooling(pooling: str | dict, tasks: list[str]) -> None:
+    """One ConfigError for a head that does not exist or does not fit its task (``pooling``: one or per task)."""
+    from .glue import get_task
+
+    if not isinstance(pooling, dict):
+        if pooling == "cosine":
+            raise ConfigError("pooling 'cosine' is a head for sentence-pair regression (STS-B); set it per task, "
+                              "e.g. pooling: {cola: mean, stsb: cosine, ...}")
+        check_choice("pooling", pooling, POOLINGS)
+        return
+    missing = [t for t in tasks if t not in pooling]
+    if missing:
+        raise ConfigError(f"pooling is set per task but names no head for {missing}; give every task of "
+                          f"'tasks' one of {list(POOLINGS)}, e.g. {{{missing[0]}: mean}}")
+    for task, value in pooling.items():
+        check_choice(f"pooling of {task}", value, POOLINGS)
+        spec = get_task(task)
+        if value == "cosine" and (spec.text_b is None or not spec.is_regression):
+            raise ConfigError(f"pooling 'cosine' scores sentence pairs with one number; {spec.name} is not a "
+                              "regression task on pairs (STS-B is): use 'mean' or 'cls'")
+
+
 def pooling_of(model: nn.Module) -> str:
     """The ``pooling`` a model's head was built with: what its data must be encoded for."""
     if isinstance(model, BertCosinePairForSequenceClassification):

@@ -72,28 +72,11 @@ class Settings:
 
     def validate(self) -> Settings:
         from .distill import OBJECTIVES
-        from .glue import get_task
-        from .heads import POOLINGS
+        from .heads import check_pooling
         from .modeling import init_name
         from .precision import PRECISIONS
 
-        if isinstance(self.pooling, dict):
-            missing = [t for t in self.tasks if t not in self.pooling]
-            if missing:
-                raise ConfigError(f"pooling is set per task but names no head for {missing}; give every task of "
-                                  f"'tasks' one of {list(POOLINGS)}, e.g. {{{missing[0]}: mean}}")
-            for task, value in self.pooling.items():
-                check_choice(f"pooling of {task}", value, POOLINGS)
-                if value == "cosine":
-                    spec = get_task(task)
-                    if spec.text_b is None or not spec.is_regression:
-                        raise ConfigError(f"pooling 'cosine' scores sentence pairs with one number; {spec.name} "
-                                          "is not a regression task on pairs (STS-B is): use 'mean' or 'cls'")
-        elif self.pooling == "cosine":
-            raise ConfigError("pooling 'cosine' is a head for sentence-pair regression (STS-B); set it per task, "
-                              "e.g. pooling: {cola: mean, stsb: cosine, ...}")
-        else:
-            check_choice("pooling", self.pooling, POOLINGS)
+        check_pooling(self.pooling, self.tasks)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
         init_name(self.init)
