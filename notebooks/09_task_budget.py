@@ -18,7 +18,8 @@
 #
 # Notebook 03 gives each student 10 + 30 task-distillation steps per task, and most students end at or near the
 # majority class on CoLA, MRPC and RTE, with outputs that barely vary across the dev set. STS-B did too with a
-# cross-encoder head (Spearman below 15 at every budget tried here), while the same general-distilled encoders
+# cross-encoder head (Spearman below 10 at every point of this notebook's record made with that head,
+# `results/09_task_budget/84f8c6a8cd34.json`), while the same general-distilled encoders
 # rank its pairs far above the floor zero-shot (03's zero-shot table); the cpu profile now reads STS-B with the
 # cosine of the two sentences' embeddings (`pooling: cosine`, `tdlib/heads.py`). Is the task-distillation
 # budget the limit on the other tasks, or does the student lack what the task head needs?
