@@ -17,11 +17,12 @@ encoded on its own and the score is ``a * cos(u, v) + b`` of their mean-pooled e
 (STS-B's label range) and ``b = 0`` at init, so an untrained head already ranks pairs like the teacher's
 zero-shot embeddings do. Why: with a cross-encoder head every compressed student stayed below Spearman 10 on
 STS-B after up to 160 stage-2 steps (notebook 09, ``results/09_task_budget/84f8c6a8cd34.json``), although the
-same encoders' embeddings rank its pairs at 62-74 zero-shot. The pair travels as one sequence, ``[CLS] a [SEP] [CLS] b [SEP]`` with token
-types 0 and 1 (:func:`tdlib.glue.encode` with ``separate=True``); the head gives the encoder a
-block-diagonal attention mask, per-sentence positions and token type 0, which is exactly two
-single-sentence forwards in one batch, so training, batching and the distillation losses, which read hidden
-states token by token, are unchanged.
+same encoders' embeddings rank its pairs at 62-74 zero-shot. The pair travels as one sequence,
+``[CLS] a [SEP] [CLS] b [SEP]`` with token types 0 and 1 (:func:`tdlib.glue.encode` with ``separate=True``);
+the head gives the encoder a block-diagonal attention mask, per-sentence positions and token type 0, which
+is exactly two single-sentence forwards in one batch, so training, batching and the distillation losses,
+which read hidden states token by token, are unchanged. The cosine and its scale run in fp32 (under bf16
+autocast a score near 5 would step by 0.03).
 """
 
 from __future__ import annotations
