@@ -95,7 +95,9 @@ for task, r in result["tasks"].items():
         ref = g["result"]["tasks"][task]
         sha = g["provenance"]["git"]["sha"][:7]
         row[f"03 @ {sha}"] = 100 * ref["metrics"]["score"]
-        row[f"03 @ {sha}: recipe"] = f"{epochs(ref):.1f} ep x {ref['n_train']:,}"
+        heads = g["params"].get("pooling", "cls")  # the task head that record read this task with
+        head = heads.get(task) if isinstance(heads, dict) else heads
+        row[f"03 @ {sha}: recipe"] = f"{epochs(ref):.1f} ep x {ref['n_train']:,}, {head} head"
     row.update({"published MiniLM-L6-H384": MINILM_L6_H384_DEV.get(task),
                 "majority class": 100 * r["majority"]["score"]})
     rows.append(row)
