@@ -35,6 +35,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import ConfigError, check_choice
+from .proxies import mean_pool
 
 POOLINGS = ("cls", "mean", "cosine")
 COSINE_SCALE = 5.0  # STS-B labels run from 0 to 5
@@ -49,7 +50,7 @@ class BertMeanPooledForSequenceClassification(BertForSequenceClassification):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         output_hidden_states=output_hidden_states, **kwargs)
         hidden = out.last_hidden_state
-        mean = masked_mean(hidden, torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None
+        mean = mean_pool(hidden, torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None
                            else attention_mask)
         pooled = self.bert.pooler.activation(self.bert.pooler.dense(mean))
         logits = self.classifier(self.dropout(pooled))
@@ -63,12 +64,6 @@ def _output(logits: torch.Tensor, labels: torch.Tensor | None, out, num_labels: 
                 else F.cross_entropy(logits, labels.reshape(-1)))
     return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                     attentions=out.attentions)
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of ``hidden`` (B, T, H) over the positions where ``mask`` (B, T) is set."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def pair_inputs(token_type_ids: torch.Tensor, attention_mask: torch.Tensor, eager: bool,
@@ -132,8 +127,8 @@ class BertCosinePairForSequenceClassification(BertForSequenceClassification):
                         token_type_ids=torch.zeros_like(token_type_ids), output_hidden_states=output_hidden_states,
                         **kwargs)
         hidden, real = out.last_hidden_state.float(), attention_mask.bool()
-        u = masked_mean(hidden, real & (token_type_ids == 0))
-        v = masked_mean(hidden, real & (token_type_ids == 1))
+        u = mean_pool(hidden, real & (token_type_ids == 0))
+        v = mean_pool(hidden, real & (token_type_ids == 1))
         # the score in fp32 even under bf16 autocast: bf16 would step by 0.03 on STS-B's 0-5 scale (ties in ranks)
         with torch.autocast(hidden.device.type, enabled=False):
             cos = F.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
@@ -183,7 +178,6 @@ def head_class(pooling: str, model_type: str) -> type | None:
         raise ConfigError(f"pooling={pooling!r} is implemented for BERT models (model_type 'bert'), not "
                           f"{model_type!r}; use pooling='cls'")
     return BertMeanPooledForSequenceClassification if pooling == "mean" else BertCosinePairForSequenceClassification
-
 
 
 @torch.no_grad()
