@@ -56,7 +56,7 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tdlib.experiments import GLUE_DEFAULTS, teacher_record
+from tdlib.experiments import GLUE_DEFAULTS, per_task, teacher_record
 from tdlib.plots import savefig
 from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 from tdlib.report import records
@@ -95,8 +95,7 @@ for task, r in result["tasks"].items():
         ref = g["result"]["tasks"][task]
         sha = g["provenance"]["git"]["sha"][:7]
         row[f"03 @ {sha}"] = 100 * ref["metrics"]["score"]
-        heads = g["params"].get("pooling", "cls")  # the task head that record read this task with
-        head = heads.get(task) if isinstance(heads, dict) else heads
+        head = per_task(g["params"].get("pooling", "cls"), task)  # the head that record read this task with
         row[f"03 @ {sha}: recipe"] = f"{epochs(ref):.1f} ep x {ref['n_train']:,}, {head} head"
     row.update({"published MiniLM-L6-H384": MINILM_L6_H384_DEV.get(task),
                 "majority class": 100 * r["majority"]["score"]})
