@@ -26,7 +26,9 @@
 #    hidden states and a cosine term on the mean-pooled embeddings: `general_objective`, see below), recording a
 #    **recovery curve** of two cheap proxies at geometric steps (`tdlib.proxies`);
 # 3. **task distillation** from the fine-tuned teacher: stage 1 the same intermediate losses at a constant lr,
-#    stage 2 soft cross-entropy on logits (STS-B: MSE to the gold score) with 10% warm-up;
+#    stage 2 soft cross-entropy on logits (STS-B: MSE to the gold score) with 10% warm-up; with `task_curve` the
+#    dev metrics are also taken at those stage-2 steps (the cpu profile: 0, 20, 40, 80 and 160), the curve that
+#    notebook 09 reads from these same runs to say whether more task distillation would still pay;
 # 4. evaluate on the dev sets with the GLUE metrics.
 
 # The task heads (`pooling`, `tdlib/heads.py`): the cpu profile reads the classification tasks through the masked
@@ -66,7 +68,8 @@ general_max_length = 64
 general_lr = 0.001
 general_objective = "all_layers_cos"
 stage1_steps = 10
-stage2_steps = 30
+stage2_steps = 160
+task_curve = [0, 20, 40, 80, 160]  # stage-2 steps with dev metrics (None: the end only)
 task_lr = 0.002
 checkpoint_every = 100
 seed = 0
@@ -181,6 +184,30 @@ for name, s in result["students"].items():
                    "equal-budget baseline": base,
                    "baseline: % of teacher": round(summary[base]["percent_of_teacher"], 1) if base else None})
 pd.DataFrame(claims)
+
+# %% [markdown]
+# ## Along stage 2 of task distillation
+# Each model's GLUE average, as a % of the teacher's, at the `task_curve` steps of stage 2 (step 0: the model that
+# stage 1 left, with the teacher's head copied on). Notebook 09 draws these curves per task and reads their trend.
+# The last column is a ceiling, not a measurement: the % a model would reach if it stayed at the majority-class
+# floor on every task where it ends there (`tasks at the floor`) and matched the teacher on all the others.
+
+# %%
+from tdlib.experiments import average_over
+
+
+def at_floor(task_entry: dict, name: str) -> bool:
+    return abs(task_entry["students"][name]["metrics"]["score"] - task_entry["majority"]["score"]) < 5e-3
+
+
+stage2 = {}
+for n in names:
+    row = {f"step {p['step']}": p["percent_of_teacher"] for p in summary[n].get("task_curve", [])}
+    row["tasks at the floor"] = ", ".join(t for t, r in result["tasks"].items() if at_floor(r, n)) or "-"
+    ceiling = average_over(result["tasks"], lambda r, n=n: r["majority"] if at_floor(r, n) else r["metrics"])
+    row["ceiling (% of teacher)"] = 100 * ceiling / summary["teacher"]["glue"]
+    stage2[n] = row
+pd.DataFrame.from_dict(stage2, orient="index").round(1)
 
 # %%
 rel = table.loc[list(result["tasks"])].div(table.loc[list(result["tasks"]), "teacher"], axis=0) * 100

@@ -16,8 +16,8 @@
 # %% [markdown]
 # # 09 · Would more task distillation close the GLUE gap? (C2, C3)
 #
-# Notebook 03 gives each student 10 + 30 task-distillation steps per task, and most students end at or near the
-# majority class on CoLA, MRPC and RTE, with outputs that barely vary across the dev set. STS-B did too with a
+# Notebook 03 first gave each student 10 + 30 task-distillation steps per task, and most students ended at or near
+# the majority class on CoLA, MRPC and RTE, with outputs that barely varied across the dev set. STS-B did too with a
 # cross-encoder head (Spearman below 10 at every point of this notebook's record made with that head,
 # `results/09_task_budget/84f8c6a8cd34.json`), while the same general-distilled encoders
 # rank its pairs far above the floor zero-shot (03's zero-shot table); the cpu profile now reads STS-B with the
@@ -25,10 +25,13 @@
 # budget the limit on the other tasks, or does the student lack what the task head needs?
 #
 # This notebook takes 03's fine-tuned teachers and general-distilled students (the same hashed runs: nothing is
-# retrained), runs stage 1 as 03 does, then a **longer stage 2** with the dev score, the fidelity to the teacher
-# and the spread of the outputs taken along the way (`tdlib.task_budget`). Read a point at step s as "s steps into
-# a longer run": its learning rate has decayed less than in an s-step run. Step 0 is the student that stage 1
-# left, with the teacher's head copied onto it.
+# retrained), runs stage 1 as 03 does, then stage 2 for `stage2_steps` with the dev score, the fidelity to the
+# teacher and the spread of the outputs taken at the `curve` steps (`tdlib.task_budget`). The cpu profile's 03
+# now runs these same 160 steps and takes its dev metrics at the same points (its `task_curve`), so here 03's own
+# task runs are read back, not trained again: 09 costs nothing after 03. A profile can set a longer stage 2 here
+# than 03's, or other task learning rates (`task_lrs`), and then this notebook trains those runs. Read a point at
+# step s as "s steps into a longer run": its learning rate has decayed less than in an s-step run. Step 0 is the
+# student that stage 1 left, with the teacher's head copied onto it.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -65,18 +68,20 @@ print(glue_path if glue is not None else "notebook 03 has no record for these se
 
 # %% [markdown]
 # ## The GLUE average along stage 2
-# Each student's GLUE average over the tasks (dev, x 100) at each step of the longer stage 2, as a % of the
-# teacher's (the same fine-tuned teachers as notebook 03's), beside 03's final number (10 + 30 steps) and the
-# majority-class floor.
+# Each student's GLUE average over the tasks (dev, x 100) at each step of stage 2, as a % of the teacher's (the
+# same fine-tuned teachers as notebook 03's), beside 03's final number (its stage 1 + stage 2 steps in the column
+# name) and the majority-class floor.
 
 # %%
 teacher_glue = result["teacher_glue"]
+first = next(iter(result["students"].values()))["student"]  # 03's task steps, from its record, in the column name
+ours = "03 ({}+{} steps)".format(*next(iter(glue["tasks"].values()))["students"][first]["steps"]) if glue else None
 rows = []
 for name, r in result["students"].items():
     row = {"student": name}
     row.update({f"step {p['step']}": p["percent_of_teacher"] for p in r["glue"]})
     if glue is not None and r["student"] in glue["summary"]:
-        row["03 (10+30 steps)"] = glue["summary"][r["student"]]["percent_of_teacher"]
+        row[ours] = glue["summary"][r["student"]]["percent_of_teacher"]
     rows.append(row)
 print(f"teacher GLUE average {100 * teacher_glue:.1f}; majority class {100 * result['majority_glue']:.1f} "
       f"({100 * result['majority_glue'] / teacher_glue:.1f}% of the teacher)")
@@ -106,7 +111,7 @@ for name, r in result["students"].items():
         row.update({f"std @{p['step']}": p["logit_std"] for p in t["curve"][:: max(1, len(t["curve"]) - 1)]})
         row.update({f"fidelity @{p['step']}": fid(p) for p in t["curve"][:: max(1, len(t["curve"]) - 1)]})
         if glue is not None and r["student"] in glue["tasks"][task]["students"]:
-            row["03 (10+30)"] = 100 * glue["tasks"][task]["students"][r["student"]]["metrics"]["score"]
+            row[ours] = 100 * glue["tasks"][task]["students"][r["student"]]["metrics"]["score"]
             row["03's teacher"] = 100 * glue["tasks"][task]["metrics"]["score"]
         row["minutes"] = (t["seconds"] + t.get("eval_seconds", 0.0)) / 60
         rows.append(row)
@@ -114,7 +119,7 @@ pd.DataFrame(rows).set_index(["student", "task"]).round(3)
 
 # %% [markdown]
 # ## The verdict
-# Per student: the % of the teacher at the start and the end of the longer stage 2, the gain over its last
+# Per student: the % of the teacher at the start and the end of stage 2, the gain over its last
 # doubling of steps, and the trend that the claims table cites: "closing" when the last doubling gained more than
 # one point of the teacher's average, otherwise "flat". The last column extrapolates that gain: how many more
 # doublings of stage 2 it would take, at the same gain per doubling, to reach 90% of the teacher (issue #15's
@@ -151,7 +156,7 @@ for ax in axes[0]:
     ax.set_xscale("log")
     ax.set_xlabel("stage-2 steps (0 drawn at 1)")
 axes[0][0].legend(fontsize=7)
-fig.suptitle(f"Task distillation, longer stage 2 (profile {run.profile}; teacher: solid black, majority: dotted)")
+fig.suptitle(f"Task distillation, stage 2 (profile {run.profile}; teacher: solid black, majority: dotted)")
 fig.tight_layout()
 savefig(fig, "09_task_budget")
 plt.show()

@@ -288,11 +288,12 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
 
 def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None,
-                     curve: list[int] | None = None, stage: str = "task") -> dict:
+                     curve: list[int] | None = None) -> dict:
     """Two-stage task distillation of a general-distilled student; dev metrics (and fidelity to the teacher).
 
     With ``curve`` (stage-2 steps) the dev metrics are also taken at those steps of stage 2 (``curve`` in the
-    result): the task-distillation budget study of notebook 09. ``stage`` names the runs' folder of ``workdir``.
+    result): the task-distillation curve of notebooks 03 (``task_curve``) and 09. The run's folder is hashed
+    from what it trains, so 09 reuses 03's run whenever their settings agree.
     """
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
@@ -300,7 +301,7 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
                 "padding": "dynamic"}
     if curve:
         identity["curve"] = sorted(curve)
-    out = Path(out) if out else workdir / stage / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
+    out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
     seed_everything(s.seed)
@@ -385,7 +386,7 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
         out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
         for task in s.tasks:
             out["tasks"][task]["students"][spec["name"]] = run_task_student(
-                s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress)
+                s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress, curve=s.task_curve)
     out["summary"] = summarise(out)
     if proxies is not None:
         from .proxies import milestones
@@ -534,6 +535,11 @@ def summarise(result: dict) -> dict:
     for name in result["students"]:
         avg = average_over(tasks, lambda v, name=name: v["students"][name]["metrics"])
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
+        runs = {t: v["students"][name] for t, v in tasks.items()}
+        if all(run.get("curve") for run in runs.values()):  # task_curve: the average at each stage-2 point
+            from .task_budget import curve_glue
+
+            rows[name]["task_curve"] = curve_glue(runs, list(tasks), teacher)
     return rows
 
 

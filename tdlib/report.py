@@ -158,32 +158,39 @@ def _teacher_level(rec: dict, root=None) -> str:
 
 
 def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, str | None, str | None]:
-    """Notebook 09's longer stage 2 for student ``name`` under the same 03 settings: the % of the teacher at its
-    first and last curve points per task learning rate, and the trend over the last doubling of steps (the
-    notebook's rule: "closing" when it gained more than one point of the teacher's average, else "flat"). A
-    gain that would need more than 4 further doublings to reach ``target`` % is "closing slowly", with the
-    extrapolated count: an extrapolation, named as one."""
-    study = [r for r in records("09_task_budget", root) if r["params"].get("glue") == rec["params"]]
-    if not study:
-        return "", None, None
-    runs = [e for e in study[0]["result"]["students"].values() if e["student"] == name and len(e["glue"]) >= 2]
-    if not runs:
-        return "", None, None
+    """Student ``name``'s GLUE average along stage 2 of task distillation: from 03's own runs (``task_curve``),
+    and from a notebook 09 record under the same 03 settings whose stage 2 is longer than 03's. The % of the
+    teacher at the first and last points, and the trend over the last doubling of steps (notebook 09's rule:
+    "closing" when it gained more than one point of the teacher's average, else "flat"). A gain that would need
+    more than 4 further doublings to reach ``target`` % is "closing slowly", with the extrapolated count: an
+    extrapolation, named as one. Returns (text, trend of the longest curve, the 09 record's path or None)."""
     from .task_budget import doubling_trend
 
+    curves = []  # (label, task lr, points)
+    own = rec["result"]["summary"].get(name, {}).get("task_curve") or []
+    if len(own) >= 2:
+        curves.append(("notebook 03's stage 2", rec["params"].get("task_lr"), own))
+    ours = own[-1]["step"] if own else rec["params"].get("stage2_steps") or 0
+    study = [r for r in records("09_task_budget", root) if r["params"].get("glue") == rec["params"]
+             and r["params"].get("stage2_steps", 0) > ours]
+    runs = [e for e in (study[0]["result"]["students"].values() if study else [])
+            if e["student"] == name and len(e["glue"]) >= 2]
+    curves += [("a longer stage 2 (notebook 09)", e["task_lr"], e["glue"]) for e in runs]
+    if not curves:
+        return "", None, None
     parts, trends = [], []
-    for e in runs:
-        first, last = e["glue"][0], e["glue"][-1]
-        slope = doubling_trend(e["glue"], target)
+    for label, lr, points in curves:
+        first, last = points[0], points[-1]
+        slope = doubling_trend(points, target)
         n = slope["doublings"]
         trends.append("flat" if n is None else "closing" if n <= 4 else
                       f"closing slowly: ~{n:.0f} more doublings to {target:g}% of the teacher at that rate")
-        parts.append(f"task lr {e['task_lr']:g}: {first['percent_of_teacher']:.1f}% at step {first['step']}, "
+        parts.append(f"{label}, task lr {lr:g}: {first['percent_of_teacher']:.1f}% at step {first['step']}, "
                      f"{last['percent_of_teacher']:.1f}% at step {last['step']} ({slope['gain']:+.1f} points over "
                      f"the last doubling)")
-    text = f"; a longer stage 2 (notebook 09, {runs[0]['stage2_steps']} steps): " + "; ".join(parts)
-    best = "closing" if "closing" in trends else next((x for x in trends if x != "flat"), "flat")
-    return text, best, _rel(study[0]["path"])
+    longest = trends[-len(runs):] if runs else trends  # 09's runs (one per task lr) when it went further
+    best = "closing" if "closing" in longest else next((x for x in longest if x != "flat"), "flat")
+    return "; along " + "; ".join(parts), best, (_rel(study[0]["path"]) if runs else None)
 
 
 def claim_glue(cid: str, root=None) -> dict:
@@ -211,7 +218,7 @@ def claim_glue(cid: str, root=None) -> dict:
             out["source"] += f", {longer_source}"
         if not status.startswith(("reproduced", "on par")):
             trends = [f"of its zero-shot STS-B curve: {slope}"] if slope else []
-            trends += [f"of a longer task distillation: {task_slope}"] if task_slope else []
+            trends += [f"of its task distillation's stage 2: {task_slope}"] if task_slope else []
             status += f" (trend {'; '.join(trends)})" if trends else ""
         budget = f"; {_budget(res, name)}" if "tokens" in res["students"][name] else ""
         return {"ours": f"{_kept(res, name)} {where}{_floor(res)}{_teacher_level(rec, root)}{budget}{longer}",

@@ -42,6 +42,9 @@ class Settings:
     general_lr: float = 1e-4
     stage1_steps: int | None = None  # None: task_epochs
     stage2_steps: int | None = None
+    # stage-2 steps at which each task run also takes the dev metrics (0: the model stage 1 left; the last must
+    # be stage2_steps): the task-distillation curve notebooks 03 and 09 read; None: the final model only
+    task_curve: list | None = None
     task_lr: float = 5e-5
     task_epochs: dict = field(default_factory=lambda: dict(PAPER_TASK_EPOCHS))  # (stage1, stage2) per task
     checkpoint_every: int = 200
@@ -86,6 +89,13 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
             raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
+        if self.task_curve is not None:
+            from .task_budget import check_curve
+
+            if self.stage2_steps is None:
+                raise ConfigError("task_curve needs stage2_steps (a curve ends at the run's last step); set "
+                                  "stage2_steps or task_curve: null")
+            check_curve(self.task_curve, self.stage2_steps, "task_curve")
         for pair_list, what in ((self.students, "students: [rank_layer, rank_dim]"),
                                 (self.baselines or [], "baselines: [layers, hidden]")):
             if not all(isinstance(p, list | tuple) and len(p) == 2 for p in pair_list if p):

@@ -1,12 +1,14 @@
 """Does more task distillation close the GLUE gap? (notebook 09, issue #15)
 
-Notebook 03 gives every student the paper's two task-distillation stages at a CPU budget (a few dozen steps per
-task) and reads its dev score. A student that stays at the majority class there may lack the teacher's function,
+Notebook 03 gives every student the paper's two task-distillation stages at a CPU budget (a few hundred steps
+per task) and reads its dev score. A student that stays at the majority class there may lack the teacher's function,
 or may not have been given the steps to express it through a task head: the zero-shot STS-B proxy of the same
 encoders says they rank sentence pairs far above the floor. This study tells the two apart. It takes 03's
 general-distilled students and fine-tuned teachers (the same hashed runs, reused), and runs stage 2 for
 ``stage2_steps`` with the dev score, the fidelity to the teacher and the spread of the student's outputs taken
-at the ``curve`` steps, at every task learning rate of ``task_lrs``. The record gives the GLUE average of each
+at the ``curve`` steps, at every task learning rate of ``task_lrs``. Where those equal 03's ``stage2_steps``,
+``task_curve`` and ``task_lr``, 03's own task runs are read, not trained again: the cpu profile's case, where
+this study costs nothing after 03. The record gives the GLUE average of each
 student at each point as a % of the teacher's, so the claims table can say whether the budget was the limit.
 
 A curve point at step s of this stage-2 run is not 03's run of s steps: the learning rate decays over the
@@ -32,12 +34,14 @@ def _student_specs(glue, names: list[str], teacher_model) -> list[dict]:
     return [specs[n] for n in names]
 
 
-def check_curve(curve: list[int], stage2_steps: int) -> list[int]:
-    """The curve's steps, sorted; each within stage 2 (0 = the model stage 1 left), the last one its end."""
-    if not curve or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in curve):
-        raise ConfigError(f"curve must be a list of stage-2 steps >= 0, got {curve!r}")
+def check_curve(curve: list[int], stage2_steps: int, name: str = "curve") -> list[int]:
+    """The curve's steps, sorted; each within stage 2 (0 = the model stage 1 left), the last one its end.
+    ``name`` is the parameter an error names."""
+    if not isinstance(curve, list | tuple) or not curve or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in curve):
+        raise ConfigError(f"{name} must be a list of stage-2 steps >= 0, e.g. [0, 20, 40], got {curve!r}")
     if max(curve) != stage2_steps:
-        raise ConfigError(f"curve must end at stage2_steps ({stage2_steps}), got {sorted(curve)}: its last point "
+        raise ConfigError(f"{name} must end at stage2_steps ({stage2_steps}), got {sorted(curve)}: its last point "
                           "is the run's final model")
     return sorted(set(curve))
 
@@ -102,9 +106,9 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     for spec in specs:
         encoder_dir, info = run_general(glue, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
         for lr in params["task_lrs"]:
-            s = glue.replace(task_lr=float(lr), stage2_steps=steps)
+            s = glue.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve)
             runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
-                                           curve=curve, stage="task-budget")
+                                           curve=curve)
                     for task in tasks}
             for entry in runs.values():
                 entry.pop("model", None)

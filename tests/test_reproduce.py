@@ -155,7 +155,7 @@ def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
     from tdlib.report import claims
     from tdlib.results import save_record
 
-    glue_params = {"teacher": "minilm"}
+    glue_params = {"teacher": "minilm", "stage2_steps": 30, "task_lr": 2e-3}
     tasks = {"rte": {"students": {n: {"steps": [10, 30]} for n in ("IV-36-192", "IV-16-96")}}}
     students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19}, "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
     summary = {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 60.0},
@@ -167,15 +167,43 @@ def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
         return {"student": student, "task_lr": lr, "stage2_steps": 160,
                 "glue": [{"step": s, "percent_of_teacher": p} for s, p in zip((0, 80, 160), pcts, strict=True)]}
 
-    save_record(tmp_path / "09_task_budget" / "b.json", {"glue": glue_params},
+    save_record(tmp_path / "09_task_budget" / "b.json", {"glue": glue_params, "stage2_steps": 160},
                 {"students": {"a": run("IV-36-192", 2e-3, 55.0, 60.0, 64.0), "b": run("IV-16-96", 2e-3, 55, 58, 58.5)}},
                 profile="cpu")
-    save_record(tmp_path / "09_task_budget" / "other.json", {"glue": {"teacher": "bert"}},
+    save_record(tmp_path / "09_task_budget" / "other.json", {"glue": {"teacher": "bert"}, "stage2_steps": 160},
                 {"students": {"a": run("IV-36-192", 2e-3, 10.0, 20.0, 90.0)}}, profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}
-    assert table["C2"]["status"] == ("falls short at this budget (trend of a longer task distillation: closing "
+    assert table["C2"]["status"] == ("falls short at this budget (trend of its task distillation's stage 2: closing "
                                      "slowly: ~6 more doublings to 90% of the teacher at that rate)")  # (90-64)/4
-    assert table["C2"]["ours"].endswith("a longer stage 2 (notebook 09, 160 steps): task lr 0.002: 55.0% at step 0, "
+    assert table["C2"]["ours"].endswith("along a longer stage 2 (notebook 09), task lr 0.002: 55.0% at step 0, "
                                         "64.0% at step 160 (+4.0 points over the last doubling)")
-    assert table["C3"]["status"].endswith("(trend of a longer task distillation: flat)")  # 58 -> 58.5
+    assert table["C3"]["status"].endswith("(trend of its task distillation's stage 2: flat)")  # 58 -> 58.5
     assert "09_task_budget/b.json" in table["C2"]["source"] and "other" not in table["C2"]["source"]
+
+
+def test_c2_and_c3_read_03s_own_stage_2_curve_and_cite_09_only_when_it_goes_further(tmp_path):
+    from tdlib.report import claims
+    from tdlib.results import save_record
+
+    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 2e-3}
+    tasks = {"rte": {"students": {n: {"steps": [10, 160]} for n in ("IV-36-192", "IV-16-96")}}}
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19}, "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
+
+    def curve(*pcts):
+        return [{"step": s, "percent_of_teacher": p} for s, p in zip((0, 80, 160), pcts, strict=True)]
+
+    summary = {"teacher": {"percent_of_teacher": 100.0},
+               "IV-36-192": {"percent_of_teacher": 70.0, "task_curve": curve(50.0, 60.0, 70.0)},
+               "IV-16-96": {"percent_of_teacher": 86.0, "task_curve": curve(80.0, 85.0, 86.0)}}
+    save_record(tmp_path / "03_glue" / "g.json", glue_params, {"tasks": tasks, "students": students,
+                                                               "summary": summary}, profile="cpu")
+    same = {"student": "IV-36-192", "task_lr": 2e-3, "stage2_steps": 160, "glue": curve(1.0, 2.0, 3.0)}
+    save_record(tmp_path / "09_task_budget" / "same.json", {"glue": glue_params, "stage2_steps": 160},
+                {"students": {"a": same}}, profile="cpu")  # 03's own runs read again: nothing new to cite
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["ours"].endswith("along notebook 03's stage 2, task lr 0.002: 50.0% at step 0, 70.0% at "
+                                        "step 160 (+10.0 points over the last doubling)")
+    assert table["C2"]["status"] == ("falls short at this budget (trend of its task distillation's stage 2: "
+                                     "closing)")  # (90 - 70) / 10: 2 more doublings
+    assert "09_task_budget" not in table["C2"]["source"]
+    assert table["C3"]["status"].endswith("(trend of its task distillation's stage 2: flat)")  # 85 -> 86

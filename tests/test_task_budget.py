@@ -35,6 +35,34 @@ def test_stage2_curves_reuse_the_glue_experiments_runs_and_end_at_the_final_mode
     assert a["tasks"]["rte"]["loss"] != b["tasks"]["rte"]["loss"], "each learning rate is its own run"
 
 
+def test_the_glue_experiments_own_task_curve_is_the_studys_curve_and_its_runs_are_read_not_trained(glue,
+                                                                                                   tmp_path):
+    glue = {**glue, "task_lr": 1e-3, "task_curve": [3, 0, 1]}  # the env's stage2_steps is 3
+    first = glue_experiment(glue, tmp_path, progress=False)
+    ours = first["tasks"]["rte"]["students"]["IV-8-16"]
+    assert [p["step"] for p in ours["curve"]] == [0, 1, 3]
+    assert ours["curve"][-1]["metrics"] == pytest.approx(ours["metrics"], abs=1e-6)
+    assert "curve" in first["tasks"]["stsb"]["students"]["dense-1L-16-70"]  # the baselines too
+    runs = sorted((tmp_path / "task").rglob("history.json"))
+    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "stage2_steps": 3,
+                                    "curve": [0, 1, 3]}, tmp_path, progress=False)
+    assert sorted((tmp_path / "task").rglob("history.json")) == runs, "03's runs were reused, none trained"
+    for task, run in study["students"]["IV-8-16 lr=0.001"]["tasks"].items():
+        assert run["curve"] == first["tasks"][task]["students"]["IV-8-16"]["curve"]
+
+
+def test_a_task_curve_is_checked_where_the_settings_are_made(glue):
+    from tdlib.settings import settings
+
+    with pytest.raises(ConfigError, match="task_curve must end at stage2_steps \\(3\\)"):
+        settings({**glue, "task_curve": [0, 2]})
+    with pytest.raises(ConfigError, match="task_curve must be a list"):
+        settings({**glue, "task_curve": 3})
+    with pytest.raises(ConfigError, match="task_curve needs stage2_steps"):
+        settings({**glue, "stage2_steps": None, "task_curve": [0, 3]})
+    assert settings({**glue, "task_curve": None}).task_curve is None
+
+
 def test_the_curve_and_the_models_are_checked_before_anything_trains(glue, tmp_path):
     with pytest.raises(ConfigError, match="end at stage2_steps"):
         check_curve([0, 5], 10)
