@@ -208,8 +208,7 @@ def cmd_distill(args) -> int:
         tucker_budget,
         tucker_spec,
     )
-    from .heads import pooling_of
-    from .models import load_model, load_tokenizer
+    from .models import load_model, load_tokenizer, saved_pooling
 
     out = Path(args.out)
     if args.stage == "general":
@@ -244,7 +243,7 @@ def cmd_distill(args) -> int:
         raise TdlibError("distill task needs --student (a general-distilled model dir) and --task; "
                          "--teacher is the fine-tuned teacher's dir")
     s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr,
-                  tasks=[args.task], pooling={args.task: pooling_of(load_model(args.teacher))})
+                  tasks=[args.task], pooling={args.task: saved_pooling(args.teacher)})
     spec = {"kind": "given", "name": Path(args.student).name}
     info = run_task_student(s, spec, Data(s, load_tokenizer(s.teacher)), args.task, Path(args.student),
                             Path(args.teacher), None, out=out)

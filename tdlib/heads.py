@@ -66,17 +66,23 @@ def _output(logits: torch.Tensor, labels: torch.Tensor | None, out, num_labels: 
                                     attentions=out.attentions)
 
 
-def pair_inputs(token_type_ids: torch.Tensor, attention_mask: torch.Tensor, eager: bool,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def second_start(token_type_ids: torch.Tensor) -> torch.Tensor:
+    """(batch, 1) index of each row's first token of sentence b (token type 1); 0 for a row without one."""
+    return (token_type_ids == 1).int().argmax(1, keepdim=True)
+
+
+def pair_inputs(token_type_ids: torch.Tensor, attention_mask: torch.Tensor, eager: bool, dtype: torch.dtype,
+                start_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(4D attention mask, position ids) that make one ``[CLS] a [SEP] [CLS] b [SEP]`` row two separate forwards.
 
     A token attends only to real tokens of its own sentence (token type 0 or 1); sentence b's positions restart
-    at 0. The mask is boolean for SDPA and additive for eager attention.
+    at 0. The mask is boolean for SDPA and additive for eager attention. ``start_b``: :func:`second_start`, when
+    the caller has it already.
     """
     seg = token_type_ids.long()
     keep = (seg[:, :, None] == seg[:, None, :]) & attention_mask.bool()[:, None, :]
     idx = torch.arange(seg.shape[1], device=seg.device).expand_as(seg)
-    start_b = torch.where(seg.bool(), idx, seg.shape[1]).min(1, keepdim=True).values
+    start_b = second_start(seg) if start_b is None else start_b
     positions = torch.where(seg.bool(), idx - start_b, idx)
     mask = keep[:, None]
     if eager:
@@ -115,14 +121,14 @@ class BertCosinePairForSequenceClassification(BertForSequenceClassification):
                               "single-sentence tasks")
         if attention_mask is None:
             attention_mask = torch.ones_like(token_type_ids)
+        start_b = second_start(token_type_ids)
         if input_ids is not None:
-            start_b = (token_type_ids == 1).int().argmax(1, keepdim=True)
             if not bool((input_ids.gather(1, start_b) == input_ids[:, :1]).all()):
                 raise ConfigError("pooling='cosine' reads each sentence with its own [CLS]: encode pairs as "
                                   "[CLS] a [SEP] [CLS] b [SEP] (tdlib.glue.encode(..., separate=True)), not as "
                                   "one cross-encoder sequence")
         eager = self.config._attn_implementation == "eager"
-        mask4d, positions = pair_inputs(token_type_ids, attention_mask, eager, self.dtype)
+        mask4d, positions = pair_inputs(token_type_ids, attention_mask, eager, self.dtype, start_b)
         out = self.bert(input_ids=input_ids, attention_mask=mask4d, position_ids=positions,
                         token_type_ids=torch.zeros_like(token_type_ids), output_hidden_states=output_hidden_states,
                         **kwargs)
@@ -162,11 +168,13 @@ def check_pooling(pooling: str | dict, tasks: list[str]) -> None:
                               "regression task on pairs (STS-B is): use 'mean' or 'cls'")
 
 
-def pooling_of(model: nn.Module) -> str:
-    """The ``pooling`` a model's head was built with: what its data must be encoded for."""
-    if isinstance(model, BertCosinePairForSequenceClassification):
+def pooling_of(model: nn.Module | type | None) -> str:
+    """The ``pooling`` a model's head (or head class; None: transformers' own) was built with: what its data must
+    be encoded for."""
+    cls = model if isinstance(model, type) or model is None else type(model)
+    if cls is not None and issubclass(cls, BertCosinePairForSequenceClassification):
         return "cosine"
-    return "mean" if isinstance(model, BertMeanPooledForSequenceClassification) else "cls"
+    return "mean" if cls is not None and issubclass(cls, BertMeanPooledForSequenceClassification) else "cls"
 
 
 def head_class(pooling: str, model_type: str) -> type | None:

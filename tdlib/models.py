@@ -49,6 +49,17 @@ def _saved_architecture(path: str) -> str:
         return ""  # from_pretrained below reports the unreadable config
 
 
+def saved_pooling(name: str | os.PathLike) -> str:
+    """The task head (:func:`tdlib.heads.pooling_of`) a saved model was fine-tuned with, read from its
+    config.json's ``architectures`` without loading its weights (a compressed tdlib checkpoint is loaded)."""
+    from .heads import HEADS, pooling_of
+
+    path = resolve(name)
+    if is_tdlib_checkpoint(path):
+        return pooling_of(load_model(path))
+    return pooling_of(HEADS.get(_saved_architecture(path)))
+
+
 def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_type: str | None = None,
                pooling: str = "cls") -> nn.Module:
     """Load a model: a bare encoder (``num_labels=None``) or one with a sequence-classification head.

@@ -75,6 +75,18 @@ def test_students_inherit_the_head_and_round_trip_compressed(mean_head, batch, t
     torch.testing.assert_close(again(**batch).logits, student.eval()(**batch).logits)
 
 
+def test_the_head_a_model_was_saved_with_is_read_from_its_config(tiny_teacher_dir, mean_head, tmp_path):
+    from tdlib.models import saved_pooling
+
+    for pooling, labels in (("cosine", 1), ("mean", 2), ("cls", 2)):
+        load_model(tiny_teacher_dir, num_labels=labels, pooling=pooling).save_pretrained(str(tmp_path / pooling))
+        assert saved_pooling(tmp_path / pooling) == pooling
+    assert saved_pooling(tiny_teacher_dir) == "cls"  # a bare encoder: transformers' own head class
+    student = task_model(compress(mean_head.bert, 4, 16, "san_ffn", seed=0), mean_head)
+    student.save_pretrained(str(tmp_path / "student"))  # a compressed checkpoint keeps its head class
+    assert saved_pooling(tmp_path / "student") == "mean"
+
+
 def test_bad_pooling_and_unsupported_models_are_one_clear_error(tiny_teacher_dir):
     with pytest.raises(ConfigError, match="unknown pooling 'max'"):
         load_model(tiny_teacher_dir, num_labels=2, pooling="max")
