@@ -90,8 +90,6 @@ class Settings:
         if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
             raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
         if self.task_curve is not None:
-            from .task_budget import check_curve
-
             if self.stage2_steps is None:
                 raise ConfigError("task_curve needs stage2_steps (a curve ends at the run's last step); set "
                                   "stage2_steps or task_curve: null")
@@ -120,6 +118,18 @@ class Settings:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_curve(curve: list[int], stage2_steps: int, name: str = "curve") -> list[int]:
+    """The curve's steps, sorted; each within stage 2 (0 = the model stage 1 left), the last one its end.
+    ``name`` is the parameter an error names."""
+    if not isinstance(curve, list | tuple) or not curve or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in curve):
+        raise ConfigError(f"{name} must be a list of stage-2 steps >= 0, e.g. [0, 20, 40], got {curve!r}")
+    if max(curve) != stage2_steps:
+        raise ConfigError(f"{name} must end at stage2_steps ({stage2_steps}), got {sorted(curve)}: its last point "
+                          "is the run's final model")
+    return sorted(set(curve))
 
 
 EXPERIMENT_ONLY = ("task", "ratio", "methods")  # the method experiment's own fields

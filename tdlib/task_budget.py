@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
+from .settings import check_curve
 
 
 def _student_specs(glue, names: list[str], teacher_model) -> list[dict]:
@@ -32,18 +33,6 @@ def _student_specs(glue, names: list[str], teacher_model) -> list[dict]:
         raise ConfigError(f"models {unknown} are not notebook 03's students under these settings; choose from "
                           f"{sorted(specs)}")
     return [specs[n] for n in names]
-
-
-def check_curve(curve: list[int], stage2_steps: int, name: str = "curve") -> list[int]:
-    """The curve's steps, sorted; each within stage 2 (0 = the model stage 1 left), the last one its end.
-    ``name`` is the parameter an error names."""
-    if not isinstance(curve, list | tuple) or not curve or any(
-            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in curve):
-        raise ConfigError(f"{name} must be a list of stage-2 steps >= 0, e.g. [0, 20, 40], got {curve!r}")
-    if max(curve) != stage2_steps:
-        raise ConfigError(f"{name} must end at stage2_steps ({stage2_steps}), got {sorted(curve)}: its last point "
-                          "is the run's final model")
-    return sorted(set(curve))
 
 
 def curve_glue(runs: dict, tasks: list[str], teacher_glue: float) -> list[dict]:
@@ -84,7 +73,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
 
     glue = settings(params["glue"])
     steps = int(params["stage2_steps"])
-    curve = check_curve(list(params["curve"]), steps)
+    curve = check_curve(params["curve"], steps)
     tasks = list(params.get("tasks") or glue.tasks)
     workdir = Path(workdir)
     tokenizer = load_tokenizer(glue.teacher)

@@ -4,7 +4,8 @@ import pytest
 
 from tdlib.errors import ConfigError
 from tdlib.experiments import glue_experiment
-from tdlib.task_budget import check_curve, curve_glue, task_budget_experiment
+from tdlib.settings import check_curve
+from tdlib.task_budget import curve_glue, task_budget_experiment
 
 
 @pytest.fixture
