@@ -19,27 +19,30 @@
 # Every GLUE claim (C2, C3, C5) is a percentage *of the teacher*, so an under-trained teacher makes every student
 # look better or worse than it is. Notebook 03 fine-tunes all-MiniLM-L6-v2 briefly (2-3 epochs; SST-2 on an
 # 8,000-example subsample), and its teacher sits below published MiniLM-L6 numbers. This notebook fine-tunes the
-# teacher alone, with a longer recipe, and records the **dev score at the end of every epoch**: a task whose curve
+# teacher alone with another recipe, and records the **dev score at the end of every epoch**: a task whose curve
 # still climbs at the end wants more epochs, one that has flattened does not.
 #
 # Read the curves with one caveat: the learning rate decays linearly to zero over the whole run, so the score
 # after epoch k of an N-epoch run is not what a k-epoch run would score (that run ends at a lower learning rate).
 #
-# The runs are hashed like notebook 03's teacher runs (same settings, same runs folder): if 03 adopts a recipe
-# measured here, it reuses these runs instead of training them again. The task heads are 03's (STS-B: the cosine
-# of the two sentences' embeddings), and STS-B's recipe is 03's too, so that run is 03's own teacher, read back.
+# The runs are hashed like notebook 03's teacher runs (same settings, same runs folder): a task whose recipe here
+# equals 03's is 03's own run, read back, and if 03 adopts a recipe measured here, it reuses these runs. The task
+# heads are 03's (STS-B: the cosine of the two sentences' embeddings). The cpu profile tries one recipe per task
+# where an earlier record of this notebook left room (CoLA: lr 5e-5 for 5 epochs) and reads 03's for the rest;
+# the longer recipes measured before (4-5 epochs, SST-2 on 16,000 examples) are tabled below from their own
+# records, so a cold reproduce does not pay for them again.
 
 # %% tags=["parameters"]
 profile = "cpu"
 teacher = "minilm"
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 pooling = {"cola": "mean", "sst2": "mean", "mrpc": "mean", "stsb": "cosine", "rte": "mean"}  # 03's task heads
-max_train_examples = {"sst2": 16000}
+max_train_examples = {"sst2": 8000}
 max_length = 128
 batch_size = 32
-finetune_epochs = {"cola": 5, "sst2": 1, "mrpc": 4, "stsb": 3, "rte": 5}
+finetune_epochs = {"cola": 5, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 2}
 finetune_steps = None  # steps instead of epochs (a number or {task: n})
-finetune_lr = 0.0001
+finetune_lr = {"cola": 5.0e-5, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 1.0e-4}  # per task
 checkpoint_every = 100
 seed = 0
 precision = "auto"
@@ -138,6 +141,30 @@ for task, r in result["tasks"].items():
 pd.DataFrame(verdict).set_index("task").round(1)
 
 # %% [markdown]
+# **Every recipe this notebook has recorded** for this teacher, oldest first (each record read, not recomputed;
+# the current one included): per task, its dev score and recipe (epochs x training examples, learning rate,
+# head). A recipe that shows no gain here is why the profile does not run it again.
+
+# %%
+def recipe(rec: dict, task: str) -> str:
+    """One task's recipe in a teacher record: epochs x examples, learning rate and head."""
+    entry, p = rec["result"]["tasks"][task], rec["params"]
+    lr = per_task(p.get("finetune_lr"), task)
+    return (f"{epochs(entry):.1f} ep x {entry['n_train']:,}, lr {lr:g}, "
+            f"{per_task(p.get('pooling', 'cls'), task)} head")
+
+
+teacher_runs = [r for r in reversed(records("08_teacher")) if r["params"].get("teacher") == teacher]
+history = []
+for rec in teacher_runs:
+    row = {"record": f"08 @ {rec['provenance']['git']['sha'][:7]}", "GLUE avg": 100 * rec["result"]["glue"]}
+    for task in rec["result"]["tasks"]:
+        row[task] = 100 * rec["result"]["tasks"][task]["metrics"]["score"]
+        row[f"{task}: recipe"] = recipe(rec, task)
+    history.append(row)
+pd.DataFrame(history).set_index("record").round(1)
+
+# %% [markdown]
 # ## Dev score by epoch
 # Each task's dev score at the end of every epoch of this recipe (solid), each teacher notebook 03 has recorded at
 # the end of its run (black markers), the published MiniLM-L6-H384 score (dashed) and the majority-class floor
@@ -159,7 +186,9 @@ for ax, (task, r) in zip(axes[0], result["tasks"].items(), strict=True):
     ax.set_xlabel("epochs")
 axes[0][0].set_ylabel("dev score x 100")
 axes[0][0].legend(fontsize=7)
-fig.suptitle(f"{teacher} fine-tuned per task, lr {finetune_lr:g}, batch {batch_size} (profile {run.profile})")
+lrs = finetune_lr if isinstance(finetune_lr, dict) else dict.fromkeys(result["tasks"], finetune_lr)
+fig.suptitle(f"{teacher} fine-tuned per task (lr: " + ", ".join(f"{t} {lrs[t]:g}" for t in result["tasks"])
+             + f"), batch {batch_size} (profile {run.profile})")
 fig.tight_layout()
 savefig(fig, "08_teacher_curves")
 plt.show()

@@ -35,7 +35,7 @@ class Settings:
     batch_size: int = 32
     finetune_steps: int | dict | None = None  # per task; None: finetune_epochs
     finetune_epochs: float | dict = 3.0  # per task
-    finetune_lr: float = 5e-5
+    finetune_lr: float | dict = 5e-5  # per task
     general_steps: int = 1000
     general_sequences: int = 100_000
     general_max_length: int = 128
