@@ -140,9 +140,9 @@ if "local" in best:
 # ## After general distillation: does the data-aware init recover faster? (protocol 1)
 # Dashed: notebook 03's runs with the same settings (the paper's init, the zero-map control). Solid: this notebook's
 # runs from the data-aware init and from protocol 1's two controls (random factors, zero maps), all with the same
-# general distillation. The zero-map run of IV-36-192 repeats 03's control with the same settings: the two lines
-# should coincide. The issue's target: the data-aware student reaches the plain student's final proxy scores in at
-# most 1/4 of the steps.
+# general distillation. The zero-map run of IV-36-192 is 03's control itself (the same student and settings, so
+# the same run, read back): the two lines coincide. The issue's target: the data-aware student reaches the plain
+# student's final proxy scores in at most 1/4 of the steps.
 
 # %%
 lines = {**{f"{n} (03)": c for n, c in glue["curves"].items()}, **result["curves"]}

@@ -25,7 +25,7 @@ from .calibrate import Calibration
 from .decompose import PerMatrix, Tucker
 from .errors import ConfigError, RankError
 from .fitting import BlockwiseFit, activation_error, whitened_per_matrix
-from .modeling import bank_of, compress
+from .modeling import DATA_AWARE, bank_of, compress, init_name
 from .proxies import Proxies
 from .stacking import stack_weights, unstack_weights
 
@@ -108,6 +108,29 @@ def measure_init(teacher: nn.Module, rank_layer: int, rank_dim: int, init: str, 
             "fit": report}
 
 
+def fit_options(params: dict) -> dict:
+    """The block-wise fit's settings of notebook 07 (data-aware inits), as they enter a run's identity."""
+    return {"steps": params["fit_steps"], "lr": params["fit_lr"], "batch_size": params["fit_batch"]}
+
+
+def curve_spec(params: dict, glue, rank_layer: int, rank_dim: int, init: str) -> dict:
+    """The general-distillation student of one of notebook 07's recovery curves.
+
+    Only a data-aware init carries the fit's and the calibration's settings: they do not touch the others, and
+    without them a zero-map or random student is the very spec (so the same run) as notebook 03's control of
+    that init, read back instead of trained twice.
+    """
+    from .experiments import tucker_spec
+
+    options = {}
+    if init_name(init) in DATA_AWARE:
+        options = {"fit": fit_options(params),
+                   "calibration": {"sequences": params["calibration_sequences"], "skip": glue.proxy_sequences}}
+    spec = tucker_spec(rank_layer, rank_dim, params["ops"], init, glue.general_objective, **options)
+    spec["name"] += f" init={init}"
+    return spec
+
+
 def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Notebook 07: the init table (every config x init, before any distillation), then recovery curves of
     general distillation from the data-aware inits, run with the GLUE notebook's settings (``params["glue"]``)
@@ -117,7 +140,7 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     curve_configs, curve_inits, seed, glue.
     """
     from .calibrate import cached_calibration
-    from .experiments import run_general, tucker_spec
+    from .experiments import run_general
     from .models import load_model, load_tokenizer
     from .provenance import seed_everything
     from .proxies import milestones
@@ -136,8 +159,7 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
                                      ops=params["ops"], skip=glue.proxy_sequences, progress=progress)
     calibration_seconds = time.perf_counter() - start
     proxies = Proxies.for_settings(glue, teacher, tokenizer, progress)
-    options = {"steps": params["fit_steps"], "lr": params["fit_lr"], "batch_size": params["fit_batch"]}
-    fit = BlockwiseFit(**options, seed=params["seed"])
+    fit = BlockwiseFit(**fit_options(params), seed=params["seed"])
     rows = []
     grid = [(rl, rd, init) for rl, rd in params["configs"] for init in params["inits"]]
     for rl, rd, init in tqdm(grid, desc="inits", disable=not progress):
@@ -146,9 +168,7 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     curves, corpus_cache = {}, {}
     for rl, rd in params["curve_configs"]:
         for init in params["curve_inits"]:
-            spec = tucker_spec(rl, rd, params["ops"], init, glue.general_objective, fit=options,
-                               calibration={"sequences": params["calibration_sequences"], "skip": glue.proxy_sequences})
-            spec["name"] += f" init={init}"
+            spec = curve_spec(params, glue, rl, rd, init)
             _, info = run_general(glue, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
             curves[spec["name"]] = {**spec, **info, "milestones": milestones(info["curve"], proxies.teacher)}
     return {"calibration": {"sequences": params["calibration_sequences"], "tokens": calibration.tokens,

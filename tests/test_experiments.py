@@ -176,3 +176,20 @@ def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one
     assert saved.config.tdlib["init"] == "local"
     with pytest.raises(ConfigError, match="curve_points"):
         init_experiment({**params, "glue": {**glue, "curve_points": 0}}, tmp_path, progress=False)
+
+
+def test_init_study_curves_share_03s_control_runs_and_keep_data_aware_options():
+    """07's zero-map curve is 03's zero-map control (one spec, so one run folder); a data-aware init's spec
+    carries its fit and calibration settings, which then key its run."""
+    from tdlib.experiments import control_specs
+    from tdlib.init_study import curve_spec
+    from tdlib.settings import settings
+
+    glue = settings({"teacher": "minilm", "students": [[36, 192]], "ops": "san_ffn", "proxy_sequences": 256,
+                     "general_objective": "all_layers_cos", "controls": [{"init": "zero"}]})
+    params = {"ops": "san_ffn", "fit_steps": 100, "fit_lr": 3e-3, "fit_batch": 16, "calibration_sequences": 128}
+    assert curve_spec(params, glue, 36, 192, "zero") == control_specs(glue)[0]
+    local = curve_spec(params, glue, 36, 192, "local")
+    assert local["fit"] == {"steps": 100, "lr": 3e-3, "batch_size": 16}
+    assert local["calibration"] == {"sequences": 128, "skip": 256} and local["name"] == "IV-36-192 init=local"
+    assert "fit" not in curve_spec(params, glue, 36, 192, "random")
