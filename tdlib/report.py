@@ -141,7 +141,7 @@ def _floor(result: dict) -> str:
 
 
 def _teacher_level(rec: dict, root=None) -> str:
-    """The teacher's own GLUE average, and notebook 08's with a longer fine-tuning recipe when it has one for the
+    """The teacher's own GLUE average, and notebook 08's with its other fine-tuning recipe when it has one for the
     same teacher and tasks: a student's % of a weak teacher is not its % of a strong one."""
     res = rec["result"]
     own = res["summary"].get("teacher", {}).get("glue")
@@ -153,7 +153,7 @@ def _teacher_level(rec: dict, root=None) -> str:
     if study:
         other = study[0]["params"].get("pooling")
         heads = "" if other == rec["params"].get("pooling") else f", its task heads pooling {other}"
-        text += f" (longer fine-tuning, notebook 08{heads}: {100 * study[0]['result']['glue']:.1f})"
+        text += f" (notebook 08's fine-tuning recipe{heads}: {100 * study[0]['result']['glue']:.1f})"
     return text
 
 

@@ -89,11 +89,11 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
                 {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.7}, profile="cpu")
     save_record(tmp_path / "08_teacher" / "u.json", {"teacher": "minilm"}, {"tasks": {"rte": {}}, "glue": 0.9})
     table = {r["claim"]: r for r in claims(tmp_path)}  # 08's record of other tasks is not this teacher's level
-    assert table["C3"]["ours"].endswith("the teacher's GLUE average: 60.0 (longer fine-tuning, notebook 08: 70.0)")
+    assert table["C3"]["ours"].endswith("the teacher's GLUE average: 60.0 (notebook 08's fine-tuning recipe: 70.0)")
     save_record(tmp_path / "08_teacher" / "t.json", {"teacher": "minilm", "pooling": "mean"},
                 {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.7}, profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}  # a teacher read by other heads says so
-    assert table["C3"]["ours"].endswith("(longer fine-tuning, notebook 08, its task heads pooling mean: 70.0)")
+    assert table["C3"]["ours"].endswith("(notebook 08's fine-tuning recipe, its task heads pooling mean: 70.0)")
     assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
     assert table["C6"]["status"] == "pending" and "[03_glue](notebooks/03_glue.ipynb)" in markdown_table(
         [table["C6"]])
