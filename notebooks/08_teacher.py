@@ -90,6 +90,14 @@ def epochs(entry: dict) -> float:
     return entry.get("epochs") or entry["steps"] / max(1, entry["n_train"] // batch_size)
 
 
+def recipe(rec: dict, task: str) -> str:
+    """One task's recipe in a teacher record: epochs x examples, learning rate and head."""
+    entry, p = rec["result"]["tasks"][task], rec["params"]
+    lr = per_task(p.get("finetune_lr"), task)
+    return (f"{epochs(entry):.1f} ep x {entry['n_train']:,}, lr {lr:g}, "
+            f"{per_task(p.get('pooling', 'cls'), task)} head")
+
+
 rows = []
 for task, r in result["tasks"].items():
     row = {"task": task, "n_train": r["n_train"], "epochs": r["epochs"], "minutes": r["seconds"] / 60,
@@ -99,8 +107,7 @@ for task, r in result["tasks"].items():
         ref = g["result"]["tasks"][task]
         sha = g["provenance"]["git"]["sha"][:7]
         row[f"03 @ {sha}"] = 100 * ref["metrics"]["score"]
-        head = per_task(g["params"].get("pooling", "cls"), task)  # the head that record read this task with
-        row[f"03 @ {sha}: recipe"] = f"{epochs(ref):.1f} ep x {ref['n_train']:,}, {head} head"
+        row[f"03 @ {sha}: recipe"] = recipe(g, task)
     row.update({"published MiniLM-L6-H384": MINILM_L6_H384_DEV.get(task),
                 "majority class": 100 * r["majority"]["score"]})
     rows.append(row)
@@ -146,14 +153,6 @@ pd.DataFrame(verdict).set_index("task").round(1)
 # head). A recipe that shows no gain here is why the profile does not run it again.
 
 # %%
-def recipe(rec: dict, task: str) -> str:
-    """One task's recipe in a teacher record: epochs x examples, learning rate and head."""
-    entry, p = rec["result"]["tasks"][task], rec["params"]
-    lr = per_task(p.get("finetune_lr"), task)
-    return (f"{epochs(entry):.1f} ep x {entry['n_train']:,}, lr {lr:g}, "
-            f"{per_task(p.get('pooling', 'cls'), task)} head")
-
-
 teacher_runs = [r for r in reversed(records("08_teacher")) if r["params"].get("teacher") == teacher]
 history = []
 for rec in teacher_runs:
