@@ -70,7 +70,8 @@ general_objective = "all_layers_cos"
 stage1_steps = 10
 stage2_steps = 160
 task_curve = [0, 20, 40, 80, 160]  # stage-2 steps with dev metrics (None: the end only)
-task_lr = 0.002
+task_lr = 0.001
+task_seeds = [0, 1, 2]  # task distillation once per seed; the tables give the mean (None: once)
 checkpoint_every = 100
 seed = 0
 precision = "auto"
@@ -184,6 +185,27 @@ for name, s in result["students"].items():
                    "equal-budget baseline": base,
                    "baseline: % of teacher": round(summary[base]["percent_of_teacher"], 1) if base else None})
 pd.DataFrame(claims)
+
+# %% [markdown]
+# ## Seeds: how large a difference is noise
+# With `task_seeds` every task run is repeated once per seed (the data order of both task stages; the teacher, the
+# general-distilled encoder and the training data stay the same), and every student score above is the mean over
+# the seeds. Below: each seed's own GLUE average as a % of the teacher's, and the range of each task's dev score
+# over the seeds (x 100). A gap between two students smaller than these ranges is not a finding.
+
+# %%
+seed_rows = {}
+for n in names:
+    per_seed = summary[n].get("seeds") or {}
+    row = {f"seed {k}": v for k, v in per_seed.items()}
+    row["mean (% of teacher)"] = summary[n]["percent_of_teacher"]
+    row["range"] = max(per_seed.values()) - min(per_seed.values()) if per_seed else float("nan")
+    for task, r in result["tasks"].items():
+        lo_hi = r["students"][n].get("range", {}).get("score")
+        row[task] = "{:.1f}-{:.1f}".format(*(100 * x for x in lo_hi)) if lo_hi else "-"
+    seed_rows[n] = row
+print(f"task_seeds: {params.get('task_seeds') or [params.get('seed', 0)]}")
+pd.DataFrame.from_dict(seed_rows, orient="index").round(1)
 
 # %% [markdown]
 # ## Along stage 2 of task distillation

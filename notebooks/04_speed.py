@@ -49,6 +49,7 @@ train_baselines = [[1, 384], [1, 144]]
 precision = "auto"
 distill_dropout = False
 train_word_embeddings = False
+train_attention = "auto"
 
 
 # %%
@@ -235,7 +236,8 @@ checks
 #
 # Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.bench_train`,
 # `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
-# profile's (`precision`, `distill_dropout`, `train_word_embeddings`), both with foreach AdamW, timed in one process
+# profile's (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager
+# attention on a CPU, where SDPA's backward is slow), both with foreach AdamW, timed in one process
 # at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
 # (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
 # distillation of the first student; parity compares fp32 and bf16 losses of the same steps.
@@ -247,11 +249,12 @@ from tdlib.bench_train import profile_train_bench
 
 train_params = {"teacher": "minilm", "students": minilm_configs, "baselines": train_baselines, "ops": "san_ffn",
                 "precision": precision, "distill_dropout": distill_dropout,
-                "train_word_embeddings": train_word_embeddings, "threads": threads,
+                "train_word_embeddings": train_word_embeddings, "attention": train_attention, "threads": threads,
                 "min_run_time": train_min_run_time, "seed": seed}
 trec = cached("04_train", train_params, lambda: profile_train_bench(
     "minilm", minilm_configs, train_baselines, "san_ffn",
-    {"precision": precision, "dropout": distill_dropout, "train_word_embeddings": train_word_embeddings},
+    {"precision": precision, "dropout": distill_dropout, "train_word_embeddings": train_word_embeddings,
+     "attention": train_attention},
     threads=threads, min_run_time=train_min_run_time, seed=seed), seed=seed,
     **run.record_kwargs()) if train_bench else None
 if trec:

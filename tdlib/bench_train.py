@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .distill import cached_distillation_step, distillation_step, inputs
 from .precision import autocast, native_bf16, resolve_precision
 from .teacher_cache import TeacherCache
-from .train import TrainConfig, fast_adamw, stage_settings
+from .train import TrainConfig, fast_adamw, resolve_attention, stage_settings
 
 
 def matmul_rate(dtype: torch.dtype, threads: int, size: int = 2048, min_run_time: float = 1.0) -> float:
@@ -65,7 +65,8 @@ class Step:
 
     def __init__(self, model: nn.Module, loss_fn, batch: dict, config: TrainConfig) -> None:
         self.model, self.loss_fn, self.batch = model.train(), loss_fn, batch
-        self.config = dataclasses.replace(config, precision=resolve_precision(config.precision))
+        self.config = dataclasses.replace(config, precision=resolve_precision(config.precision),
+                                          attention=resolve_attention(config.attention))
         self.restore = stage_settings(model, self.config)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, **fast_adamw(torch.device("cpu")))
@@ -97,7 +98,7 @@ class Step:
         self.restore()
 
 
-PAPER = {"precision": "fp32", "dropout": True, "train_word_embeddings": True}
+PAPER = {"precision": "fp32", "dropout": True, "train_word_embeddings": True, "attention": "sdpa"}
 
 
 def measure(name: str, stage: str, model: nn.Module, loss_fn, batch: dict, setting: dict, threads: int,
@@ -111,6 +112,7 @@ def measure(name: str, stage: str, model: nn.Module, loss_fn, batch: dict, setti
         step.close()
     tokens = batch["input_ids"].numel()
     return {"stage": stage, "model": name, **setting, "precision": step.config.precision,
+            "attention": step.config.attention,
             "batch": batch["input_ids"].shape[0], "seq_len": batch["input_ids"].shape[1],
             "step_ms": 1000 * seconds, "tokens_per_s": tokens / seconds, "gflop_per_step": flops / 1e9,
             "roofline_ms": 1000 * flops / rate, "fraction_of_roofline": flops / rate / seconds}
@@ -144,7 +146,7 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
 
     ``teacher`` is the pre-trained encoder, ``task_teacher`` the same with a classification head, ``students``
     the general-distillation students by name (the first is ablated). ``setting`` holds the profile's
-    ``precision``, ``dropout`` and ``train_word_embeddings``.
+    ``precision``, ``dropout``, ``train_word_embeddings`` and (optionally) ``attention``.
     """
     torch.set_num_threads(threads)
     bf16 = native_bf16()
@@ -171,7 +173,10 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     if bf16:
         steps.append(("+ bf16", {**PAPER, "precision": "bf16"}))
     steps += [("+ dropout off", {**PAPER, "precision": precision, "dropout": False}),
-              ("+ word embeddings frozen", {"precision": precision, "dropout": False, "train_word_embeddings": False})]
+              ("+ word embeddings frozen", {"precision": precision, "dropout": False, "train_word_embeddings": False,
+                                            "attention": "sdpa"}),
+              ("+ eager attention", {"precision": precision, "dropout": False, "train_word_embeddings": False,
+                                     "attention": "eager"})]
     ablation = [] if bf16 else [{"change": "+ bf16", "skipped": "this CPU has no native bf16 (AMX-BF16 or "
                                  "AVX512-BF16): bf16 matmuls are emulated, far slower than fp32"}]
     for label, s in tqdm(steps, desc="ablation", disable=not progress):
@@ -210,6 +215,6 @@ def profile_train_bench(teacher_name: str, students: list, baselines: list, ops:
     task_teacher = load_model(teacher_name, num_labels=2, pooling=setting.get("pooling", "cls"))
     specs = student_specs(settings({"students": students, "baselines": baselines, "ops": ops}), teacher)
     models = {spec["name"]: build_student(spec, teacher, seed) for spec in specs}
-    knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings")}
+    knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings", "attention") if k in setting}
     return run_train_bench(teacher, task_teacher, models, knobs, threads, batch, seq_len, task_seq_len,
                            min_run_time, seed=seed, progress=progress)

@@ -288,15 +288,19 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
 
 def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None,
-                     curve: list[int] | None = None) -> dict:
+                     curve: list[int] | None = None, seed: int | None = None) -> dict:
     """Two-stage task distillation of a general-distilled student; dev metrics (and fidelity to the teacher).
 
     With ``curve`` (stage-2 steps) the dev metrics are also taken at those steps of stage 2 (``curve`` in the
     result): the task-distillation curve of notebooks 03 (``task_curve``) and 09. The run's folder is hashed
-    from what it trains, so 09 reuses 03's run whenever their settings agree.
+    from what it trains, so 09 reuses 03's run whenever their settings agree. ``seed`` (default ``s.seed``)
+    seeds both stages; the run with ``s.seed`` hashes as it did before seeds were a setting.
     """
+    import dataclasses
+
     train_data = data.split(task, "train")
-    cfg1, cfg2 = task_configs(s, task, len(train_data))
+    seed = s.seed if seed is None else seed
+    cfg1, cfg2 = (dataclasses.replace(c, seed=seed) for c in task_configs(s, task, len(train_data)))
     identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task,
                 "padding": "dynamic"}
     if curve:
@@ -304,7 +308,7 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
-    seed_everything(s.seed)
+    seed_everything(seed)
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
     regression = get_task(task).is_regression
@@ -326,6 +330,38 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     if curve:
         entry.update(curve=hist["stage2"].get("curve", []), eval_seconds=hist["stage2"].get("eval_seconds", 0.0))
     return entry
+
+
+def _mean_dict(dicts: list[dict]) -> dict:
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]}
+
+
+def over_seeds(runs: dict[int, dict]) -> dict:
+    """One model's task entry from its runs with each seed: the mean of the metrics, the fidelity, the logit
+    spread and (point by point) the stage-2 curve, each metric's [min, max] over the seeds (``range``), and
+    every run as it was (``seeds``). A single run is returned as it is.
+
+    Why the mean: at a few hundred steps one run's dev score moves by several points with the data order
+    alone (the seeds' range shows by how much), more than some of the differences the claims compare.
+    """
+    if len(runs) == 1:
+        return next(iter(runs.values()))
+    entries = list(runs.values())
+    out = {"metrics": _mean_dict([e["metrics"] for e in entries]),
+           "fidelity": _mean_dict([e["fidelity"] for e in entries]),
+           "logit_std": float(np.mean([e["logit_std"] for e in entries])),
+           "range": {k: [min(e["metrics"][k] for e in entries), max(e["metrics"][k] for e in entries)]
+                     for k in entries[0]["metrics"]},
+           "seconds": sum(e["seconds"] for e in entries), "steps": entries[0]["steps"],
+           "seeds": {str(seed): entry for seed, entry in runs.items()}}
+    if all(e.get("curve") for e in entries):
+        points = [[p for p in e["curve"]] for e in entries]
+        out["curve"] = [{"step": group[0]["step"], "metrics": _mean_dict([p["metrics"] for p in group]),
+                         "fidelity": _mean_dict([p["fidelity"] for p in group]),
+                         "logit_std": float(np.mean([p["logit_std"] for p in group]))}
+                        for group in zip(*points, strict=True)]
+        out["eval_seconds"] = sum(e.get("eval_seconds", 0.0) for e in entries)
+    return out
 
 
 def teacher_entry(s: Settings, data: Data, task: str, workdir: Path, progress: bool = True) -> tuple[Path, dict]:
@@ -385,8 +421,9 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
         encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
         out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
         for task in s.tasks:
-            out["tasks"][task]["students"][spec["name"]] = run_task_student(
-                s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress, curve=s.task_curve)
+            out["tasks"][task]["students"][spec["name"]] = over_seeds({
+                seed: run_task_student(s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress,
+                                       curve=s.task_curve, seed=seed) for seed in s.seeds_for_tasks()})
     out["summary"] = summarise(out)
     if proxies is not None:
         from .proxies import milestones
@@ -525,7 +562,10 @@ def average_over(tasks: dict[str, dict], metrics_of) -> float:
 
 
 def summarise(result: dict) -> dict:
-    """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor."""
+    """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor.
+
+    With ``task_seeds`` a student's scores are its means over the seeds, and ``seeds`` gives the % of the teacher
+    of each seed's own runs (their spread is the noise the comparison of two students sits in)."""
     tasks = result["tasks"]
     teacher = average_over(tasks, lambda v: v["metrics"])
     rows = {"teacher": {"glue": teacher, "percent_of_teacher": 100.0}}
@@ -536,6 +576,10 @@ def summarise(result: dict) -> dict:
         avg = average_over(tasks, lambda v, name=name: v["students"][name]["metrics"])
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
         runs = {t: v["students"][name] for t, v in tasks.items()}
+        seeds = [set(run.get("seeds", ())) for run in runs.values()]
+        if seeds and seeds[0] and all(s == seeds[0] for s in seeds):  # task_seeds: each seed's own GLUE average
+            rows[name]["seeds"] = {k: 100.0 * average_over(tasks, lambda v, n=name, k=k: v["students"][n]["seeds"][k]
+                                                           ["metrics"]) / teacher for k in sorted(seeds[0], key=int)}
         if all(run.get("curve") for run in runs.values()):  # task_curve: the average at each stage-2 point
             from .task_budget import curve_glue
 

@@ -128,10 +128,19 @@ def _student(result: dict, target_ratio: float) -> tuple[str, dict] | None:
 def _kept(result: dict, name: str) -> str:
     summary = result["summary"]
     base = next((n for n, s in result["students"].items() if s.get("budget_of") == name), None)
-    text = f"{name} ({result['students'][name]['ratio']:.1f}x) keeps {summary[name]['percent_of_teacher']:.1f}%"
+    text = f"{name} ({result['students'][name]['ratio']:.1f}x) keeps {_pct(summary[name])}"
     if base:
-        text += f" (equal-budget dense {base}: {summary[base]['percent_of_teacher']:.1f}%)"
+        text += f" (equal-budget dense {base}: {_pct(summary[base])})"
     return text
+
+
+def _pct(row: dict) -> str:
+    """A model's % of the teacher, with the range over its task-distillation seeds when it has several."""
+    seeds = row.get("seeds") or {}
+    if len(seeds) < 2:
+        return f"{row['percent_of_teacher']:.1f}%"
+    return (f"{row['percent_of_teacher']:.1f}% (mean of {len(seeds)} seeds, "
+            f"{min(seeds.values()):.1f}-{max(seeds.values()):.1f})")
 
 
 def _floor(result: dict) -> str:

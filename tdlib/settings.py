@@ -46,6 +46,10 @@ class Settings:
     # be stage2_steps): the task-distillation curve notebooks 03 and 09 read; None: the final model only
     task_curve: list | None = None
     task_lr: float = 5e-5
+    # task distillation once per seed (the seed of both stages' data order and step draws; the teacher, the
+    # general-distilled encoder and the training data stay those of ``seed``): a record gives each model's mean
+    # over the seeds and their range. None: once, with ``seed``
+    task_seeds: list | None = None
     task_epochs: dict = field(default_factory=lambda: dict(PAPER_TASK_EPOCHS))  # (stage1, stage2) per task
     checkpoint_every: int = 200
     seed: int = 0
@@ -89,6 +93,12 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
             raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
+        if self.task_seeds is not None and (
+                not isinstance(self.task_seeds, list | tuple) or not self.task_seeds
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in self.task_seeds)
+                or len(set(self.task_seeds)) != len(self.task_seeds)):
+            raise ConfigError(f"task_seeds must be a list of distinct integers >= 0, e.g. [0, 1, 2] (or null: "
+                              f"once, with seed), got {self.task_seeds!r}")
         if self.task_curve is not None:
             if self.stage2_steps is None:
                 raise ConfigError("task_curve needs stage2_steps (a curve ends at the run's last step); set "
@@ -108,6 +118,10 @@ class Settings:
             init_name(override.get("init", "pretrained"))
             check_choice("objective", override.get("objective", "last_layer"), OBJECTIVES)
         return self
+
+    def seeds_for_tasks(self) -> list[int]:
+        """The seeds task distillation runs with: ``task_seeds``, else ``[seed]``."""
+        return list(self.task_seeds) if self.task_seeds else [self.seed]
 
     def pooling_for(self, task: str) -> str:
         """The task head of ``task`` (``pooling`` is one value or a dict that names every task)."""

@@ -193,3 +193,28 @@ def test_init_study_curves_share_03s_control_runs_and_keep_data_aware_options():
     assert local["fit"] == {"steps": 100, "lr": 3e-3, "batch_size": 16}
     assert local["calibration"] == {"sequences": 128, "skip": 256} and local["name"] == "IV-36-192 init=local"
     assert "fit" not in curve_spec(params, glue, 36, 192, "random")
+
+
+def test_task_seeds_give_the_mean_the_range_and_each_seeds_runs(env, tmp_path):
+    """task_seeds repeats task distillation per seed; the seed-``seed`` run is the run without task_seeds."""
+    params = {**env, "pooling": PAIR_HEADS, "tasks": ["rte"], "task_curve": [0, 3]}
+    one = glue_experiment(params, tmp_path, progress=False)
+    many = glue_experiment({**params, "task_seeds": [0, 1]}, tmp_path, progress=False)
+    entry, single = many["tasks"]["rte"]["students"]["IV-8-16"], one["tasks"]["rte"]["students"]["IV-8-16"]
+    assert set(entry["seeds"]) == {"0", "1"}
+    assert entry["seeds"]["0"]["metrics"] == single["metrics"], "seed 0 is read back, not retrained"
+    for key, (lo, hi) in entry["range"].items():
+        values = [run["metrics"][key] for run in entry["seeds"].values()]
+        assert (lo, hi) == (min(values), max(values))
+        assert entry["metrics"][key] == pytest.approx(sum(values) / 2)
+    assert [p["step"] for p in entry["curve"]] == [0, 3]
+    assert entry["curve"][-1]["metrics"]["score"] == pytest.approx(entry["metrics"]["score"])
+    row = many["summary"]["IV-8-16"]
+    assert set(row["seeds"]) == {"0", "1"}
+    assert row["percent_of_teacher"] == pytest.approx(sum(row["seeds"].values()) / 2)  # one task: mean of means
+
+
+def test_task_seeds_are_checked():
+    for bad in ([], [0, 0], [-1], "0,1", [True]):
+        with pytest.raises(ConfigError, match="task_seeds"):
+            settings({"task_seeds": bad})

@@ -165,3 +165,39 @@ def test_a_changed_checkpoint_frequency_resumes_the_same_run(tmp_path):
     assert result_fields(a) == result_fields(b) and "checkpoint_every" not in result_fields(a)
     (tmp_path / "run.json").write_text(json.dumps(check_run(tmp_path, a, {"x": 1})))
     check_run(tmp_path, b, {"x": 1})  # no refusal
+
+
+def test_the_attention_kernel_is_a_training_choice_not_part_of_a_run(tmp_path):
+    """'auto' trains with eager attention on a CPU (SDPA's CPU backward is slow) and SDPA on a GPU; the kernel
+    switches for the stage only and is not in the run's key, since both compute the same attention."""
+    from tdlib.train import check_run, resolve_attention, result_fields, stage_settings
+
+    assert resolve_attention("auto", "cpu") == "eager" and resolve_attention("auto", "cuda") == "sdpa"
+    assert resolve_attention("sdpa", "cpu") == "sdpa"
+    with pytest.raises(ConfigError, match="attention"):
+        TrainConfig(steps=1, attention="flash").validate()
+    a, b = TrainConfig(steps=4, attention="eager"), TrainConfig(steps=4, attention="sdpa")
+    assert result_fields(a) == result_fields(b)
+    (tmp_path / "run.json").write_text(json.dumps(check_run(tmp_path, a, {"x": 1})))
+    check_run(tmp_path, b, {"x": 1})  # no refusal
+
+    torch.manual_seed(0)
+    model = BertModel(tiny_config()).train()
+    model.set_attn_implementation("sdpa")
+    ids = torch.randint(5, 120, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0  # padding: both kernels must mask it alike
+    sdpa = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    restore = stage_settings(model, TrainConfig(steps=1, attention="auto"))
+    assert model.config._attn_implementation == "eager"
+    eager = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    restore()
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(eager[mask.bool()], sdpa[mask.bool()], rtol=1e-4, atol=1e-4)
+
+
+def test_training_leaves_the_saved_model_on_its_inference_kernel(tmp_path):
+    student, history = _run(tmp_path / "run", steps=2)
+    assert student.config._attn_implementation == "sdpa" and history["attention"] == "eager"
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved.get("_attn_implementation", saved.get("attn_implementation")) in (None, "sdpa")
