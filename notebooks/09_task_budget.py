@@ -37,7 +37,7 @@
 profile = "cpu"
 models = ["IV-36-192", "IV-16-96"]  # notebook 03's students, by name
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
-task_lrs = [0.002]
+task_lrs = [0.001, 0.002]
 stage2_steps = 160
 curve = [0, 20, 40, 80, 160]
 
