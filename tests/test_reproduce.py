@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from tdlib.errors import ConfigError
@@ -8,6 +10,14 @@ def test_profiles_name_existing_notebooks_with_valid_parameters():
     for profile in ("cpu", "smoke", "paper"):
         for name, params in load_profile(profile).items():
             check_parameters(notebook_path(name), params)
+
+
+def test_the_committed_profile_is_every_notebooks_own_defaults():
+    """Run All on a committed notebook must hit the record `make reproduce` wrote: no drift between the two."""
+    from tdlib.reproduce import COMMITTED, check_committed_defaults
+
+    for name, params in load_profile(COMMITTED).items():
+        check_committed_defaults(name, params)
 
 
 def test_unknown_parameter_fails_with_the_list_of_known_ones():
@@ -95,6 +105,13 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
     table = {r["claim"]: r for r in claims(tmp_path)}  # a teacher read by other heads says so
     assert table["C3"]["ours"].endswith("(notebook 08's fine-tuning recipe, its task heads pooling mean: 70.0)")
     assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
+    # with task seeds, each model's % comes with the range of its seeds' own averages
+    record = tmp_path / "03_glue" / "g.json"
+    data = json.loads(record.read_text())
+    data["result"]["summary"]["IV-36-192"]["seeds"] = {"0": 93.0, "1": 95.5, "2": 96.5}
+    record.write_text(json.dumps(data))
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["ours"].startswith("IV-36-192 (7.2x) keeps 95.0% (mean of 3 seeds, 93.0-96.5) (equal-budget")
     assert table["C6"]["status"] == "pending" and "[03_glue](notebooks/03_glue.ipynb)" in markdown_table(
         [table["C6"]])
 
