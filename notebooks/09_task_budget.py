@@ -29,7 +29,9 @@
 # teacher and the spread of the outputs taken at the `curve` steps (`tdlib.task_budget`). The cpu profile's 03
 # now runs these same 160 steps and takes its dev metrics at the same points (its `task_curve`), so here 03's own
 # task runs are read back, not trained again: 09 costs nothing after 03. A profile can set a longer stage 2 here
-# than 03's, or other task learning rates (`task_lrs`), and then this notebook trains those runs. Read a point at
+# than 03's, or other task learning rates (`task_lrs`), and then this notebook trains those runs: the cpu profile
+# sets 03's lr 1e-3 (read back) beside 2e-3, 03's lr before it moved. Each is seed 0 alone; 03's columns are the
+# means over its `task_seeds`. Read a point at
 # step s as "s steps into a longer run": its learning rate has decayed less than in an s-step run. Step 0 is the
 # student that stage 1 left, with the teacher's head copied onto it.
 
@@ -63,7 +65,8 @@ record = task_budget_record({k: v for k, v in run.params.items() if k != "profil
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")
 glue_path = record_path("03_glue", record["params"]["glue"])
-glue = load_record(glue_path)["result"] if glue_path.is_file() else None
+glue_rec = load_record(glue_path) if glue_path.is_file() else None
+glue = glue_rec["result"] if glue_rec else None
 print(glue_path if glue is not None else "notebook 03 has no record for these settings")
 
 # %% [markdown]
@@ -75,7 +78,9 @@ print(glue_path if glue is not None else "notebook 03 has no record for these se
 # %%
 teacher_glue = result["teacher_glue"]
 first = next(iter(result["students"].values()))["student"]  # 03's task steps, from its record, in the column name
-ours = "03 ({}+{} steps)".format(*next(iter(glue["tasks"].values()))["students"][first]["steps"]) if glue else None
+seeds = glue_rec["params"].get("task_seeds") if glue_rec else None
+ours = ("03 ({}+{} steps".format(*next(iter(glue["tasks"].values()))["students"][first]["steps"])
+        + (f", mean of {len(seeds)} seeds)" if seeds and len(seeds) > 1 else ")")) if glue else None
 rows = []
 for name, r in result["students"].items():
     row = {"student": name}
