@@ -202,7 +202,7 @@ for n in names:
     row["range"] = max(per_seed.values()) - min(per_seed.values()) if per_seed else float("nan")
     for task, r in result["tasks"].items():
         lo_hi = r["students"][n].get("range", {}).get("score")
-        row[task] = "{:.1f}-{:.1f}".format(*(100 * x for x in lo_hi)) if lo_hi else "-"
+        row[task] = "{:.1f} to {:.1f}".format(*(100 * x for x in lo_hi)) if lo_hi else "-"
     seed_rows[n] = row
 print(f"task_seeds: {params.get('task_seeds') or [params.get('seed', 0)]}")
 pd.DataFrame.from_dict(seed_rows, orient="index").round(1)
