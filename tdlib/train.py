@@ -17,6 +17,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -232,6 +233,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         raise ConfigError(f"{len(dataset)} examples make no full batch of {config.batch_size}; lower batch_size")
     if accelerator.is_main_process:
         write_json_atomic(run_file, run)
+    inference_kernel = attention_kernel(model)  # before the stage switches it: curve points evaluate with it
     restore = stage_settings(model, config)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
@@ -270,7 +272,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             return
         t0 = time.perf_counter()
         if accelerator.is_main_process:
-            with torch.no_grad():
+            with torch.no_grad(), using_attention(accelerator.unwrap_model(model), inference_kernel):
                 point = evaluate(accelerator.unwrap_model(model))
             history.setdefault("curve", []).append({"step": step, **point})
         model.train()
@@ -338,9 +340,9 @@ def stage_settings(model: nn.Module, config: TrainConfig) -> Callable[[], None]:
     architecture it was.
     """
     undo: list[Callable[[], None]] = []
+    current = attention_kernel(model)
     attention = resolve_attention(config.attention, next(model.parameters()).device)
-    current = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if current is not None and current != attention and hasattr(model, "set_attn_implementation"):
+    if current is not None and current != attention:
         model.set_attn_implementation(attention)
         undo.append(lambda: model.set_attn_implementation(current))
     if not config.dropout:
@@ -359,6 +361,28 @@ def stage_settings(model: nn.Module, config: TrainConfig) -> Callable[[], None]:
             undo.pop()()
 
     return restore
+
+
+def attention_kernel(model: nn.Module) -> str | None:
+    """The attention kernel a transformers model runs now (None: not a model whose kernel can be switched)."""
+    if not hasattr(model, "set_attn_implementation"):
+        return None
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+@contextlib.contextmanager
+def using_attention(model: nn.Module, kernel: str | None):
+    """Run ``model`` with attention ``kernel`` inside the block (None: as it is). Curve points taken during a stage
+    evaluate with the model's inference kernel, so the last point equals the final evaluation of the saved model."""
+    current = attention_kernel(model)
+    if kernel is None or current is None or current == kernel:
+        yield model
+        return
+    model.set_attn_implementation(kernel)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(current)
 
 
 def fast_adamw(device: torch.device) -> dict:

@@ -197,7 +197,11 @@ def test_the_attention_kernel_is_a_training_choice_not_part_of_a_run(tmp_path):
 
 
 def test_training_leaves_the_saved_model_on_its_inference_kernel(tmp_path):
-    student, history = _run(tmp_path / "run", steps=2)
+    """Steps train with eager attention on a CPU; curve points and the saved model use the inference kernel."""
+    seen = []
+    student, history = _run(tmp_path / "run", steps=2, evaluate=lambda m: seen.append(
+        m.config._attn_implementation) or {"x": 0.0}, evaluate_at=[0, 2])
+    assert seen == ["sdpa", "sdpa"] and [p["step"] for p in history["curve"]] == [0, 2]
     assert student.config._attn_implementation == "sdpa" and history["attention"] == "eager"
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved.get("_attn_implementation", saved.get("attn_implementation")) in (None, "sdpa")
