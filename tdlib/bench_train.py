@@ -56,6 +56,18 @@ def random_batch(batch: int, seq_len: int, vocab: int, num_labels: int | None = 
     return out
 
 
+def padded(batch: dict, seed: int = 0) -> dict:
+    """``batch`` with right padding: row lengths uniform in [seq_len / 4, seq_len], as dynamic padding leaves a
+    task batch. Why a second batch: with no padding SDPA gets no mask and its CPU backward is fast; with a
+    padding mask it is the slow path that task distillation takes (the ablation measures both)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    b, t = batch["input_ids"].shape
+    lengths = torch.randint(max(1, t // 4), t + 1, (b,), generator=gen)
+    lengths[0] = t  # the longest row sets the width, as in a dynamically padded batch
+    keep = torch.arange(t)[None, :] < lengths[:, None]
+    return {**batch, "input_ids": batch["input_ids"].masked_fill(~keep, 0), "attention_mask": keep.long()}
+
+
 def _finetune_loss(model: nn.Module, batch: dict) -> dict:
     return {"loss": model(**inputs(batch), labels=batch["labels"]).loss}
 
@@ -190,6 +202,11 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
         ablation.append({"change": "+ teacher targets from the cache", **measure(
             first, "general", students[first], lambda m, b: cached_distillation_step(m, cache, b), cached_batch,
             steps[-1][1], threads, min_run_time, rates, lr)})
+    base = {"precision": precision, "dropout": False, "train_word_embeddings": False}
+    task_padded = padded(task_batch, seed)
+    for label, kernel in (("task stage 1, padded batch: SDPA", "sdpa"), ("+ eager attention (padded batch)", "eager")):
+        ablation.append({"change": label, **measure(first, "task stage 1", students[first], general, task_padded,
+                                                    {**base, "attention": kernel}, threads, min_run_time, rates, lr)})
     if getattr(students[first].config, "tdlib", None) is not None:  # a Tucker student: the other training path
         from .modeling import set_implementation
 

@@ -103,3 +103,39 @@ def test_bf16_column_where_native_and_skipped_where_not(monkeypatch):
     timed = {r["model"]: r for r in result["rows"] if "bf16_speedup" in r}
     assert result["bf16"] == "measured" and set(timed) == {"dense", "IV-6-16 factorized"}
     assert timed["dense"]["bf16_speedup"] == 1.0 and timed["IV-6-16 factorized"]["bf16_median_ms"] > 0
+
+
+def test_padded_batches_look_like_dynamic_padding():
+    from tdlib.bench_train import padded, random_batch
+
+    batch = padded(random_batch(8, 32, 2000, seed=0), seed=0)
+    mask, ids = batch["attention_mask"], batch["input_ids"]
+    lengths = mask.sum(1)
+    assert lengths[0] == 32 and bool((lengths >= 8).all()) and len(set(lengths.tolist())) > 1
+    assert bool((mask == (torch.arange(32)[None] < lengths[:, None]).long()).all())  # right padding
+    assert bool((ids[mask == 0] == 0).all())
+
+
+def test_train_bench_measures_each_stage_the_ablation_and_parity(monkeypatch):
+    from conftest import tiny_config
+    from transformers import BertForSequenceClassification, BertModel
+
+    from tdlib import bench_train
+
+    monkeypatch.setattr(bench_train, "matmul_rate", lambda dtype, threads, **kw: 1e10)  # measured in real runs
+    torch.manual_seed(0)
+    teacher = BertModel(tiny_config(vocab_size=2000)).eval()
+    task = BertForSequenceClassification(tiny_config(vocab_size=2000, num_labels=2))
+    student = BertModel(tiny_config(vocab_size=2000, num_hidden_layers=1))
+    out = bench_train.run_train_bench(teacher, task, {"s": student}, {"precision": "fp32", "dropout": False,
+                                      "train_word_embeddings": False}, threads=1, batch=4, seq_len=16,
+                                      task_seq_len=16, min_run_time=0.01, parity_steps=2, progress=False)
+    assert {(r["setting"], r["stage"]) for r in out["rows"]} >= {("paper recipe", "finetune"), ("profile", "general")}
+    paper = [r for r in out["rows"] if r["setting"] == "paper recipe"]
+    assert all(r["attention"] == "sdpa" for r in paper)
+    assert all(r["attention"] == "eager" for r in out["rows"] if r["setting"] == "profile")  # auto, on a CPU
+    changes = {a["change"]: a for a in out["ablation"]}
+    assert changes["task stage 1, padded batch: SDPA"]["attention"] == "sdpa"
+    assert changes["+ eager attention (padded batch)"]["attention"] == "eager"
+    assert all(a["step_ms"] > 0 for a in changes.values() if "step_ms" in a)
+    assert len(out["parity"]["fp32"]) == 2
