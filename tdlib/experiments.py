@@ -355,11 +355,10 @@ def over_seeds(runs: dict[int, dict]) -> dict:
            "seconds": sum(e["seconds"] for e in entries), "steps": entries[0]["steps"],
            "seeds": {str(seed): entry for seed, entry in runs.items()}}
     if all(e.get("curve") for e in entries):
-        points = [[p for p in e["curve"]] for e in entries]
         out["curve"] = [{"step": group[0]["step"], "metrics": _mean_dict([p["metrics"] for p in group]),
                          "fidelity": _mean_dict([p["fidelity"] for p in group]),
                          "logit_std": float(np.mean([p["logit_std"] for p in group]))}
-                        for group in zip(*points, strict=True)]
+                        for group in zip(*(e["curve"] for e in entries), strict=True)]
         out["eval_seconds"] = sum(e.get("eval_seconds", 0.0) for e in entries)
     return out
 

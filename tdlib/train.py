@@ -132,9 +132,11 @@ def resolve_attention(attention: str, device: str | torch.device = "cpu") -> str
     Why not SDPA on a CPU: torch's CPU flash-attention backward is slow. In a measured stage-2 step of the
     6-layer IV-36-192 student (batch 32 x 128 tokens, bf16), it took 40% of the step (110 ms per layer
     against 7 ms for its forward). With eager attention (two batched matmuls and a softmax, differentiated
-    by autograd) the step ran 1.8x faster; the teacher's fine-tuning step ran 1.2x faster. Inference keeps SDPA,
-    whose forward is fast: the switch lasts for the training stage only (:func:`stage_settings`).
-    Notebook 04's training benchmark measures the switch on this machine (its ablation).
+    by autograd) the step ran 1.8x faster; the teacher's fine-tuning step ran 1.2x faster. Notebook 03's task
+    runs took 1.42x (IV-36-192), 1.56x (IV-16-96) and 1.2x (dense baselines) less time than the same runs with
+    SDPA. Without a padding mask (packed corpus batches) SDPA's backward is fast and the gain small; notebook
+    04's training benchmark times both. Inference keeps SDPA, whose forward is fast: the switch lasts for the
+    training stage only (:func:`stage_settings`).
     """
     check_choice("attention", attention, ATTENTIONS)
     if attention != "auto":
