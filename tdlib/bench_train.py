@@ -58,8 +58,8 @@ def random_batch(batch: int, seq_len: int, vocab: int, num_labels: int | None = 
 
 def padded(batch: dict, seed: int = 0) -> dict:
     """``batch`` with right padding: row lengths uniform in [seq_len / 4, seq_len], as dynamic padding leaves a
-    task batch. Why a second batch: with no padding SDPA gets no mask and its CPU backward is fast; with a
-    padding mask it is the slow path that task distillation takes (the ablation measures both)."""
+    task batch. Why a second batch: general distillation reads packed sequences (no padding mask), task
+    distillation padded ones, and the attention kernels take other paths with a mask: the ablation times both."""
     gen = torch.Generator().manual_seed(seed + 1)
     b, t = batch["input_ids"].shape
     lengths = torch.randint(max(1, t // 4), t + 1, (b,), generator=gen)
