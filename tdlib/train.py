@@ -342,11 +342,9 @@ def stage_settings(model: nn.Module, config: TrainConfig) -> Callable[[], None]:
     architecture it was.
     """
     undo: list[Callable[[], None]] = []
-    current = attention_kernel(model)
-    attention = resolve_attention(config.attention, next(model.parameters()).device)
-    if current is not None and current != attention:
-        model.set_attn_implementation(attention)
-        undo.append(lambda: model.set_attn_implementation(current))
+    kernel = contextlib.ExitStack()  # the attention switch is using_attention's, held open for the stage
+    kernel.enter_context(using_attention(model, resolve_attention(config.attention, next(model.parameters()).device)))
+    undo.append(kernel.close)
     if not config.dropout:
         for module in model.modules():
             if isinstance(module, nn.Dropout) and module.p:
