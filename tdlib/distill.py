@@ -181,14 +181,23 @@ def _student_loss(student: nn.Module, batch: dict, t_scores: torch.Tensor, t_hid
 
 
 def prediction_step(student: nn.Module, teacher: nn.Module, batch: dict, regression: bool,
-                    temperature: float = 1.0) -> dict[str, torch.Tensor]:
-    """Stage-2 forward: soft cross-entropy to the teacher's logits (regression: MSE to the gold score)."""
+                    temperature: float = 1.0, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Stage-2 forward: soft cross-entropy to the teacher's logits (regression: MSE to the gold score).
+
+    ``targets`` (the teacher's logits on every training row, :func:`tdlib.teacher_cache.teacher_logits`) are
+    read at the batch's ``idx`` instead of running the teacher."""
     x = inputs(batch)
     logits = student(**x).logits
     if regression:
         return {"loss": prediction_loss(logits, None, batch["labels"], True)}
-    with torch.no_grad():
-        t_logits = teacher(**x).logits
+    if targets is not None:
+        if "idx" not in batch:
+            raise ConfigError("cached teacher logits need the batch's row numbers: give the dataset an 'idx' "
+                              "column (tdlib.experiments.Data does)")
+        t_logits = targets[batch["idx"].cpu()].to(logits.device)
+    else:
+        with torch.no_grad():
+            t_logits = teacher(**x).logits
     return {"loss": prediction_loss(logits, t_logits, batch["labels"], False, temperature)}
 
 
@@ -239,16 +248,19 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
 
 def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,
                  stage2: TrainConfig, *, regression: bool, identity: dict | None = None, progress: bool = True,
-                 evaluate=None, evaluate_at=()) -> dict:
+                 evaluate=None, evaluate_at=(), targets: torch.Tensor | None = None) -> dict:
     """Two-stage task distillation; stage 1's model is stage 2's start. Returns both histories.
 
     ``evaluate`` and ``evaluate_at`` record a dev curve over stage 2 (:func:`tdlib.train.train`; step 0 is
-    the model stage 1 left): whether more task distillation would still pay is read from it."""
+    the model stage 1 left): whether more task distillation would still pay is read from it. ``targets``: the
+    teacher's logits on ``train_data``'s rows, read by stage 2 instead of a teacher forward
+    (:func:`prediction_step`)."""
     check_vocab(student, teacher)
     out = Path(out_dir)
     h1 = train(student, lambda m, b: distillation_step(m, teacher, b), train_data, stage1, out / "stage1",
                identity=identity, frozen=[teacher], desc=f"stage1 {out.name}", progress=progress)
-    h2 = train(student, lambda m, b: prediction_step(m, teacher, b, regression), train_data, stage2, out / "stage2",
+    h2 = train(student, lambda m, b: prediction_step(m, teacher, b, regression, targets=targets), train_data,
+               stage2, out / "stage2",
                identity={**(identity or {}), "after": "stage1"}, frozen=[teacher], desc=f"stage2 {out.name}",
                progress=progress, evaluate=evaluate, evaluate_at=evaluate_at)
     return {"stage1": h1, "stage2": h2}

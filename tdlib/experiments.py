@@ -45,6 +45,7 @@ from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
 from .settings import GLUE_DEFAULTS, Settings, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
 from .stacking import stack_weights
+from .teacher_cache import teacher_logits
 from .train import TrainConfig, check_run, is_main_process
 
 
@@ -83,7 +84,9 @@ class Data:
             raw = load_task(task, split, max_examples=limit, seed=self.s.seed)
             data = encode(raw, self.tokenizer, task, self.s.max_length,
                           separate=self.s.pooling_for(task) == "cosine").rename_column("label", "labels")
-            cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in data.column_names]
+            data = data.add_column("idx", list(range(len(data))))  # row numbers: cached teacher logits are read by them
+            cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels", "idx")
+                    if c in data.column_names]
             data.set_format("torch", columns=cols)
             self._cache[key] = data
         return self._cache[key]
@@ -312,7 +315,7 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     teacher = load_model(teacher_dir).eval()
     student = task_model(load_model(encoder_dir), teacher)
     regression = get_task(task).is_regression
-    t_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
+    t_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
 
     def measure(model) -> dict:
         logits = dev_logits(model, task, data, progress=False)
@@ -321,7 +324,8 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
                 "logit_std": float(joined.std(0).mean())}
 
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
-                        progress=progress, evaluate=measure if curve else None, evaluate_at=curve or ())
+                        progress=progress, evaluate=measure if curve else None, evaluate_at=curve or (),
+                        targets=stage2_targets(teacher, teacher_dir, task, train_data, s, progress))
     if is_main_process():  # the model directory is complete: `evaluate` reads its own tokenizer
         data.tokenizer.save_pretrained(str(out / "stage2" / "model"))
     entry = {**measure(student), "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
@@ -548,6 +552,23 @@ def dev_logits(model, task: str, data: Data, progress: bool = True) -> dict[str,
             for split, d in data.dev(task).items()}
 
 
+def teacher_dev_logits(teacher, teacher_dir: Path, task: str, data: Data, progress: bool = True) -> np.ndarray:
+    """The fine-tuned teacher's logits on the task's dev splits, joined; computed once per teacher and kept
+    beside it (:func:`tdlib.teacher_cache.teacher_logits`): each of a task's students and seeds reads them."""
+    return np.concatenate([teacher_logits(teacher, teacher_dir, d, data.s.precision, progress)
+                           for d in data.dev(task).values()])
+
+
+def stage2_targets(teacher, teacher_dir: Path, task: str, train_data, s: Settings, progress: bool = True):
+    """Stage 2's soft targets: the teacher's logits on every training row, computed once per teacher and
+    training set (None for a regression task, whose stage 2 reads the gold scores)."""
+    import torch
+
+    if get_task(task).is_regression:
+        return None
+    return torch.from_numpy(teacher_logits(teacher, teacher_dir, train_data, s.precision, progress))
+
+
 def dev_metrics(task: str, data: Data, logits: dict[str, np.ndarray]) -> dict[str, float]:
     """The task's metrics on each dev split, combined (MNLI reports matched and mismatched, as the paper does)."""
     return combine_dev_metrics(task, {split: compute_metrics(task, logits[split], np.asarray(d["labels"]))
@@ -607,7 +628,8 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     regression = get_task(task).is_regression
-    teacher_logits = np.concatenate(list(dev_logits(teacher, task, data, progress).values()))
+    teacher_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
+    targets = stage2_targets(teacher, teacher_dir, task, train_data, s, progress)
     rows = {}
     chosen = compare_methods(tensor, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
     for row in chosen:
@@ -622,7 +644,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
         start = time.perf_counter()
         hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression,
-                            identity=identity, progress=progress)
+                            identity=identity, progress=progress, targets=targets)
         logits = dev_logits(student, task, data, progress)
         metrics = dev_metrics(task, data, logits)
         logits = np.concatenate(list(logits.values()))

@@ -1,4 +1,5 @@
-"""The teacher's general-distillation targets, computed once and shared by every student.
+"""The teacher's distillation targets, computed once and shared by every student: general distillation's
+(:class:`TeacherCache`) and a fine-tuned teacher's logits for task distillation (:func:`teacher_logits`).
 
 Why: every student of a profile distils from the same pre-trained teacher on the same corpus sequences,
 and the teacher's forward is a quarter of a distillation step. The targets of the paper's loss are the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -133,3 +135,41 @@ class TeacherCache:
         rows = np.sort(idx.cpu().numpy())
         order = np.argsort(np.argsort(idx.cpu().numpy()))  # back to the batch's order
         return {f: torch.from_numpy(np.asarray(a[rows], dtype=np.float32)[order]) for f, a in self.arrays.items()}
+
+
+def teacher_logits(teacher: nn.Module, teacher_dir: str | Path, dataset, precision: str = "fp32",
+                   progress: bool = True) -> np.ndarray:
+    """The fine-tuned ``teacher``'s logits (fp32, in row order) on every row of ``dataset``, computed once and
+    kept beside the teacher (``<teacher_dir>/../logits/<key>.npy``).
+
+    Why: every student and seed of a profile distils a task from the same frozen teacher on the same training
+    set, and in stage 2 the teacher's forward was 10-30% of a step. The teacher runs in eval mode, so a row's
+    logits do not depend on the step or the batch that reads them (but for rounding: a cached row was padded
+    with other neighbours). The key is the teacher's weights, the rows' model inputs and the precision, so a
+    retrained teacher or another training set never reads another's logits; a file that does not load as
+    ``(rows, labels)`` finite floats is recomputed.
+    """
+    from .distill import MODEL_INPUTS, predict
+
+    teacher_dir = Path(teacher_dir)
+    weights = teacher_dir / "model.safetensors"
+    digest = hashlib.sha256(json.dumps({"weights": sha256_file(weights) if weights.is_file() else str(teacher_dir),
+                                        "precision": precision}).encode())
+    rows = dataset.with_format(None)[:]  # every row, as lists
+    for column in MODEL_INPUTS:
+        if column in rows:
+            digest.update(json.dumps(rows[column]).encode())
+    file = teacher_dir.parent / "logits" / f"{digest.hexdigest()[:16]}.npy"
+    shape = (len(dataset), teacher.config.num_labels)
+    try:
+        cached = np.load(file)
+        if cached.shape == shape and cached.dtype == np.float32 and np.isfinite(cached).all():
+            return cached
+    except (OSError, ValueError):
+        pass  # absent or unreadable: compute it
+    logits = predict(teacher, dataset, progress=progress, precision=precision)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.partial.npy")
+    np.save(tmp, logits.astype(np.float32))
+    os.replace(tmp, file)  # atomic: a reader sees the whole file or none
+    return logits.astype(np.float32)

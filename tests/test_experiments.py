@@ -35,6 +35,9 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
     student = result["tasks"]["stsb"]["students"]["IV-8-16"]["model"]
     assert type(load_model(student)).__name__ == "BertCosinePairForSequenceClassification"
+    # the teacher's logits, kept beside it: RTE's training rows (stage 2's targets) and each task's dev rows
+    logits = {task: list(tmp_path.glob(f"finetune/{task}-*/logits/*.npy")) for task in ("rte", "stsb")}
+    assert len(logits["rte"]) == 2 and len(logits["stsb"]) == 1  # STS-B's stage 2 reads the gold scores
 
 
 def test_the_teacher_study_records_curves_and_its_runs_are_the_glue_experiments(env, tmp_path):

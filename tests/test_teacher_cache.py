@@ -81,3 +81,63 @@ def test_all_layer_cache_gives_the_live_all_layer_loss(tmp_path, setup):
     assert last_only.path != full.path
     with pytest.raises(ConfigError, match="all_layers=True"):
         cached_distillation_step(student, last_only, batch, "all_layers_cos")
+
+
+@pytest.fixture
+def classifier_setup(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_config(num_labels=3)).eval()
+    teacher_dir = tmp_path / "finetune" / "rte-x" / "model"
+    teacher.save_pretrained(str(teacher_dir))
+    ids = torch.randint(5, 120, (10, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[3, 8:] = 0
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                                       "labels": [0, 1, 2, 0, 1, 2, 0, 1, 2, 0], "idx": list(range(10))})
+    return teacher, teacher_dir, data.with_format("torch")
+
+
+def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
+    from tdlib.distill import prediction_step
+    from tdlib.teacher_cache import teacher_logits
+
+    teacher, teacher_dir, data = classifier_setup
+    targets = torch.from_numpy(teacher_logits(teacher, teacher_dir, data, progress=False))
+    assert targets.shape == (10, 3) and targets.dtype == torch.float32
+    torch.manual_seed(1)
+    student = type(teacher)(tiny_config(num_labels=3)).eval()
+    batch = data[[7, 3, 0]]  # any order: rows are read at the batch's idx
+    live = prediction_step(student, teacher, batch, regression=False)["loss"]
+    cached = prediction_step(student, teacher, batch, regression=False, targets=targets)["loss"]
+    assert float(cached) == pytest.approx(float(live), rel=1e-4)
+    from tdlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'idx' column"):
+        prediction_step(student, teacher, {k: v for k, v in batch.items() if k != "idx"}, regression=False,
+                        targets=targets)
+
+
+def test_teacher_logits_reused_then_recomputed_when_corrupt_or_other(classifier_setup, monkeypatch):
+    import tdlib.distill
+    from tdlib.teacher_cache import teacher_logits
+
+    teacher, teacher_dir, data = classifier_setup
+    first = teacher_logits(teacher, teacher_dir, data, progress=False)
+    files = list((teacher_dir.parent / "logits").glob("*.npy"))
+    assert len(files) == 1 and not list(files[0].parent.glob("*partial*"))
+    calls = []
+    real = tdlib.distill.predict
+    monkeypatch.setattr(tdlib.distill, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(teacher_logits(teacher, teacher_dir, data, progress=False), first)
+    assert calls == []  # read back, not recomputed
+    files[0].write_bytes(b"not an array")
+    np.testing.assert_array_equal(teacher_logits(teacher, teacher_dir, data, progress=False), first)
+    assert len(calls) == 1  # a corrupt file is recomputed (and rewritten)
+    teacher_logits(teacher, teacher_dir, data.select(range(6)), progress=False)
+    assert len(calls) == 2 and len(list(files[0].parent.glob("*.npy"))) == 2  # other rows: another file
+    with torch.no_grad():
+        teacher.classifier.bias += 1.0
+    teacher.save_pretrained(str(teacher_dir))  # a retrained teacher never reads the old logits
+    assert not np.allclose(teacher_logits(teacher, teacher_dir, data, progress=False), first)
