@@ -76,10 +76,24 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; None elsewhere)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+
+
 def device_info(device: str | torch.device = "cpu") -> dict:
+    """Where a record was measured. The CPU's model and its native-bf16 instruction sets are kept because
+    timings and ``precision: auto`` (bf16 only where the CPU has it) depend on them, and hosts of one kind differ."""
+    from .precision import cpu_bf16_flags
+
     device = torch.device(device)
     info = {"device": str(device), "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(), "cpu_bf16": list(cpu_bf16_flags())}
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

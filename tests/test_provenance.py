@@ -89,3 +89,14 @@ def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch,
     monkeypatch.setattr(results, "code_changed_since", lambda sha: True)
     assert results.cached("x", {"a": 1}, compute, **kw)["cached"] is True
     assert "tdlib/ has changed since; FORCE=1 recomputes it" in capsys.readouterr().err
+
+
+def test_device_info_names_the_cpu_and_its_bf16_instructions(tmp_path):
+    from tdlib.provenance import cpu_model, device_info
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 amx_bf16\n")
+    assert cpu_model(str(info)) == "Example CPU @ 2.0GHz"
+    assert cpu_model(str(tmp_path / "absent")) is None
+    got = device_info("cpu")
+    assert {"cpu_model", "cpu_bf16"} <= set(got) and isinstance(got["cpu_bf16"], list)
