@@ -241,7 +241,10 @@ checks
 # at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
 # (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
 # distillation of the first student (packed sequences: no padding), then sets SDPA against eager attention on a
-# padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them). Step times of one run vary by
+# padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and times stage 2 of task
+# distillation of every student on that batch twice: with the teacher's forward every step (the paper's recipe),
+# and with the teacher's logits read from the file that every student and seed of a task shares (this profile's,
+# `tdlib.teacher_cache.teacher_logits`). Step times of one run vary by
 # tens of percent on a shared 2-core machine: read a ratio from one run. Parity compares fp32 and bf16 losses of
 # the same steps.
 

@@ -10,7 +10,8 @@ speed is the budget. Every number here is measured in one process with a fixed t
 * the **roofline**: the step's matmul FLOPs (``torch.utils.flop_counter``, forward and backward) divided by
   the matmul rate of the step's precision measured in the same run (bf16 where the CPU has it natively,
   else fp32); ``fraction_of_roofline`` = roofline time / step time;
-* an **ablation** of the general-distillation step of the first student, one change at a time;
+* an **ablation** of the general-distillation step of the first student, one change at a time, and of stage 2
+  of task distillation of every student: the teacher's forward against its logits read from a file;
 * **parity**: the general-distillation loss after the same steps from the same seed, fp32 vs bf16.
 
 On a CPU without native bf16 (AVX2 only), bf16 matmuls are emulated and run hundreds of times slower than
@@ -30,7 +31,7 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .distill import cached_distillation_step, distillation_step, inputs
+from .distill import cached_distillation_step, distillation_step, inputs, prediction_step, task_model
 from .precision import autocast, native_bf16, resolve_precision
 from .teacher_cache import TeacherCache
 from .train import TrainConfig, fast_adamw, resolve_attention, stage_settings
@@ -150,6 +151,26 @@ def parity(student: nn.Module, teacher: nn.Module, batches: list[dict], lr: floa
     return out
 
 
+def stage2_rows(students: dict[str, nn.Module], task_teacher: nn.Module, batch: dict, setting: dict, threads: int,
+                min_run_time: float, rates: dict[str, float], lr: float) -> list[dict]:
+    """Stage 2 of task distillation, per student: the teacher's forward every step, then its logits read from
+    the file every student and seed shares (:func:`tdlib.teacher_cache.teacher_logits`). Why per student: the
+    teacher's share of a step is larger the smaller the student's own forward and backward."""
+    task_teacher = task_teacher.eval().requires_grad_(False)
+    with torch.no_grad(), autocast(resolve_precision(setting.get("precision", "auto"))):
+        targets = task_teacher(**inputs(batch)).logits.float()
+    batch = {**batch, "idx": torch.arange(batch["input_ids"].shape[0])}
+    rows = []
+    for name, encoder in students.items():
+        student = task_model(encoder, task_teacher)
+        for label, cached in (("teacher forward every step", None), ("+ teacher logits from the file", targets)):
+            loss = lambda m, b, t=cached: prediction_step(m, task_teacher, b, regression=False, targets=t)  # noqa: E731
+            rows.append({"change": f"task stage 2 ({name}, padded batch): {label}",
+                         **measure(name, "task stage 2", student, loss, batch, setting, threads, min_run_time, rates,
+                                   lr)})
+    return rows
+
+
 def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[str, nn.Module], setting: dict,
                     threads: int = 2, batch: int = 16, seq_len: int = 128, task_seq_len: int = 64,
                     min_run_time: float = 3.0, parity_steps: int = 20, lr: float = 1e-3, seed: int = 0,
@@ -207,6 +228,8 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     for label, kernel in (("task stage 1, padded batch: SDPA", "sdpa"), ("+ eager attention (padded batch)", "eager")):
         ablation.append({"change": label, **measure(first, "task stage 1", students[first], general, task_padded,
                                                     {**base, "attention": kernel}, threads, min_run_time, rates, lr)})
+    ablation += stage2_rows(students, task_teacher, task_padded,
+                            {**base, "attention": setting.get("attention", "auto")}, threads, min_run_time, rates, lr)
     if getattr(students[first].config, "tdlib", None) is not None:  # a Tucker student: the other training path
         from .modeling import set_implementation
 

@@ -138,4 +138,9 @@ def test_train_bench_measures_each_stage_the_ablation_and_parity(monkeypatch):
     assert changes["task stage 1, padded batch: SDPA"]["attention"] == "sdpa"
     assert changes["+ eager attention (padded batch)"]["attention"] == "eager"
     assert all(a["step_ms"] > 0 for a in changes.values() if "step_ms" in a)
+    stage2 = [a for a in out["ablation"] if a.get("stage") == "task stage 2"]
+    assert [a["change"] for a in stage2] == ["task stage 2 (s, padded batch): teacher forward every step",
+                                             "task stage 2 (s, padded batch): + teacher logits from the file"]
+    # the teacher's forward is counted in the first and not in the second
+    assert stage2[0]["gflop_per_step"] > stage2[1]["gflop_per_step"] > 0
     assert len(out["parity"]["fp32"]) == 2
