@@ -134,9 +134,10 @@ def resolve_attention(attention: str, device: str | torch.device = "cpu") -> str
     against 7 ms for its forward). With eager attention (two batched matmuls and a softmax, differentiated
     by autograd) the step ran 1.8x faster; the teacher's fine-tuning step ran 1.2x faster. Notebook 03's task
     runs took 1.42x (IV-36-192), 1.56x (IV-16-96) and 1.2x (dense baselines) less time than the same runs with
-    SDPA. Notebook 04's benchmark timed 1.5x on a packed 128-token general-distillation batch and 1.02x on a
-    padded 64-token task batch: the gain grows with the sequence length. Inference keeps SDPA, whose forward is
-    fast: the switch lasts for the training stage only (:func:`stage_settings`).
+    SDPA. Notebook 04's benchmark timed 1.46x on a packed 128-token general-distillation batch and 1.46x on a
+    padded 64-token task batch (its previous run: 1.54x and 1.02x; one run's step times vary by tens of percent
+    on a shared 2-core machine). Inference keeps SDPA, whose forward is fast: the switch lasts for the training
+    stage only (:func:`stage_settings`).
     """
     check_choice("attention", attention, ATTENTIONS)
     if attention != "auto":
