@@ -156,10 +156,10 @@ def teacher_logits(teacher: nn.Module, teacher_dir: str | Path, dataset, precisi
     weights = teacher_dir / "model.safetensors"
     digest = hashlib.sha256(json.dumps({"weights": sha256_file(weights) if weights.is_file() else str(teacher_dir),
                                         "precision": precision}).encode())
-    rows = dataset.with_format(None)[:]  # every row, as lists
-    for column in MODEL_INPUTS:
-        if column in rows:
-            digest.update(json.dumps(rows[column]).encode())
+    columns = [c for c in MODEL_INPUTS if c in dataset.column_names]
+    rows = dataset.with_format(None).select_columns(columns)[:]  # every row's model inputs, as lists
+    for column in columns:
+        digest.update(json.dumps(rows[column]).encode())
     file = teacher_dir.parent / "logits" / f"{digest.hexdigest()[:16]}.npy"
     shape = (len(dataset), teacher.config.num_labels)
     try:
