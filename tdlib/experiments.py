@@ -628,7 +628,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     train_data = data.split(task, "train")
     cfg1, cfg2 = task_configs(s, task, len(train_data))
     regression = get_task(task).is_regression
-    teacher_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
+    t_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
     targets = stage2_targets(teacher, teacher_dir, task, train_data, s, progress)
     rows = {}
     chosen = compare_methods(tensor, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
@@ -650,7 +650,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         logits = np.concatenate(list(logits.values()))
         rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                         "init_error": fit.relative_error(tensor), "metrics": metrics,
-                        "fidelity": fidelity(logits, teacher_logits, regression),
+                        "fidelity": fidelity(logits, t_logits, regression),
                         "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
                         "seconds": time.perf_counter() - start}
     return {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": rows,
