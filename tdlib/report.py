@@ -202,6 +202,30 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     return "; along " + "; ".join(parts), best, (_rel(study[0]["path"]) if runs else None)
 
 
+def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, str | None, str | None]:
+    """Student ``name`` after a longer general distillation: from a notebook 09 record under the same 03 settings
+    that ran a general budget above 03's. Its final % of the teacher (seed 0, 03's task lr) at each budget, and
+    the trend per doubling of general steps (:func:`tdlib.task_budget.general_trend`, same rule as stage 2's).
+    Returns (text, trend, the 09 record's path), or ("", None, None)."""
+    from .task_budget import general_trend
+
+    ours = rec["params"].get("general_steps") or 0
+    lr = rec["params"].get("task_lr")
+    for study in records("09_task_budget", root):  # newest first
+        if study["params"].get("glue") != rec["params"] or max(study["params"].get("general_budgets") or [0]) <= ours:
+            continue
+        found = general_trend(study["result"], name, lr, target)
+        if found is None:
+            continue
+        n = found["doublings"]
+        label = ("flat" if n is None else "closing" if n <= 4 else
+                 f"closing slowly: ~{n:.0f} more doublings to {target:g}% of the teacher at that rate")
+        points = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in found["points"])
+        return (f"; with more general distillation (notebook 09, seed 0, task lr {lr:g}): {points} general steps "
+                f"({found['gain']:+.1f} points per doubling)", label, _rel(study["path"]))
+    return "", None, None
+
+
 def claim_glue(cid: str, root=None) -> dict:
     """C2 (~1/7 on par), C3 (~1/48 keeps 96.7%), C5 (a distilled teacher compresses too) from notebook 03."""
     rec = _glue(root)
@@ -222,12 +246,16 @@ def claim_glue(cid: str, root=None) -> dict:
         status = "reproduced" if pct >= bar else ("on par (within 1 point)" if cid == "C2" and pct >= 99 else
                                                    "falls short at this budget")
         slope = trend(res["students"][name].get("curve"))
-        longer, task_slope, longer_source = _task_budget(rec, name, 90.0 if cid == "C2" else 85.0, root)
-        if longer_source:
-            out["source"] += f", {longer_source}"
+        goal = 90.0 if cid == "C2" else 85.0
+        longer, task_slope, longer_source = _task_budget(rec, name, goal, root)
+        more, general_slope, more_source = _general_budget(rec, name, goal, root)
+        for source in dict.fromkeys(x for x in (longer_source, more_source) if x):
+            out["source"] += f", {source}"
+        longer += more
         if not status.startswith(("reproduced", "on par")):
             trends = [f"of its zero-shot STS-B curve: {slope}"] if slope else []
             trends += [f"of its task distillation's stage 2: {task_slope}"] if task_slope else []
+            trends += [f"of its GLUE score over general-distillation budgets: {general_slope}"] if general_slope else []
             status += f" (trend {'; '.join(trends)})" if trends else ""
         budget = f"; {_budget(res, name)}" if "tokens" in res["students"][name] else ""
         return {"ours": f"{_kept(res, name)} {where}{_floor(res)}{_teacher_level(rec, root)}{budget}{longer}",

@@ -1,4 +1,4 @@
-"""Does more task distillation close the GLUE gap? (notebook 09, issue #15)
+"""Does more task (or general) distillation close the GLUE gap? (notebook 09, issue #15)
 
 Notebook 03 gives every student the paper's two task-distillation stages at a CPU budget (a few hundred steps
 per task) and reads its dev score. A student that stays at the majority class there may lack the teacher's function,
@@ -13,10 +13,17 @@ student at each point as a % of the teacher's, so the claims table can say wheth
 
 A curve point at step s of this stage-2 run is not 03's run of s steps: the learning rate decays over the
 longer run. Step 0 is the student that stage 1 left, with the teacher's head copied onto it.
+
+``general_budgets`` asks the same of the stage before: each student is general-distilled again for each of those
+step counts (03's objective, data, learning rate and schedule, stretched over the longer run) and task-distilled
+from there as above. The budget that equals 03's ``general_steps`` is 03's own run, read back. Each longer
+budget is one new general run per student plus its task runs, so it answers "would a longer general
+distillation close the gap?" with a measurement at one more point, not an extrapolation.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -52,20 +59,40 @@ CLOSING = 1.0  # points of the teacher's average over the last doubling of stage
 
 
 def doubling_trend(points: list[dict], target: float) -> dict:
-    """The trend of a student's GLUE curve (:func:`curve_glue`) over its last doubling of steps: ``gain`` (points
-    of the teacher's average), ``trend`` ("closing" above :data:`CLOSING`, else "flat") and ``doublings``: how
-    many more doublings, at that gain each, would reach ``target`` % of the teacher (None when flat); an
+    """The trend of a student's GLUE curve (:func:`curve_glue`) over its last two points: ``gain`` per doubling of
+    steps (points of the teacher's average; the last two points may be more than one doubling apart, as 256 and
+    1,024 general steps are: the gain is divided by log2 of their ratio, and a step 0 counts as one doubling
+    before the next point), ``trend`` ("closing" above :data:`CLOSING`, else "flat") and ``doublings``: how many
+    more doublings, at that gain each, would reach ``target`` % of the teacher (None when flat); an
     extrapolation, which the notebook and the claims table name as one."""
     if len(points) < 2:
         return {"gain": None, "trend": None, "doublings": None}
-    gain = points[-1]["percent_of_teacher"] - points[-2]["percent_of_teacher"]
+    before, last = points[-2]["step"], points[-1]["step"]
+    span = math.log2(last / before) if before > 0 and last > before else 1.0
+    gain = (points[-1]["percent_of_teacher"] - points[-2]["percent_of_teacher"]) / span
     closing = gain > CLOSING
     return {"gain": gain, "trend": "closing" if closing else "flat",
             "doublings": max(0.0, (target - points[-1]["percent_of_teacher"]) / gain) if closing else None}
 
 
+def general_budgets(params: dict, glue) -> list[int]:
+    """The general-distillation step counts of the study: ``general_budgets``, else 03's ``general_steps`` alone;
+    03's comes first, so the first entry of each student is the one 03's runs give."""
+    raw = params.get("general_budgets") or []
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(g, int) and not isinstance(g, bool) and g > 0
+                                                     for g in raw):
+        raise ConfigError(f"general_budgets must be a list of positive step counts (e.g. [256, 1024]), got {raw!r}")
+    return sorted({int(glue.general_steps), *raw}, key=lambda g: (g != glue.general_steps, g))
+
+
+def entry_name(student: str, lr: float, general_steps: int, glue_steps: int) -> str:
+    """A study entry's name: the student and task lr, and its general budget where it is not 03's."""
+    return f"{student} lr={lr:g}" + ("" if general_steps == glue_steps else f" general={general_steps}")
+
+
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
-    """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` (module docstring)."""
+    """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` and each general
+    budget of ``general_budgets`` (module docstring)."""
     from .experiments import Data, average_over, run_general, run_task_student, teacher_entry
     from .models import load_model, load_tokenizer
     from .proxies import Proxies
@@ -74,6 +101,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     glue = settings(params["glue"])
     steps = int(params["stage2_steps"])
     curve = check_curve(params["curve"], steps)
+    budgets = general_budgets(params, glue)
     tasks = list(params.get("tasks") or glue.tasks)
     workdir = Path(workdir)
     tokenizer = load_tokenizer(glue.teacher)
@@ -91,21 +119,39 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
         out["tasks"][task] = {k: entry[k] for k in ("metrics", "majority", "n_train", "n_dev", "data")}
     out["teacher_glue"] = average_over(out["tasks"], lambda e: e["metrics"])
     out["majority_glue"] = average_over(out["tasks"], lambda e: e["majority"])
+    if proxies is not None:
+        out["proxies_teacher"] = proxies.teacher
     corpus_cache: dict = {}
     for spec in specs:
-        encoder_dir, info = run_general(glue, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
-        for lr in params["task_lrs"]:
-            s = glue.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve)
-            runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
-                                           curve=curve)
-                    for task in tasks}
-            for entry in runs.values():
-                entry.pop("model", None)
-            out["students"][f"{spec['name']} lr={lr:g}"] = {
-                "student": spec["name"], "task_lr": float(lr), "general_steps": info["steps"],
-                "stage1_steps": s.stage1_steps, "stage2_steps": steps, "tasks": runs,
-                "glue": curve_glue(runs, tasks, out["teacher_glue"])}
+        for budget in budgets:
+            g = glue.replace(general_steps=budget)
+            encoder_dir, info = run_general(g, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
+            general = {"steps": info["steps"], "tokens": info["tokens"], "seconds": info["seconds"],
+                       "final_loss": info["final_loss"], **({"proxies": info["curve"][-1]} if "curve" in info else {})}
+            for lr in params["task_lrs"]:
+                s = g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve)
+                runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
+                                               curve=curve)
+                        for task in tasks}
+                for entry in runs.values():
+                    entry.pop("model", None)
+                out["students"][entry_name(spec["name"], float(lr), budget, glue.general_steps)] = {
+                    "student": spec["name"], "kind": spec["kind"], "task_lr": float(lr), "general_steps": budget,
+                    "general": general, "stage1_steps": s.stage1_steps, "stage2_steps": steps, "tasks": runs,
+                    "glue": curve_glue(runs, tasks, out["teacher_glue"])}
     return out
+
+
+def general_trend(result: dict, student: str, lr: float, target: float) -> dict | None:
+    """Student ``student``'s final % of the teacher (end of stage 2, task lr ``lr``) at each general budget of a
+    study result, and :func:`doubling_trend` over its last two budgets; None with fewer than two budgets."""
+    entries = sorted((e for e in result["students"].values() if e["student"] == student and e["task_lr"] == lr
+                      and "general_steps" in e), key=lambda e: e["general_steps"])
+    if len(entries) < 2:
+        return None
+    points = [{"step": e["general_steps"], "percent_of_teacher": e["glue"][-1]["percent_of_teacher"]}
+              for e in entries]
+    return {"points": points, **doubling_trend(points, target)}
 
 
 def task_budget_record(params: dict, base_profile: str, profile: str, force: bool | None = None,

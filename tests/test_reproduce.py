@@ -224,3 +224,34 @@ def test_c2_and_c3_read_03s_own_stage_2_curve_and_cite_09_only_when_it_goes_furt
                                      "closing)")  # (90 - 70) / 10: 2 more doublings
     assert "09_task_budget" not in table["C2"]["source"]
     assert table["C3"]["status"].endswith("(trend of its task distillation's stage 2: flat)")  # 85 -> 86
+
+
+def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
+    from tdlib.report import claims
+    from tdlib.results import save_record
+
+    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
+    tasks = {"rte": {"students": {n: {"steps": [10, 160]} for n in ("IV-36-192", "IV-16-96")}}}
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19}, "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
+    summary = {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 84.0},
+               "IV-16-96": {"percent_of_teacher": 82.0}}
+    save_record(tmp_path / "03_glue" / "g.json", glue_params, {"tasks": tasks, "students": students,
+                                                               "summary": summary}, profile="cpu")
+
+    def entry(student, general, pct):
+        return {"student": student, "task_lr": 1e-3, "general_steps": general,
+                "glue": [{"step": 0, "percent_of_teacher": 50.0}, {"step": 160, "percent_of_teacher": pct}]}
+
+    study = {"a": entry("IV-36-192", 256, 84.0), "b": entry("IV-36-192", 1024, 85.0),
+             "c": entry("IV-16-96", 256, 82.0), "d": entry("IV-16-96", 1024, 86.0)}
+    params = {"glue": glue_params, "stage2_steps": 160, "general_budgets": [1024]}
+    save_record(tmp_path / "09_task_budget" / "gb.json", params, {"students": study}, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}
+    assert table["C2"]["ours"].endswith("with more general distillation (notebook 09, seed 0, task lr 0.001): 84.0% "
+                                        "after 256, 85.0% after 1,024 general steps (+0.5 points per doubling)")
+    assert "GLUE score over general-distillation budgets: flat" in table["C2"]["status"]
+    assert "GLUE score over general-distillation budgets: closing)" in table["C3"]["status"]  # +2/doubling, 85 hit
+    assert "09_task_budget/gb.json" in table["C2"]["source"]
+    save_record(tmp_path / "09_task_budget" / "gb.json", {"glue": glue_params, "stage2_steps": 160},
+                {"students": {"a": study["a"]}}, profile="cpu")  # 03's budget alone: nothing to cite
+    assert "general" not in {r["claim"]: r for r in claims(tmp_path)}["C2"]["ours"]

@@ -52,6 +52,42 @@ def test_the_glue_experiments_own_task_curve_is_the_studys_curve_and_its_runs_ar
         assert run["curve"] == first["tasks"][task]["students"]["IV-8-16"]["curve"]
 
 
+def test_a_longer_general_budget_trains_one_general_run_per_student_and_reads_03s_back(glue, tmp_path, monkeypatch,
+                                                                                       tiny_corpus):
+    from tdlib.task_budget import general_trend
+
+    monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
+    glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3], "curve_points": 2, "proxy_sequences": 4}
+    first = glue_experiment(glue, tmp_path, progress=False)
+    general = sorted(p.parent for p in (tmp_path / "general").rglob("history.json"))
+    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
+                                    "general_budgets": [6], "stage2_steps": 3, "curve": [0, 3]}, tmp_path,
+                                   progress=False)
+    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.001 general=6",
+                                       "dense-1L-16-70 lr=0.001", "dense-1L-16-70 lr=0.001 general=6"]
+    new = sorted(p.parent for p in (tmp_path / "general").rglob("history.json"))
+    assert len(new) == len(general) + 2 and set(general) <= set(new), "one new general run per student"
+    ours, longer = study["students"]["IV-8-16 lr=0.001"], study["students"]["IV-8-16 lr=0.001 general=6"]
+    for task, run in ours["tasks"].items():  # 03's budget: 03's own task runs, read back
+        assert run["curve"] == first["tasks"][task]["students"]["IV-8-16"]["curve"]
+    assert ours["general"]["steps"] == 3 and longer["general"]["steps"] == 6
+    assert longer["general"]["tokens"] == 2 * ours["general"]["tokens"]
+    assert set(longer["general"]["proxies"]) >= {"stsb", "cosine"} and "stsb" in study["proxies_teacher"]
+    assert longer["tasks"]["rte"]["loss"] != ours["tasks"]["rte"]["loss"], "the longer budget is its own encoder"
+    trend = general_trend(study, "IV-8-16", 1e-3, 90.0)
+    assert [p["step"] for p in trend["points"]] == [3, 6]
+    assert trend["points"][1]["percent_of_teacher"] == longer["glue"][-1]["percent_of_teacher"]
+    assert general_trend(study, "IV-8-16", 2e-3, 90.0) is None  # no such task lr: no trend
+
+
+@pytest.mark.parametrize("bad", [[0], [2.5], "1024", [True]])
+def test_general_budgets_must_be_positive_step_counts(glue, tmp_path, bad):
+    with pytest.raises(ConfigError, match="general_budgets must be a list of positive step counts"):
+        task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "general_budgets": bad,
+                                "stage2_steps": 2, "curve": [0, 2]}, tmp_path, progress=False)
+    assert not (tmp_path / "general").exists(), "refused before anything trains"
+
+
 def test_a_task_curve_is_checked_where_the_settings_are_made(glue):
     from tdlib.settings import settings
 
@@ -96,3 +132,13 @@ def test_the_trend_over_the_last_doubling_and_its_extrapolation_to_a_target():
     assert flat["trend"] == "flat" and flat["doublings"] is None
     assert doubling_trend(pts[:1], 90.0)["trend"] is None
     assert doubling_trend(pts, 60.0)["doublings"] == 0.0  # already past the target
+
+
+def test_the_gain_is_per_doubling_when_the_last_two_points_are_further_apart():
+    from tdlib.task_budget import doubling_trend
+
+    pts = [{"step": 256, "percent_of_teacher": 82.0}, {"step": 1024, "percent_of_teacher": 86.0}]  # 2 doublings
+    assert doubling_trend(pts, 90.0) == {"gain": pytest.approx(2.0), "trend": "closing",
+                                         "doublings": pytest.approx(2.0)}
+    pts[1]["percent_of_teacher"] = 83.5  # +0.75 per doubling: flat
+    assert doubling_trend(pts, 90.0)["trend"] == "flat"
