@@ -37,12 +37,12 @@
 #
 # The stage before it gets the same question: `general_budgets` general-distills each student again for longer
 # (03's objective, data and learning rate; the schedule stretched over the longer run) and task-distills it as
-# above. The cpu profile gives every Tucker student and its equal-budget dense baseline 1,024 general steps
+# above. The cpu profile gives the ~1/48 Tucker student and its equal-budget dense baseline 1,024 general steps
 # beside 03's 256: four times the tokens, a measured point where the claims table would otherwise extrapolate.
 
 # %% tags=["parameters"]
 profile = "cpu"
-models = ["IV-36-192", "dense-1L-384-1155", "IV-16-96", "dense-1L-144-484"]  # notebook 03's students, by name
+models = ["IV-16-96", "dense-1L-144-484"]  # notebook 03's students, by name (a Tucker one, then its baseline)
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 task_lrs = [0.001]
 general_budgets = [1024]  # general-distillation steps beside 03's (its own runs, read back); [] for 03's alone
