@@ -265,6 +265,6 @@ if trends:
 earlier = [r for r in records("09_task_budget") if r["params"].get("glue") == record["params"]["glue"]
            and Path(r["path"]).name != Path(record["path"]).name]
 rows = [{"record": Path(r["path"]).name, "entry": name, "general steps": e.get("general_steps", general_03),
-         "task lr": e["task_lr"], "% of teacher": e["glue"][-1]["percent_of_teacher"]}
+         "task lr": f"{e['task_lr']:g}", "% of teacher": e["glue"][-1]["percent_of_teacher"]}
         for r in earlier for name, e in r["result"]["students"].items()]
 pd.DataFrame(rows).set_index(["record", "entry"]).round(1) if rows else "no earlier record under these settings"
