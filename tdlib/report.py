@@ -166,6 +166,16 @@ def _teacher_level(rec: dict, root=None) -> str:
     return text
 
 
+def _trend_label(doublings: float | None, target: float) -> str:
+    """A budget trend as the claims table words it (notebook 09's rule, :func:`tdlib.task_budget.doubling_trend`):
+    "flat", "closing", or "closing slowly" when more than 4 further doublings would be needed to reach ``target``."""
+    if doublings is None:
+        return "flat"
+    if doublings <= 4:
+        return "closing"
+    return f"closing slowly: ~{doublings:.0f} more doublings to {target:g}% of the teacher at that rate"
+
+
 def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, str | None, str | None]:
     """Student ``name``'s GLUE average along stage 2 of task distillation: from 03's own runs (``task_curve``),
     and from a notebook 09 record under the same 03 settings whose stage 2 is longer than 03's. The % of the
@@ -191,9 +201,7 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     for label, lr, points in curves:
         first, last = points[0], points[-1]
         slope = doubling_trend(points, target)
-        n = slope["doublings"]
-        trends.append("flat" if n is None else "closing" if n <= 4 else
-                      f"closing slowly: ~{n:.0f} more doublings to {target:g}% of the teacher at that rate")
+        trends.append(_trend_label(slope["doublings"], target))
         parts.append(f"{label}, task lr {lr:g}: {first['percent_of_teacher']:.1f}% at step {first['step']}, "
                      f"{last['percent_of_teacher']:.1f}% at step {last['step']} ({slope['gain']:+.1f} points over "
                      f"the last doubling)")
@@ -217,9 +225,7 @@ def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str
         found = general_trend(study["result"], name, lr, target)
         if found is None:
             continue
-        n = found["doublings"]
-        label = ("flat" if n is None else "closing" if n <= 4 else
-                 f"closing slowly: ~{n:.0f} more doublings to {target:g}% of the teacher at that rate")
+        label = _trend_label(found["doublings"], target)
         points = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in found["points"])
         return (f"; with more general distillation (notebook 09, seed 0, task lr {lr:g}): {points} general steps "
                 f"({found['gain']:+.1f} points per doubling)", label, _rel(study["path"]))
