@@ -248,16 +248,21 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
 
 def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,
                  stage2: TrainConfig, *, regression: bool, identity: dict | None = None, progress: bool = True,
-                 evaluate=None, evaluate_at=(), targets: torch.Tensor | None = None) -> dict:
+                 evaluate=None, evaluate_at=(), targets: torch.Tensor | None = None,
+                 objective: str = "last_layer") -> dict:
     """Two-stage task distillation; stage 1's model is stage 2's start. Returns both histories.
+
+    ``objective`` is stage 1's loss against the fine-tuned teacher (:func:`objective_loss`): the paper's
+    ``"last_layer"``, or ``"all_layers_cos"``, which gives every student layer a target on the task's own data.
 
     ``evaluate`` and ``evaluate_at`` record a dev curve over stage 2 (:func:`tdlib.train.train`; step 0 is
     the model stage 1 left): whether more task distillation would still pay is read from it. ``targets``: the
     teacher's logits on ``train_data``'s rows, read by stage 2 instead of a teacher forward
     (:func:`prediction_step`)."""
     check_vocab(student, teacher)
+    check_choice("objective", objective, OBJECTIVES)
     out = Path(out_dir)
-    h1 = train(student, lambda m, b: distillation_step(m, teacher, b), train_data, stage1, out / "stage1",
+    h1 = train(student, lambda m, b: distillation_step(m, teacher, b, objective), train_data, stage1, out / "stage1",
                identity=identity, frozen=[teacher], desc=f"stage1 {out.name}", progress=progress)
     h2 = train(student, lambda m, b: prediction_step(m, teacher, b, regression, targets=targets), train_data,
                stage2, out / "stage2",

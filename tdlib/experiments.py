@@ -289,6 +289,12 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
     return out / "model", info
 
 
+def stage1_identity(s: Settings) -> dict:
+    """What a task run's identity adds for its stage-1 loss: nothing for the paper's (so its runs keep the keys
+    they had before ``task_objective`` existed), else the objective."""
+    return {} if s.task_objective == "last_layer" else {"stage1_objective": s.task_objective}
+
+
 def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None,
                      curve: list[int] | None = None, seed: int | None = None) -> dict:
@@ -308,6 +314,7 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
                 "padding": "dynamic"}
     if curve:
         identity["curve"] = sorted(curve)
+    identity.update(stage1_identity(s))
     out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
@@ -325,7 +332,8 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
 
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
                         progress=progress, evaluate=measure if curve else None, evaluate_at=curve or (),
-                        targets=stage2_targets(teacher, teacher_dir, task, train_data, s, progress))
+                        targets=stage2_targets(teacher, teacher_dir, task, train_data, s, progress),
+                        objective=s.task_objective)
     if is_main_process():  # the model directory is complete: `evaluate` reads its own tokenizer
         data.tokenizer.save_pretrained(str(out / "stage2" / "model"))
     entry = {**measure(student), "seconds": hist["stage1"]["seconds"] + hist["stage2"]["seconds"],
@@ -641,10 +649,11 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         seed_everything(s.seed)
         student = with_decomposition(teacher, fit, s.ops).train()
         identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
+        identity.update(stage1_identity(s))
         out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
         start = time.perf_counter()
         hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression,
-                            identity=identity, progress=progress, targets=targets)
+                            identity=identity, progress=progress, targets=targets, objective=s.task_objective)
         logits = dev_logits(student, task, data, progress)
         metrics = dev_metrics(task, data, logits)
         logits = np.concatenate(list(logits.values()))

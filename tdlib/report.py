@@ -192,9 +192,12 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     ours = own[-1]["step"] if own else rec["params"].get("stage2_steps") or 0
     study = [r for r in records("09_task_budget", root) if r["params"].get("glue") == rec["params"]
              and r["params"].get("stage2_steps", 0) > ours]
+    general = rec["params"].get("general_steps")
     runs = [e for e in (study[0]["result"]["students"].values() if study else [])
-            if e["student"] == name and len(e["glue"]) >= 2]
-    curves += [("a longer stage 2 (notebook 09)", e["task_lr"], e["glue"]) for e in runs]
+            if e["student"] == name and len(e["glue"]) >= 2 and e.get("general_steps", general) == general]
+    curves += [("a longer stage 2 (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of "
+                                                   f"{e.get('task_objective')}" if e.get("arm") else "") + ")",
+                e["task_lr"], e["glue"]) for e in runs]
     if not curves:
         return "", None, None
     parts, trends = [], []

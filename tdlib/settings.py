@@ -46,6 +46,9 @@ class Settings:
     # be stage2_steps): the task-distillation curve notebooks 03 and 09 read; None: the final model only
     task_curve: list | None = None
     task_lr: float = 5e-5
+    # task distillation's stage-1 loss against the fine-tuned teacher: the paper's "last_layer" or
+    # "all_layers_cos" (tdlib.distill.objective_loss)
+    task_objective: str = "last_layer"
     # task distillation once per seed (the seed of both stages' data order and step draws; the teacher, the
     # general-distilled encoder and the training data stay those of ``seed``): a record gives each model's mean
     # over the seeds and their range. None: once, with ``seed``
@@ -86,6 +89,7 @@ class Settings:
         check_pooling(self.pooling, self.tasks)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
+        check_choice("task_objective", self.task_objective, OBJECTIVES)
         init_name(self.init)
         for name in ("batch_size", "general_steps", "general_sequences", "general_max_length"):
             value = getattr(self, name)

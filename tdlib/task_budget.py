@@ -19,6 +19,12 @@ step counts (03's objective, data, learning rate and schedule, stretched over th
 from there as above. The budget that equals 03's ``general_steps`` is 03's own run, read back. Each longer
 budget is one new general run per student plus its task runs, so it answers "would a longer general
 distillation close the gap?" with a measurement at one more point, not an extrapolation.
+
+``task_arms`` asks it of stage 1: each arm (:func:`task_arms`) changes stage 1's steps and loss
+(``stage1_steps``, ``task_objective``) and keeps everything else, from 03's general-distilled student at the first
+task lr. Why: 03's stage 1 is 10 steps of the paper's last-layer loss, so stage 2's soft cross-entropy on two
+logits is nearly all that adapts the student to the fine-tuned teacher; an all-layer stage 1 gives every layer a
+target on the task's own data. Arm entries carry ``arm`` and stay out of :func:`general_trend`.
 """
 
 from __future__ import annotations
@@ -85,9 +91,40 @@ def general_budgets(params: dict, glue) -> list[int]:
     return sorted({int(glue.general_steps), *raw}, key=lambda g: (g != glue.general_steps, g))
 
 
-def entry_name(student: str, lr: float, general_steps: int, glue_steps: int) -> str:
-    """A study entry's name: the student and task lr, and its general budget where it is not 03's."""
-    return f"{student} lr={lr:g}" + ("" if general_steps == glue_steps else f" general={general_steps}")
+def entry_name(student: str, lr: float, general_steps: int, glue_steps: int, arm: dict | None = None) -> str:
+    """A study entry's name: the student and task lr, its general budget where it is not 03's, and its task arm."""
+    return (f"{student} lr={lr:g}" + ("" if general_steps == glue_steps else f" general={general_steps}")
+            + (f" {arm_label(arm)}" if arm else ""))
+
+
+ARM_KEYS = ("stage1_steps", "task_objective")  # what a task arm may change
+
+
+def task_arms(params: dict) -> list[dict]:
+    """The study's ``task_arms``: each a dict that changes task distillation's stage 1 (``stage1_steps``,
+    ``task_objective``), run from 03's general-distilled students at the first task lr; [] when none."""
+    from .distill import OBJECTIVES
+
+    raw = params.get("task_arms") or []
+    example = "e.g. [{stage1_steps: 80, task_objective: all_layers_cos}]"
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(a, dict) and a for a in raw):
+        raise ConfigError(f"task_arms must be a list of non-empty dicts, {example}; got {raw!r}")
+    for arm in raw:
+        unknown = sorted(set(arm) - set(ARM_KEYS))
+        if unknown:
+            raise ConfigError(f"a task arm sets {list(ARM_KEYS)}, not {unknown}: {example}")
+        steps = arm.get("stage1_steps", 1)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"a task arm's stage1_steps must be a positive integer, got {steps!r}")
+        if arm.get("task_objective", OBJECTIVES[0]) not in OBJECTIVES:
+            raise ConfigError(f"a task arm's task_objective must be one of {list(OBJECTIVES)}, "
+                              f"got {arm['task_objective']!r}")
+    return [dict(a) for a in raw]
+
+
+def arm_label(arm: dict) -> str:
+    """How an entry names its arm: ``stage1=80 all_layers_cos``."""
+    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm.items())
 
 
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -102,6 +139,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     steps = int(params["stage2_steps"])
     curve = check_curve(params["curve"], steps)
     budgets = general_budgets(params, glue)
+    arms = task_arms(params)
     tasks = list(params.get("tasks") or glue.tasks)
     workdir = Path(workdir)
     tokenizer = load_tokenizer(glue.teacher)
@@ -122,6 +160,19 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     if proxies is not None:
         out["proxies_teacher"] = proxies.teacher
     corpus_cache: dict = {}
+
+    def study_entry(s, spec: dict, encoder_dir, general: dict, arm: dict | None = None) -> None:
+        runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
+                                       curve=curve)
+                for task in tasks}
+        for entry in runs.values():
+            entry.pop("model", None)
+        out["students"][entry_name(spec["name"], s.task_lr, s.general_steps, glue.general_steps, arm)] = {
+            "student": spec["name"], "kind": spec["kind"], "task_lr": s.task_lr, "general_steps": s.general_steps,
+            "general": general, "stage1_steps": s.stage1_steps, "task_objective": s.task_objective,
+            "stage2_steps": steps, "tasks": runs, "glue": curve_glue(runs, tasks, out["teacher_glue"]),
+            **({"arm": arm} if arm else {})}
+
     for spec in specs:
         for budget in budgets:
             g = glue.replace(general_steps=budget)
@@ -129,16 +180,12 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
             general = {"steps": info["steps"], "tokens": info["tokens"], "seconds": info["seconds"],
                        "final_loss": info["final_loss"], **({"proxies": info["curve"][-1]} if "curve" in info else {})}
             for lr in params["task_lrs"]:
-                s = g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve)
-                runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
-                                               curve=curve)
-                        for task in tasks}
-                for entry in runs.values():
-                    entry.pop("model", None)
-                out["students"][entry_name(spec["name"], float(lr), budget, glue.general_steps)] = {
-                    "student": spec["name"], "kind": spec["kind"], "task_lr": float(lr), "general_steps": budget,
-                    "general": general, "stage1_steps": s.stage1_steps, "stage2_steps": steps, "tasks": runs,
-                    "glue": curve_glue(runs, tasks, out["teacher_glue"])}
+                study_entry(g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve), spec, encoder_dir,
+                            general)
+            if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
+                for arm in arms:
+                    study_entry(g.replace(task_lr=float(params["task_lrs"][0]), stage2_steps=steps,
+                                          task_curve=curve, **arm), spec, encoder_dir, general, arm)
     return out
 
 
@@ -146,7 +193,7 @@ def general_trend(result: dict, student: str, lr: float, target: float) -> dict 
     """Student ``student``'s final % of the teacher (end of stage 2, task lr ``lr``) at each general budget of a
     study result, and :func:`doubling_trend` over its last two budgets; None with fewer than two budgets."""
     entries = sorted((e for e in result["students"].values() if e["student"] == student and e["task_lr"] == lr
-                      and "general_steps" in e), key=lambda e: e["general_steps"])
+                      and "general_steps" in e and not e.get("arm")), key=lambda e: e["general_steps"])
     if len(entries) < 2:
         return None
     points = [{"step": e["general_steps"], "percent_of_teacher": e["glue"][-1]["percent_of_teacher"]}

@@ -221,3 +221,18 @@ def test_task_seeds_are_checked():
     for bad in ([], [0, 0], [-1], "0,1", [True]):
         with pytest.raises(ConfigError, match="task_seeds"):
             settings({"task_seeds": bad})
+
+
+def test_task_objective_trains_stage_1_on_every_layer_in_its_own_run(env, tmp_path):
+    """task_objective sets stage 1's loss; the paper's loss keeps its run (and key), the other gets its own."""
+    import json
+
+    params = {**env, "pooling": PAIR_HEADS, "tasks": ["rte"]}
+    glue_experiment(params, tmp_path, progress=False)
+    glue_experiment({**params, "task_objective": "all_layers_cos"}, tmp_path, progress=False)
+    runs = sorted(tmp_path.glob("task/rte/IV-8-16-*"))
+    assert len(runs) == 2
+    terms = [set(json.loads((run / "stage1" / "history.json").read_text())["loss"]) for run in runs]
+    assert sorted(terms, key=len) == [{"loss", "att", "rep"}, {"loss", "att", "rep", "layers", "cos"}]
+    with pytest.raises(ConfigError, match="task_objective"):
+        settings({"task_objective": "every_layer"})

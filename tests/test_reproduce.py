@@ -255,3 +255,32 @@ def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
     save_record(tmp_path / "09_task_budget" / "gb.json", {"glue": glue_params, "stage2_steps": 160},
                 {"students": {"a": study["a"]}}, profile="cpu")  # 03's budget alone: nothing to cite
     assert "general" not in {r["claim"]: r for r in claims(tmp_path)}["C2"]["ours"]
+
+
+def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_budgets(tmp_path):
+    from tdlib.report import claims
+    from tdlib.results import save_record
+
+    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
+    tasks = {"rte": {"students": {"IV-16-96": {"steps": [10, 160]}}}}
+    save_record(tmp_path / "03_glue" / "g.json", glue_params,
+                {"tasks": tasks, "students": {"IV-16-96": {"kind": "tucker", "ratio": 47.75}},
+                 "summary": {"teacher": {"percent_of_teacher": 100.0}, "IV-16-96": {"percent_of_teacher": 80.0}}},
+                profile="cpu")
+
+    def run(pcts, **extra):
+        return {"student": "IV-16-96", "task_lr": 1e-3, "stage2_steps": 640, "general_steps": 256, **extra,
+                "glue": [{"step": s, "percent_of_teacher": p} for s, p in zip((0, 320, 640), pcts, strict=True)]}
+
+    study = {"plain": run((70.0, 82.0, 84.0)),
+             "arm": run((78.0, 84.0, 86.5), arm={"stage1_steps": 80, "task_objective": "all_layers_cos"},
+                        stage1_steps=80, task_objective="all_layers_cos"),
+             "longer general": run((75.0, 90.0, 99.0), general_steps=1024)}
+    save_record(tmp_path / "09_task_budget" / "s.json", {"glue": glue_params, "stage2_steps": 640},
+                {"students": study}, profile="cpu")
+    ours = {r["claim"]: r for r in claims(tmp_path)}["C3"]["ours"]
+    assert ("a longer stage 2 (notebook 09), task lr 0.001: 70.0% at step 0, 84.0% at step 640 (+2.0 points over "
+            "the last doubling)") in ours
+    assert ("a longer stage 2 (notebook 09; stage 1: 80 steps of all_layers_cos), task lr 0.001: 78.0% at step 0, "
+            "86.5% at step 640 (+2.5 points over the last doubling)") in ours
+    assert "99.0%" not in ours, "a longer general budget is not a longer stage 2 of 03's student"

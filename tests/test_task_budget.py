@@ -142,3 +142,33 @@ def test_the_gain_is_per_doubling_when_the_last_two_points_are_further_apart():
                                          "doublings": pytest.approx(2.0)}
     pts[1]["percent_of_teacher"] = 83.5  # +0.75 per doubling: flat
     assert doubling_trend(pts, 90.0)["trend"] == "flat"
+
+
+def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_general_trend(glue, tmp_path):
+    from tdlib.task_budget import general_trend
+
+    glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
+    glue_experiment(glue, tmp_path, progress=False)
+    general = sorted((tmp_path / "general").rglob("history.json"))
+    arm = {"stage1_steps": 4, "task_objective": "all_layers_cos"}
+    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_arms": [arm],
+                                    "stage2_steps": 3, "curve": [0, 3]}, tmp_path, progress=False)
+    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.001 stage1=4 all_layers_cos"]
+    assert sorted((tmp_path / "general").rglob("history.json")) == general, "the arm reads 03's student"
+    plain, armed = study["students"].values()
+    assert armed["arm"] == arm and armed["stage1_steps"] == 4 and armed["task_objective"] == "all_layers_cos"
+    assert plain["stage1_steps"] == 2 and plain["task_objective"] == "last_layer" and "arm" not in plain
+    assert armed["tasks"]["rte"]["steps"] == [4, 3]
+    assert armed["tasks"]["rte"]["loss"]["stage1"] != plain["tasks"]["rte"]["loss"]["stage1"]
+    assert general_trend(study, "IV-8-16", 1e-3, 90.0) is None, "an arm is not another general budget"
+
+
+@pytest.mark.parametrize("bad, match", [([{"stage2_steps": 5}], "not \\['stage2_steps'\\]"),
+                                        ([{"stage1_steps": 0}], "positive integer"),
+                                        ([{"task_objective": "tinybert"}], "must be one of"),
+                                        ({"stage1_steps": 80}, "list of non-empty dicts"), ([{}], "non-empty")])
+def test_task_arms_are_checked_before_anything_trains(glue, tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_arms": bad,
+                                "stage2_steps": 2, "curve": [0, 2]}, tmp_path, progress=False)
+    assert not any(tmp_path.iterdir()), "refused before anything trains"
