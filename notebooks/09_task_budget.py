@@ -26,19 +26,24 @@
 #
 # This notebook takes 03's fine-tuned teachers and general-distilled students (the same hashed runs: nothing is
 # retrained), runs stage 1 as 03 does, then stage 2 for `stage2_steps` with the dev score, the fidelity to the
-# teacher and the spread of the outputs taken at the `curve` steps (`tdlib.task_budget`). The cpu profile's 03
-# now runs these same 160 steps and takes its dev metrics at the same points (its `task_curve`), so here 03's own
-# task runs are read back, not trained again: 09 costs nothing after 03. A profile can set a longer stage 2 here
-# than 03's, or other task learning rates (`task_lrs`), and then this notebook trains those runs: the cpu profile
-# ran 03's lr 1e-3 (read back) beside 2e-3, 03's lr before it moved: that record is tabled at the end, not rerun.
-# Each run is seed 0 alone; 03's columns are the means over its `task_seeds`. Read a point at
-# step s as "s steps into a longer run": its learning rate has decayed less than in an s-step run. Step 0 is the
-# student that stage 1 left, with the teacher's head copied onto it.
+# teacher and the spread of the outputs taken at the `curve` steps (`tdlib.task_budget`). Where those equal 03's
+# (its `stage2_steps`, `task_curve` and `task_lr`), 03's own task runs are read back, not trained again. The cpu
+# profile runs stage 2 for 640 steps, four times 03's 160, with the dev score at 03's points and at 320 and 640:
+# those runs are this notebook's own. Other task learning rates (`task_lrs`) are a parameter too; the record that
+# set x-distill's 2e-3 beside 03's 1e-3 is tabled at the end, not rerun. Each run is seed 0 alone; 03's columns
+# are the means over its `task_seeds`. Read a point at step s as "s steps into a longer run": its learning rate has
+# decayed less than in an s-step run. Step 0 is the student that stage 1 left, with the teacher's head copied onto
+# it.
 #
-# The stage before it gets the same question: `general_budgets` general-distills each student again for longer
+# Stage 1 gets its own question (`task_arms`): 03's is 10 steps of the paper's last-layer loss, hardly a stage.
+# The cpu profile's arm runs 80 steps of general distillation's all-layer objective against the fine-tuned teacher
+# instead, and the same stage 2.
+#
+# The stage before gets the same question: `general_budgets` general-distills each student again for longer
 # (03's objective, data and learning rate; the schedule stretched over the longer run) and task-distills it as
-# above. The cpu profile gives the ~1/48 Tucker student and its equal-budget dense baseline 1,024 general steps
-# beside 03's 256: four times the tokens, a measured point where the claims table would otherwise extrapolate.
+# above. The record that gave the ~1/48 Tucker student and its equal-budget dense baseline 1,024 general steps
+# beside 03's 256 (`results/09_task_budget/242b47312c40.json`, with 03's 160-step stage 2) is the source of that
+# section while the cpu profile's current record runs 03's general budget alone.
 
 # %% tags=["parameters"]
 profile = "cpu"
