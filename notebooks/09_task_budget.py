@@ -74,7 +74,7 @@ import pandas as pd
 from tdlib.plots import savefig
 from tdlib.report import records
 from tdlib.results import load_record, record_path
-from tdlib.task_budget import doubling_trend, general_trend, task_budget_record
+from tdlib.task_budget import doubling_trend, general_trend, longer_general_records, task_budget_record
 
 record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile,
                             run.profile, extra=run.provenance())
@@ -205,13 +205,9 @@ plt.show()
 # ran a longer one (its own stage 2, named below).
 
 # %%
-def longer_general(r: dict) -> bool:
-    return bool(r["params"].get("general_budgets"))
-
-
-gb_record = record if longer_general(record) else next(
-    (r for r in records("09_task_budget") if r["params"].get("glue") == record["params"]["glue"] and longer_general(r)),
-    None)
+longer = longer_general_records(record["params"]["glue"])
+this = Path(record["path"]).name
+gb_record = record if any(Path(r["path"]).name == this for r in longer) else next(iter(longer), None)
 gb_result = gb_record["result"] if gb_record else {"students": {}}
 if gb_record is None:
     print("no record of this study under these 03 settings ran a longer general distillation")

@@ -218,13 +218,10 @@ def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str
     that ran a general budget above 03's. Its final % of the teacher (seed 0, 03's task lr) at each budget, and
     the trend per doubling of general steps (:func:`tdlib.task_budget.general_trend`, same rule as stage 2's).
     Returns (text, trend, the 09 record's path), or ("", None, None)."""
-    from .task_budget import general_trend
+    from .task_budget import general_trend, longer_general_records
 
-    ours = rec["params"].get("general_steps") or 0
     lr = rec["params"].get("task_lr")
-    for study in records("09_task_budget", root):  # newest first
-        if study["params"].get("glue") != rec["params"] or max(study["params"].get("general_budgets") or [0]) <= ours:
-            continue
+    for study in longer_general_records(rec["params"], root):  # newest first
         found = general_trend(study["result"], name, lr, target)
         if found is None:
             continue

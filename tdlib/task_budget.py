@@ -201,6 +201,16 @@ def general_trend(result: dict, student: str, lr: float, target: float) -> dict 
     return {"points": points, **doubling_trend(points, target)}
 
 
+def longer_general_records(glue: dict, root=None) -> list[dict]:
+    """Notebook 09's records made under 03's settings ``glue`` that ran a general budget beyond 03's, newest
+    first: where the notebook's longer-general section and the claims table read that question's answer."""
+    from .report import records
+
+    ours = glue.get("general_steps") or 0
+    return [r for r in records("09_task_budget", root)
+            if r["params"].get("glue") == glue and max(r["params"].get("general_budgets") or [0]) > ours]
+
+
 def task_budget_record(params: dict, base_profile: str, profile: str, force: bool | None = None,
                        extra: dict | None = None) -> dict:
     """The cached record of notebook 09: ``results/09_task_budget/<hash>.json``, run with notebook 03's settings of
