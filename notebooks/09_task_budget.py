@@ -37,7 +37,7 @@
 #
 # Stage 1 gets its own question (`task_arms`): 03's is 10 steps of the paper's last-layer loss, hardly a stage.
 # The cpu profile's arm runs 80 steps of general distillation's all-layer objective against the fine-tuned teacher
-# instead, and the same stage 2.
+# instead, and the same stage 2, for the ~1/48 pair (an arm may name the `models` it runs for).
 #
 # The stage before gets the same question: `general_budgets` general-distills each student again for longer
 # (03's objective, data and learning rate; the schedule stretched over the longer run) and task-distills it as
@@ -47,12 +47,13 @@
 
 # %% tags=["parameters"]
 profile = "cpu"
-models = ["IV-16-96", "dense-1L-144-484"]  # notebook 03's students, by name (a Tucker one, then its baseline)
+# notebook 03's students, by name (each Tucker one, then its baseline)
+models = ["IV-36-192", "dense-1L-384-1155", "IV-16-96", "dense-1L-144-484"]
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 task_lrs = [0.001]
 general_budgets = []  # general-distillation steps beside 03's (its own runs, read back); [] for 03's alone
-# changes to task distillation's stage 1, each run from 03's students ([] for none)
-task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos"}]
+# changes to task distillation's stage 1, each run from 03's students ([] for none); `models`: the ones it runs for
+task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos", "models": ["IV-16-96", "dense-1L-144-484"]}]
 stage2_steps = 640
 curve = [0, 40, 80, 160, 320, 640]
 

@@ -22,9 +22,11 @@ distillation close the gap?" with a measurement at one more point, not an extrap
 
 ``task_arms`` asks it of stage 1: each arm (:func:`task_arms`) changes stage 1's steps and loss
 (``stage1_steps``, ``task_objective``) and keeps everything else, from 03's general-distilled student at the first
-task lr. Why: 03's stage 1 is 10 steps of the paper's last-layer loss, so stage 2's soft cross-entropy on two
-logits is nearly all that adapts the student to the fine-tuned teacher; an all-layer stage 1 gives every layer a
-target on the task's own data. Arm entries carry ``arm`` and stay out of :func:`general_trend`.
+task lr, for every model of the study or the ones its ``models`` names (an arm costs a full set of task runs per
+student, so a profile can ask it of one pair). Why: 03's stage 1 is 10 steps of the paper's last-layer loss, so
+stage 2's soft cross-entropy on two logits is nearly all that adapts the student to the fine-tuned teacher; an
+all-layer stage 1 gives every layer a target on the task's own data. Arm entries carry ``arm``
+and stay out of :func:`general_trend`.
 """
 
 from __future__ import annotations
@@ -98,21 +100,32 @@ def entry_name(student: str, lr: float, general_steps: int, glue_steps: int, arm
 
 
 ARM_KEYS = ("stage1_steps", "task_objective")  # what a task arm may change
+ARM_MODELS = "models"  # and which of the study's models it runs for (all when absent)
 
 
 def task_arms(params: dict) -> list[dict]:
     """The study's ``task_arms``: each a dict that changes task distillation's stage 1 (``stage1_steps``,
-    ``task_objective``), run from 03's general-distilled students at the first task lr; [] when none."""
+    ``task_objective``), run from 03's general-distilled students at the first task lr, for the study's
+    ``models`` or the subset its own ``models`` lists; [] when none."""
     from .distill import OBJECTIVES
 
     raw = params.get("task_arms") or []
-    example = "e.g. [{stage1_steps: 80, task_objective: all_layers_cos}]"
+    example = "e.g. [{stage1_steps: 80, task_objective: all_layers_cos, models: [IV-16-96]}]"
     if not isinstance(raw, (list, tuple)) or not all(isinstance(a, dict) and a for a in raw):
         raise ConfigError(f"task_arms must be a list of non-empty dicts, {example}; got {raw!r}")
+    study = list(params.get("models") or [])
     for arm in raw:
-        unknown = sorted(set(arm) - set(ARM_KEYS))
+        unknown = sorted(set(arm) - {*ARM_KEYS, ARM_MODELS})
         if unknown:
-            raise ConfigError(f"a task arm sets {list(ARM_KEYS)}, not {unknown}: {example}")
+            raise ConfigError(f"a task arm sets {list(ARM_KEYS)} (and {ARM_MODELS!r}: which models it runs for), "
+                              f"not {unknown}: {example}")
+        if not set(arm) & set(ARM_KEYS):
+            raise ConfigError(f"a task arm must change {' or '.join(ARM_KEYS)}: {example}; got {arm!r}")
+        names = arm.get(ARM_MODELS, study)
+        if (not isinstance(names, (list, tuple)) or not names
+                or any(not isinstance(n, str) or n not in study for n in names)):
+            raise ConfigError(f"a task arm's {ARM_MODELS} must be a non-empty list of the study's models {study}, "
+                              f"got {names!r}")
         steps = arm.get("stage1_steps", 1)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"a task arm's stage1_steps must be a positive integer, got {steps!r}")
@@ -123,8 +136,13 @@ def task_arms(params: dict) -> list[dict]:
 
 
 def arm_label(arm: dict) -> str:
-    """How an entry names its arm: ``stage1=80 all_layers_cos``."""
-    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm.items())
+    """How an entry names its arm: ``stage1=80 all_layers_cos`` (what it changes; not which models it runs for)."""
+    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm.items() if k in ARM_KEYS)
+
+
+def arm_runs_for(arm: dict, student: str) -> bool:
+    """Whether ``arm`` runs for ``student``: every model of the study unless the arm lists its ``models``."""
+    return ARM_MODELS not in arm or student in arm[ARM_MODELS]
 
 
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -183,9 +201,10 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                 study_entry(g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve), spec, encoder_dir,
                             general)
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
-                for arm in arms:
+                for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
+                    changes = {k: v for k, v in arm.items() if k in ARM_KEYS}
                     study_entry(g.replace(task_lr=float(params["task_lrs"][0]), stage2_steps=steps,
-                                          task_curve=curve, **arm), spec, encoder_dir, general, arm)
+                                          task_curve=curve, **changes), spec, encoder_dir, general, arm)
     return out
 
 

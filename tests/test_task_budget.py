@@ -150,12 +150,15 @@ def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_genera
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
     glue_experiment(glue, tmp_path, progress=False)
     general = sorted((tmp_path / "general").rglob("history.json"))
-    arm = {"stage1_steps": 4, "task_objective": "all_layers_cos"}
-    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_arms": [arm],
-                                    "stage2_steps": 3, "curve": [0, 3]}, tmp_path, progress=False)
-    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.001 stage1=4 all_layers_cos"]
+    arm = {"stage1_steps": 4, "task_objective": "all_layers_cos", "models": ["IV-8-16"]}
+    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
+                                    "task_arms": [arm], "stage2_steps": 3, "curve": [0, 3]}, tmp_path,
+                                   progress=False)
+    # the arm runs for the models it names alone; its name says what it changes
+    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.001 stage1=4 all_layers_cos",
+                                       "dense-1L-16-70 lr=0.001"]
     assert sorted((tmp_path / "general").rglob("history.json")) == general, "the arm reads 03's student"
-    plain, armed = study["students"].values()
+    plain, armed, _ = study["students"].values()
     assert armed["arm"] == arm and armed["stage1_steps"] == 4 and armed["task_objective"] == "all_layers_cos"
     assert plain["stage1_steps"] == 2 and plain["task_objective"] == "last_layer" and "arm" not in plain
     assert armed["tasks"]["rte"]["steps"] == [4, 3]
@@ -166,7 +169,10 @@ def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_genera
 @pytest.mark.parametrize("bad, match", [([{"stage2_steps": 5}], "not \\['stage2_steps'\\]"),
                                         ([{"stage1_steps": 0}], "positive integer"),
                                         ([{"task_objective": "tinybert"}], "must be one of"),
-                                        ({"stage1_steps": 80}, "list of non-empty dicts"), ([{}], "non-empty")])
+                                        ({"stage1_steps": 80}, "list of non-empty dicts"), ([{}], "non-empty"),
+                                        ([{"models": ["IV-8-16"]}], "must change stage1_steps or task_objective"),
+                                        ([{"stage1_steps": 4, "models": ["IV-9-9"]}], "list of the study's models"),
+                                        ([{"stage1_steps": 4, "models": []}], "list of the study's models")])
 def test_task_arms_are_checked_before_anything_trains(glue, tmp_path, bad, match):
     with pytest.raises(ConfigError, match=match):
         task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_arms": bad,
