@@ -20,6 +20,11 @@ from there as above. The budget that equals 03's ``general_steps`` is 03's own r
 budget is one new general run per student plus its task runs, so it answers "would a longer general
 distillation close the gap?" with a measurement at one more point, not an extrapolation.
 
+``task_seeds`` ({model: [seeds]}) runs a model's stage 2 with several seeds (its runs with 03's seed are the
+ones above, read back): the entry's scores and curve are the means over them, with each seed's final % of the
+teacher in ``seeds``, because one seed's GLUE average moves by a point or more with the data order alone, as much
+as the gap between a Tucker student and its dense baseline. Models it does not name run 03's seed alone.
+
 ``task_arms`` asks it of stage 1: each arm (:func:`task_arms`) changes stage 1's steps and loss
 (``stage1_steps``, ``task_objective``) and keeps everything else, from 03's general-distilled student at the first
 task lr, for every model of the study or the ones its ``models`` names (an arm costs a full set of task runs per
@@ -135,6 +140,23 @@ def task_arms(params: dict) -> list[dict]:
     return [dict(a) for a in raw]
 
 
+def study_seeds(params: dict, seed: int) -> dict[str, list[int]]:
+    """The seeds of each model's stage-2 runs: ``task_seeds`` ({model: [seeds]}), else ``[seed]`` (03's)."""
+    raw = params.get("task_seeds") or {}
+    models = list(params["models"])
+    example = "e.g. {IV-16-96: [0, 1, 2]}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"task_seeds must map a model to its seeds, {example}; got {raw!r}")
+    for name, seeds in raw.items():
+        if name not in models:
+            raise ConfigError(f"task_seeds names {name!r}, which is not one of the study's models {models}")
+        if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)):
+            raise ConfigError(f"task_seeds[{name!r}] must be a non-empty list of distinct seeds (integers >= 0), "
+                              f"{example}; got {seeds!r}")
+    return {m: [int(x) for x in raw.get(m, [seed])] for m in models}
+
+
 def arm_label(arm: dict) -> str:
     """How an entry names its arm: ``stage1=80 all_layers_cos`` (what it changes; not which models it runs for)."""
     return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm.items() if k in ARM_KEYS)
@@ -148,7 +170,7 @@ def arm_runs_for(arm: dict, student: str) -> bool:
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` and each general
     budget of ``general_budgets`` (module docstring)."""
-    from .experiments import Data, average_over, run_general, run_task_student, teacher_entry
+    from .experiments import Data, average_over, over_seeds, run_general, run_task_student, teacher_entry
     from .models import load_model, load_tokenizer
     from .proxies import Proxies
     from .settings import settings
@@ -158,6 +180,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
     curve = check_curve(params["curve"], steps)
     budgets = general_budgets(params, glue)
     arms = task_arms(params)
+    seeds = study_seeds(params, glue.seed)
     tasks = list(params.get("tasks") or glue.tasks)
     workdir = Path(workdir)
     tokenizer = load_tokenizer(glue.teacher)
@@ -179,17 +202,24 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
         out["proxies_teacher"] = proxies.teacher
     corpus_cache: dict = {}
 
-    def study_entry(s, spec: dict, encoder_dir, general: dict, arm: dict | None = None) -> None:
-        runs = {task: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir, progress,
-                                       curve=curve)
+    def study_entry(s, spec: dict, encoder_dir, general: dict, arm: dict | None = None,
+                    run_seeds: list[int] | None = None) -> None:
+        run_seeds = run_seeds or [s.seed]
+        runs = {task: over_seeds({seed: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir,
+                                                         progress, curve=curve, seed=seed) for seed in run_seeds})
                 for task in tasks}
         for entry in runs.values():
-            entry.pop("model", None)
+            for run in (entry, *entry.get("seeds", {}).values()):
+                run.pop("model", None)
+        per_seed = ({str(k): curve_glue({t: runs[t]["seeds"][str(k)] for t in tasks}, tasks,
+                                        out["teacher_glue"])[-1]["percent_of_teacher"] for k in run_seeds}
+                    if len(run_seeds) > 1 else {})
         out["students"][entry_name(spec["name"], s.task_lr, s.general_steps, glue.general_steps, arm)] = {
             "student": spec["name"], "kind": spec["kind"], "task_lr": s.task_lr, "general_steps": s.general_steps,
             "general": general, "stage1_steps": s.stage1_steps, "task_objective": s.task_objective,
-            "stage2_steps": steps, "tasks": runs, "glue": curve_glue(runs, tasks, out["teacher_glue"]),
-            **({"arm": arm} if arm else {})}
+            "stage2_steps": steps, "task_seeds": run_seeds, "tasks": runs,
+            "glue": curve_glue(runs, tasks, out["teacher_glue"]),
+            **({"seeds": per_seed} if per_seed else {}), **({"arm": arm} if arm else {})}
 
     for spec in specs:
         for budget in budgets:
@@ -199,7 +229,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                        "final_loss": info["final_loss"], **({"proxies": info["curve"][-1]} if "curve" in info else {})}
             for lr in params["task_lrs"]:
                 study_entry(g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve), spec, encoder_dir,
-                            general)
+                            general, run_seeds=seeds[spec["name"]])
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
                 for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
                     changes = {k: v for k, v in arm.items() if k in ARM_KEYS}

@@ -178,3 +178,33 @@ def test_task_arms_are_checked_before_anything_trains(glue, tmp_path, bad, match
         task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_arms": bad,
                                 "stage2_steps": 2, "curve": [0, 2]}, tmp_path, progress=False)
     assert not any(tmp_path.iterdir()), "refused before anything trains"
+
+
+def test_task_seeds_average_a_models_stage_2_over_seeds_and_read_03s_seed_back(glue, tmp_path):
+    glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
+    glue_experiment(glue, tmp_path, progress=False)
+    before = {p.parent for p in (tmp_path / "task").rglob("stage2/history.json")}
+    study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
+                                    "task_seeds": {"IV-8-16": [0, 1]}, "stage2_steps": 3, "curve": [0, 3]},
+                                   tmp_path, progress=False)
+    after = {p.parent for p in (tmp_path / "task").rglob("stage2/history.json")}
+    assert len(after - before) == len(glue["tasks"]), "one new run per task: seed 1's; seed 0's is 03's, read back"
+    tucker, dense = study["students"].values()
+    assert tucker["task_seeds"] == [0, 1] and dense["task_seeds"] == [0] and "seeds" not in dense
+    assert sorted(tucker["seeds"]) == ["0", "1"]
+    for run in tucker["tasks"].values():
+        assert sorted(run["seeds"]) == ["0", "1"] and "model" not in run["seeds"]["1"]
+        assert [p["step"] for p in run["curve"]] == [0, 3]
+    # the entry's GLUE average is the mean of its seeds' (the average over tasks is linear in each task's score)
+    mean = sum(tucker["seeds"].values()) / 2
+    assert tucker["glue"][-1]["percent_of_teacher"] == pytest.approx(mean, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [([0, 1], "must map a model"), ({"IV-9-9": [0]}, "not one of the study"),
+                                        ({"IV-8-16": []}, "non-empty list"), ({"IV-8-16": [0, 0]}, "distinct"),
+                                        ({"IV-8-16": [-1]}, "integers >= 0")])
+def test_task_seeds_are_checked_before_anything_trains(glue, tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_seeds": bad,
+                                "stage2_steps": 2, "curve": [0, 2]}, tmp_path, progress=False)
+    assert not any(tmp_path.iterdir()), "refused before anything trains"
