@@ -215,7 +215,7 @@ for ax, task in zip(axes[0][1:], tasks, strict=True):
 for ax in axes[0]:
     ax.set_xscale("log")
     ax.set_xlabel("stage-2 steps (0 drawn at 1)")
-axes[0][0].legend(fontsize=7)
+axes[0][0].legend(fontsize=6, loc="lower right")  # the curves sit above 70%
 fig.suptitle(f"Task distillation, stage 2 (profile {run.profile}; teacher: solid black, majority: dotted; "
              "task arms dashed)")
 fig.tight_layout()
