@@ -78,7 +78,14 @@ import pandas as pd
 from tdlib.plots import savefig
 from tdlib.report import records
 from tdlib.results import load_record, record_path
-from tdlib.task_budget import doubling_trend, general_trend, longer_general_records, task_budget_record
+from tdlib.task_budget import (
+    dense_baseline,
+    doubling_trend,
+    general_trend,
+    longer_general_records,
+    task_budget_record,
+    vs_dense,
+)
 
 record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile,
                             run.profile, extra=run.provenance())
@@ -164,33 +171,13 @@ pd.DataFrame(rows).set_index(["student", "task"]).round(3)
 # "closing slowly", with that count.
 
 # %%
-def arm_change(e: dict) -> dict:
-    """What an entry's arm changes (not the models it names); {} for a plain entry."""
-    return {k: v for k, v in (e.get("arm") or {}).items() if k != "models"}
-
-
-def vs_dense(r: dict) -> float | None:
-    """A Tucker entry's end point minus its equal-budget dense baseline's: the next dense model of `models`, same
-    lr, general budget and arm; over the seeds both ran, each seed against its own."""
-    order = record["params"]["models"]
-    dense = next((m for m in order[order.index(r["student"]) + 1:] if m.startswith("dense")), None)
-    b = next((e for e in result["students"].values() if e["student"] == dense and e["task_lr"] == r["task_lr"]
-              and e.get("general_steps") == r.get("general_steps") and arm_change(e) == arm_change(r)), None)
-    if r["kind"] != "tucker" or b is None:
-        return None
-    shared = sorted(set(r.get("seeds", {})) & set(b.get("seeds", {})))
-    if len(shared) > 1:
-        return sum(r["seeds"][k] - b["seeds"][k] for k in shared) / len(shared)
-    return r["glue"][-1]["percent_of_teacher"] - b["glue"][-1]["percent_of_teacher"]
-
-
 verdict = []
 for name, r in result["students"].items():
     pts = r["glue"]
     slope = doubling_trend(pts, 90.0)
     verdict.append({"student": name, "seeds": len(r.get("task_seeds", [0])),
                     "first point": pts[0]["percent_of_teacher"], "last point": pts[-1]["percent_of_teacher"],
-                    "vs dense": vs_dense(r),
+                    "vs dense": vs_dense(result, record["params"]["models"], r),
                     "gain over the last doubling": slope["gain"], "trend": slope["trend"],
                     "doublings to 90% at this rate": slope["doublings"]})
 pd.DataFrame(verdict).set_index("student").round(1)
@@ -270,8 +257,7 @@ for name in (gb_record["params"]["models"] if gb_record else []):
 table = (pd.DataFrame(rows) if rows else pd.DataFrame(columns=["student", "general steps", "% of teacher"])
          ).set_index(["student", "general steps"])
 models = gb_record["params"]["models"] if gb_record else []
-dense = {name: next((b for b in models[i + 1:] if b.startswith("dense")), None)  # its baseline: listed after it
-         for i, name in enumerate(models) if name.startswith("IV")}
+dense = {name: dense_baseline(models, name) for name in models if name.startswith("IV")}
 table["vs dense"] = [table.loc[(n, g), "% of teacher"] - table.loc[(dense[n], g), "% of teacher"]
                      if n in dense and dense[n] and (dense[n], g) in table.index else float("nan")
                      for n, g in table.index]

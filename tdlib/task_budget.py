@@ -157,9 +157,14 @@ def study_seeds(params: dict, seed: int) -> dict[str, list[int]]:
     return {m: [int(x) for x in raw.get(m, [seed])] for m in models}
 
 
+def arm_changes(arm: dict | None) -> dict:
+    """What a task arm changes in stage 1 (its :data:`ARM_KEYS`), not which models it runs for; {} for none."""
+    return {k: v for k, v in (arm or {}).items() if k in ARM_KEYS}
+
+
 def arm_label(arm: dict) -> str:
     """How an entry names its arm: ``stage1=80 all_layers_cos`` (what it changes; not which models it runs for)."""
-    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm.items() if k in ARM_KEYS)
+    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm_changes(arm).items())
 
 
 def arm_runs_for(arm: dict, student: str) -> bool:
@@ -232,9 +237,8 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                             general, run_seeds=seeds[spec["name"]])
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
                 for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
-                    changes = {k: v for k, v in arm.items() if k in ARM_KEYS}
                     study_entry(g.replace(task_lr=float(params["task_lrs"][0]), stage2_steps=steps,
-                                          task_curve=curve, **changes), spec, encoder_dir, general, arm)
+                                          task_curve=curve, **arm_changes(arm)), spec, encoder_dir, general, arm)
     return out
 
 
@@ -248,6 +252,30 @@ def general_trend(result: dict, student: str, lr: float, target: float) -> dict 
     points = [{"step": e["general_steps"], "percent_of_teacher": e["glue"][-1]["percent_of_teacher"]}
               for e in entries]
     return {"points": points, **doubling_trend(points, target)}
+
+
+def dense_baseline(models: list[str], student: str) -> str | None:
+    """A Tucker student's equal-budget dense baseline in a study's ``models``: the first dense model listed after
+    it (profiles list each pair Tucker first); None for a dense model or a Tucker one without a baseline."""
+    if not student.startswith("IV"):
+        return None
+    return next((m for m in models[models.index(student) + 1:] if m.startswith("dense")), None)
+
+
+def vs_dense(result: dict, models: list[str], entry: dict) -> float | None:
+    """A Tucker entry's % of the teacher at the end of stage 2 minus its dense baseline's entry (same task lr,
+    general budget and arm change); over the seeds both ran, the mean of each seed's own difference. None when the
+    study has no such baseline entry."""
+    dense = dense_baseline(models, entry["student"])
+    base = next((e for e in result["students"].values() if e["student"] == dense and e["task_lr"] == entry["task_lr"]
+                 and e.get("general_steps") == entry.get("general_steps")
+                 and arm_changes(e.get("arm")) == arm_changes(entry.get("arm"))), None)
+    if base is None:
+        return None
+    shared = sorted(set(entry.get("seeds", {})) & set(base.get("seeds", {})))
+    if len(shared) > 1:
+        return sum(entry["seeds"][k] - base["seeds"][k] for k in shared) / len(shared)
+    return entry["glue"][-1]["percent_of_teacher"] - base["glue"][-1]["percent_of_teacher"]
 
 
 def longer_general_records(glue: dict, root=None) -> list[dict]:

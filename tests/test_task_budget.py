@@ -208,3 +208,27 @@ def test_task_seeds_are_checked_before_anything_trains(glue, tmp_path, bad, matc
         task_budget_experiment({"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3], "task_seeds": bad,
                                 "stage2_steps": 2, "curve": [0, 2]}, tmp_path, progress=False)
     assert not any(tmp_path.iterdir()), "refused before anything trains"
+
+
+def test_vs_dense_pairs_each_tucker_entry_with_its_baseline_seed_by_seed():
+    from tdlib.task_budget import dense_baseline, vs_dense
+
+    models = ["IV-36-192", "dense-1L-384-1155", "IV-16-96", "dense-1L-144-484"]
+    assert [dense_baseline(models, m) for m in models] == ["dense-1L-384-1155", None, "dense-1L-144-484", None]
+
+    def entry(student, end, seeds=None, arm=None):
+        return {"student": student, "task_lr": 1e-3, "general_steps": 256, "glue": [{"percent_of_teacher": end}],
+                **({"seeds": seeds} if seeds else {}), **({"arm": arm} if arm else {})}
+
+    arm = {"stage1_steps": 80}
+    result = {"students": {
+        "t": entry("IV-16-96", 86.0, {"0": 86.0, "1": 87.0, "2": 85.0}),
+        "d": entry("dense-1L-144-484", 84.0, {"0": 85.0, "1": 83.0, "2": 84.0}),
+        "t arm": entry("IV-16-96", 85.0, arm={**arm, "models": ["IV-16-96", "dense-1L-144-484"]}),
+        "d arm": entry("dense-1L-144-484", 84.5, arm={**arm, "models": ["IV-16-96", "dense-1L-144-484"]}),
+        "t7": entry("IV-36-192", 87.0)}}
+    s = result["students"]
+    assert vs_dense(result, models, s["t"]) == pytest.approx((1.0 + 4.0 + 1.0) / 3)  # each seed against its own
+    assert vs_dense(result, models, s["t arm"]) == pytest.approx(0.5), "an arm against the baseline's same arm"
+    assert vs_dense(result, models, s["t7"]) is None, "no baseline entry in the study"
+    assert vs_dense(result, models, s["d"]) is None
