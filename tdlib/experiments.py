@@ -589,6 +589,16 @@ def average_over(tasks: dict[str, dict], metrics_of) -> float:
     return glue_average({k: v for t, entry in tasks.items() for k, v in task_scores(t, metrics_of(entry)).items()})
 
 
+def seed_percents(runs: dict[str, dict], teacher: float) -> dict[str, float]:
+    """Each seed's own GLUE average as a % of the teacher's ``teacher``, from one model's task entries
+    (:func:`over_seeds`, by task); {} unless every task ran the same several seeds."""
+    seeds = [set(run.get("seeds", ())) for run in runs.values()]
+    if not (seeds and seeds[0] and all(s == seeds[0] for s in seeds)):
+        return {}
+    return {k: 100.0 * average_over(runs, lambda e, k=k: e["seeds"][k]["metrics"]) / teacher
+            for k in sorted(seeds[0], key=int)}
+
+
 def summarise(result: dict) -> dict:
     """GLUE averages (mean of task scores), each student's % of the teacher's, and the majority-class floor.
 
@@ -604,10 +614,9 @@ def summarise(result: dict) -> dict:
         avg = average_over(tasks, lambda v, name=name: v["students"][name]["metrics"])
         rows[name] = {"glue": avg, "percent_of_teacher": 100.0 * avg / teacher}
         runs = {t: v["students"][name] for t, v in tasks.items()}
-        seeds = [set(run.get("seeds", ())) for run in runs.values()]
-        if seeds and seeds[0] and all(s == seeds[0] for s in seeds):  # task_seeds: each seed's own GLUE average
-            rows[name]["seeds"] = {k: 100.0 * average_over(tasks, lambda v, n=name, k=k: v["students"][n]["seeds"][k]
-                                                           ["metrics"]) / teacher for k in sorted(seeds[0], key=int)}
+        per_seed = seed_percents(runs, teacher)  # task_seeds: each seed's own GLUE average
+        if per_seed:
+            rows[name]["seeds"] = per_seed
         if all(run.get("curve") for run in runs.values()):  # task_curve: the average at each stage-2 point
             from .task_budget import curve_glue
 

@@ -175,7 +175,7 @@ def arm_runs_for(arm: dict, student: str) -> bool:
 def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Stage-2 curves of 03's students on 03's tasks, at each learning rate of ``task_lrs`` and each general
     budget of ``general_budgets`` (module docstring)."""
-    from .experiments import Data, average_over, over_seeds, run_general, run_task_student, teacher_entry
+    from .experiments import Data, average_over, over_seeds, run_general, run_task_student, seed_percents, teacher_entry
     from .models import load_model, load_tokenizer
     from .proxies import Proxies
     from .settings import settings
@@ -216,9 +216,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
         for entry in runs.values():
             for run in (entry, *entry.get("seeds", {}).values()):
                 run.pop("model", None)
-        per_seed = ({str(k): curve_glue({t: runs[t]["seeds"][str(k)] for t in tasks}, tasks,
-                                        out["teacher_glue"])[-1]["percent_of_teacher"] for k in run_seeds}
-                    if len(run_seeds) > 1 else {})
+        per_seed = seed_percents(runs, out["teacher_glue"])
         out["students"][entry_name(spec["name"], s.task_lr, s.general_steps, glue.general_steps, arm)] = {
             "student": spec["name"], "kind": spec["kind"], "task_lr": s.task_lr, "general_steps": s.general_steps,
             "general": general, "stage1_steps": s.stage1_steps, "task_objective": s.task_objective,
