@@ -30,8 +30,10 @@ as the gap between a Tucker student and its dense baseline. Models it does not n
 task lr, for every model of the study or the ones its ``models`` names (an arm costs a full set of task runs per
 student, so a profile can ask it of one pair). Why: 03's stage 1 is 10 steps of the paper's last-layer loss, so
 stage 2's soft cross-entropy on two logits is nearly all that adapts the student to the fine-tuned teacher; an
-all-layer stage 1 gives every layer a target on the task's own data. Arm entries carry ``arm``
-and stay out of :func:`general_trend`.
+all-layer stage 1 gives every layer a target on the task's own data. An arm may instead change how long stage 2
+runs (``stage2_steps``; its curve is the study's points before its end, then its end): a longer run is its own
+run, because the learning rate decays over the whole of it, so "would twice the steps close the gap?" is measured,
+not read off the shorter run's trend. Arm entries carry ``arm`` and stay out of :func:`general_trend`.
 """
 
 from __future__ import annotations
@@ -104,14 +106,14 @@ def entry_name(student: str, lr: float, general_steps: int, glue_steps: int, arm
             + (f" {arm_label(arm)}" if arm else ""))
 
 
-ARM_KEYS = ("stage1_steps", "task_objective")  # what a task arm may change
+ARM_KEYS = ("stage1_steps", "task_objective", "stage2_steps")  # what a task arm may change
 ARM_MODELS = "models"  # and which of the study's models it runs for (all when absent)
 
 
 def task_arms(params: dict) -> list[dict]:
     """The study's ``task_arms``: each a dict that changes task distillation's stage 1 (``stage1_steps``,
-    ``task_objective``), run from 03's general-distilled students at the first task lr, for the study's
-    ``models`` or the subset its own ``models`` lists; [] when none."""
+    ``task_objective``) or the length of stage 2 (``stage2_steps``), run from 03's general-distilled students at the
+    first task lr, for the study's ``models`` or the subset its own ``models`` lists; [] when none."""
     from .distill import OBJECTIVES
 
     raw = params.get("task_arms") or []
@@ -131,9 +133,10 @@ def task_arms(params: dict) -> list[dict]:
                 or any(not isinstance(n, str) or n not in study for n in names)):
             raise ConfigError(f"a task arm's {ARM_MODELS} must be a non-empty list of the study's models {study}, "
                               f"got {names!r}")
-        steps = arm.get("stage1_steps", 1)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"a task arm's stage1_steps must be a positive integer, got {steps!r}")
+        for key in ("stage1_steps", "stage2_steps"):
+            steps = arm.get(key, 1)
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ConfigError(f"a task arm's {key} must be a positive integer, got {steps!r}")
         if arm.get("task_objective", OBJECTIVES[0]) not in OBJECTIVES:
             raise ConfigError(f"a task arm's task_objective must be one of {list(OBJECTIVES)}, "
                               f"got {arm['task_objective']!r}")
@@ -163,8 +166,16 @@ def arm_changes(arm: dict | None) -> dict:
 
 
 def arm_label(arm: dict) -> str:
-    """How an entry names its arm: ``stage1=80 all_layers_cos`` (what it changes; not which models it runs for)."""
-    return " ".join(f"stage1={v}" if k == "stage1_steps" else str(v) for k, v in arm_changes(arm).items())
+    """How an entry names its arm: ``stage1=80 all_layers_cos``, ``stage2=1280`` (what it changes; not which
+    models it runs for)."""
+    names = {"stage1_steps": "stage1=", "stage2_steps": "stage2="}
+    return " ".join(f"{names.get(k, '')}{v}" for k, v in arm_changes(arm).items())
+
+
+def arm_curve(curve: list[int], stage2_steps: int) -> list[int]:
+    """The curve of a run whose stage 2 lasts ``stage2_steps``: the study's points before that step, then its
+    end (an arm with a longer stage 2 adds its end to the study's points; a shorter one cuts them)."""
+    return [c for c in curve if c < stage2_steps] + [stage2_steps]
 
 
 def arm_runs_for(arm: dict, student: str) -> bool:
@@ -211,7 +222,8 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                     run_seeds: list[int] | None = None) -> None:
         run_seeds = run_seeds or [s.seed]
         runs = {task: over_seeds({seed: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir,
-                                                         progress, curve=curve, seed=seed) for seed in run_seeds})
+                                                         progress, curve=s.task_curve, seed=seed)
+                                  for seed in run_seeds})
                 for task in tasks}
         for entry in runs.values():
             for run in (entry, *entry.get("seeds", {}).values()):
@@ -220,7 +232,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
         out["students"][entry_name(spec["name"], s.task_lr, s.general_steps, glue.general_steps, arm)] = {
             "student": spec["name"], "kind": spec["kind"], "task_lr": s.task_lr, "general_steps": s.general_steps,
             "general": general, "stage1_steps": s.stage1_steps, "task_objective": s.task_objective,
-            "stage2_steps": steps, "task_seeds": run_seeds, "tasks": runs,
+            "stage2_steps": s.stage2_steps, "task_seeds": run_seeds, "tasks": runs,
             "glue": curve_glue(runs, tasks, out["teacher_glue"]),
             **({"seeds": per_seed} if per_seed else {}), **({"arm": arm} if arm else {})}
 
@@ -235,8 +247,10 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                             general, run_seeds=seeds[spec["name"]])
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
                 for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
-                    study_entry(g.replace(task_lr=float(params["task_lrs"][0]), stage2_steps=steps,
-                                          task_curve=curve, **arm_changes(arm)), spec, encoder_dir, general, arm)
+                    arm_steps = arm.get("stage2_steps", steps)
+                    study_entry(g.replace(**{"task_lr": float(params["task_lrs"][0]), "stage2_steps": steps,
+                                             **arm_changes(arm), "task_curve": arm_curve(curve, arm_steps)}),
+                                spec, encoder_dir, general, arm)
     return out
 
 

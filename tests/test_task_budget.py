@@ -166,11 +166,38 @@ def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_genera
     assert general_trend(study, "IV-8-16", 1e-3, 90.0) is None, "an arm is not another general budget"
 
 
-@pytest.mark.parametrize("bad, match", [([{"stage2_steps": 5}], "not \\['stage2_steps'\\]"),
-                                        ([{"stage1_steps": 0}], "positive integer"),
+def test_a_task_arm_can_lengthen_stage_2_its_curve_the_studys_points_then_its_end(glue, tmp_path):
+    from tdlib.task_budget import arm_curve, arm_label, vs_dense
+
+    assert arm_curve([0, 40, 80, 160, 320, 640], 1280) == [0, 40, 80, 160, 320, 640, 1280]
+    assert arm_curve([0, 40, 80, 160], 100) == [0, 40, 80, 100]
+    assert arm_label({"stage2_steps": 1280, "models": ["IV-36-192"]}) == "stage2=1280"
+    glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
+    glue_experiment(glue, tmp_path, progress=False)
+    models = ["IV-8-16", "dense-1L-16-70"]
+    study = task_budget_experiment({"glue": glue, "models": models, "task_lrs": [1e-3],
+                                    "task_arms": [{"stage2_steps": 5}], "stage2_steps": 3, "curve": [0, 3]},
+                                   tmp_path, progress=False)
+    assert list(study["students"]) == ["IV-8-16 lr=0.001", "IV-8-16 lr=0.001 stage2=5", "dense-1L-16-70 lr=0.001",
+                                       "dense-1L-16-70 lr=0.001 stage2=5"]
+    plain, longer = (study["students"][f"IV-8-16 lr=0.001{x}"] for x in ("", " stage2=5"))
+    assert plain["stage2_steps"] == 3 and longer["stage2_steps"] == 5 and longer["stage1_steps"] == 2
+    for task, run in longer["tasks"].items():
+        assert run["steps"] == [2, 5] and [p["step"] for p in run["curve"]] == [0, 3, 5]
+        # the same stage 1 (03's), so the same model at step 0; stage 2 is its own, longer run
+        assert run["curve"][0]["metrics"] == pytest.approx(plain["tasks"][task]["curve"][0]["metrics"], abs=1e-6)
+    assert [p["step"] for p in longer["glue"]] == [0, 3, 5]
+    assert vs_dense(study, models, longer) == pytest.approx(
+        longer["glue"][-1]["percent_of_teacher"]
+        - study["students"]["dense-1L-16-70 lr=0.001 stage2=5"]["glue"][-1]["percent_of_teacher"])
+
+
+@pytest.mark.parametrize("bad, match", [([{"stage3_steps": 5}], "not \\['stage3_steps'\\]"),
+                                        ([{"stage1_steps": 0}], "stage1_steps must be a positive integer"),
+                                        ([{"stage2_steps": True}], "stage2_steps must be a positive integer"),
                                         ([{"task_objective": "tinybert"}], "must be one of"),
                                         ({"stage1_steps": 80}, "list of non-empty dicts"), ([{}], "non-empty"),
-                                        ([{"models": ["IV-8-16"]}], "must change stage1_steps or task_objective"),
+                                        ([{"models": ["IV-8-16"]}], "must change stage1_steps or task_obj"),
                                         ([{"stage1_steps": 4, "models": ["IV-9-9"]}], "list of the study's models"),
                                         ([{"stage1_steps": 4, "models": []}], "list of the study's models")])
 def test_task_arms_are_checked_before_anything_trains(glue, tmp_path, bad, match):
