@@ -55,8 +55,10 @@ tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 task_lrs = [0.001]
 task_seeds = {"IV-16-96": [0, 1, 2], "dense-1L-144-484": [0, 1, 2]}  # {model: [seeds]}; others: 03's seed alone
 general_budgets = []  # general-distillation steps beside 03's (its own runs, read back); [] for 03's alone
-# changes to task distillation's stage 1, each run from 03's students ([] for none); `models`: the ones it runs for
-task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos", "models": ["IV-16-96", "dense-1L-144-484"]}]
+# changes to task distillation (stage 1's steps and loss, or stage 2's length), each run from 03's students
+# ([] for none); `models`: the ones it runs for
+task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos", "models": ["IV-16-96", "dense-1L-144-484"]},
+             {"stage2_steps": 1280, "models": ["IV-36-192", "dense-1L-384-1155"]}]
 stage2_steps = 640
 curve = [0, 40, 80, 160, 320, 640]
 
