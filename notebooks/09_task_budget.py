@@ -39,7 +39,9 @@
 #
 # Stage 1 gets its own question (`task_arms`): 03's is 10 steps of the paper's last-layer loss, hardly a stage.
 # The cpu profile's arm runs 80 steps of general distillation's all-layer objective against the fine-tuned teacher
-# instead, and the same stage 2, for the ~1/48 pair (an arm may name the `models` it runs for).
+# instead, and the same stage 2, for the ~1/48 pair (an arm may name the `models` it runs for). An arm may change
+# stage 2's length instead (`stage2_steps`): the cpu profile's second arm runs the ~1/7 pair for 1,280 steps, twice
+# the study's 640, because the verdict's extrapolation put that student's 90% target about one doubling away.
 #
 # The stage before gets the same question: `general_budgets` general-distills each student again for longer
 # (03's objective, data and learning rate; the schedule stretched over the longer run) and task-distills it as
@@ -81,6 +83,7 @@ from tdlib.plots import savefig
 from tdlib.report import records
 from tdlib.results import load_record, record_path
 from tdlib.task_budget import (
+    arm_changes,
     dense_baseline,
     doubling_trend,
     general_trend,
@@ -312,11 +315,17 @@ if trends:
 # copied head); the last row is the GLUE average, % of the teacher.
 
 # %%
-arm_entries = {name: r for name, r in result["students"].items() if r.get("arm")}
+def plain_entry(r: dict) -> dict:
+    """The study entry an arm changes: the same student and task lr, 03's general budget, no arm."""
+    return next(p for p in result["students"].values() if p["student"] == r["student"] and not p.get("arm")
+                and p["task_lr"] == r["task_lr"] and as_03(p))
+
+
+arm_entries = {name: r for name, r in result["students"].items()
+               if set(arm_changes(r.get("arm"))) & {"stage1_steps", "task_objective"}}
 rows = []
 for name, r in arm_entries.items():
-    plain = next(p for p in result["students"].values() if p["student"] == r["student"] and not p.get("arm")
-                 and p["task_lr"] == r["task_lr"] and as_03(p))
+    plain = plain_entry(r)
     for task in list(r["tasks"]) + ["GLUE, % of teacher"]:
         if task in r["tasks"]:
             a, b = (e["tasks"][task]["curve"] for e in (plain, r))
@@ -327,7 +336,31 @@ for name, r in arm_entries.items():
                      "end of stage 2": values[1], "arm, step 0": values[2], "arm, end of stage 2": values[3],
                      "arm - 03's stage 1": values[3] - values[1]})
 (pd.DataFrame(rows).set_index(["arm", "task"]).round(1) if rows
- else "no task arm in this record (task_arms: [])")
+ else "no stage-1 task arm in this record")
+
+# %% [markdown]
+# ## A longer stage 2: the arms that double it
+# An arm with `stage2_steps` runs stage 2 for that many steps from the same stage 1: its own run, because the
+# learning rate decays over all of it, so the study's run at its end is not this run's point at the same step. This
+# measures what the verdict above extrapolates. Per student and task: the dev score at the end of the study's stage 2
+# and at the end of the longer one, and the GLUE average as a % of the teacher; the verdict table gives the longer
+# run's gain over its last doubling and its dense baseline.
+
+# %%
+longer_entries = {name: r for name, r in result["students"].items() if "stage2_steps" in arm_changes(r.get("arm"))}
+rows = []
+for name, r in longer_entries.items():
+    plain = plain_entry(r)
+    short, long = plain["stage2_steps"], r["stage2_steps"]
+    for task in list(r["tasks"]) + ["GLUE, % of teacher"]:
+        if task in r["tasks"]:
+            a, b = (100 * e["tasks"][task]["curve"][-1]["metrics"]["score"] for e in (plain, r))
+        else:
+            a, b = (e["glue"][-1]["percent_of_teacher"] for e in (plain, r))
+        rows.append({"arm": name, "task": task, f"stage 2 of {short} steps": a, f"stage 2 of {long} steps": b,
+                     "longer - shorter": b - a})
+(pd.DataFrame(rows).set_index(["arm", "task"]).round(1) if rows
+ else "no stage-2 task arm in this record")
 
 # %% [markdown]
 # ## Earlier records of this study under the same notebook 03 settings

@@ -195,8 +195,10 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     general = rec["params"].get("general_steps")
     runs = [e for e in (study[0]["result"]["students"].values() if study else [])
             if e["student"] == name and len(e["glue"]) >= 2 and e.get("general_steps", general) == general]
+    stage1 = ("stage1_steps", "task_objective")  # what a stage-1 task arm changes (a stage-2 arm: its length)
     curves += [("a longer stage 2 (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of "
-                                                   f"{e.get('task_objective')}" if e.get("arm") else "")
+                                                   f"{e.get('task_objective')}"
+                                                   if set(e.get("arm") or {}) & set(stage1) else "")
                 + (f"; mean of {len(e['seeds'])} seeds, {min(e['seeds'].values()):.1f}-"
                    f"{max(e['seeds'].values()):.1f} at the end" if e.get("seeds") else "; seed 0") + ")",
                 e["task_lr"], e["glue"]) for e in runs]
@@ -210,7 +212,8 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
         parts.append(f"{label}, task lr {lr:g}: {first['percent_of_teacher']:.1f}% at step {first['step']}, "
                      f"{last['percent_of_teacher']:.1f}% at step {last['step']} ({slope['gain']:+.1f} points over "
                      f"the last doubling)")
-    longest = trends[-len(runs):] if runs else trends  # 09's runs (one per task lr) when it went further
+    end = max(points[-1]["step"] for _, _, points in curves)  # the trend of the longest curves (09's when it ran)
+    longest = [t for t, (_, _, points) in zip(trends, curves, strict=True) if points[-1]["step"] == end]
     best = "closing" if "closing" in longest else next((x for x in longest if x != "flat"), "flat")
     return "; along " + "; ".join(parts), best, (_rel(study[0]["path"]) if runs else None)
 
