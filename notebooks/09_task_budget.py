@@ -88,6 +88,7 @@ from tdlib.task_budget import (
     doubling_trend,
     general_trend,
     longer_general_records,
+    stage2_trend,
     task_budget_record,
     vs_dense,
 )
@@ -343,8 +344,9 @@ for name, r in arm_entries.items():
 # An arm with `stage2_steps` runs stage 2 for that many steps from the same stage 1: its own run, because the
 # learning rate decays over all of it, so the study's run at its end is not this run's point at the same step. This
 # measures what the verdict above extrapolates. Per student and task: the dev score at the end of the study's stage 2
-# and at the end of the longer one, and the GLUE average as a % of the teacher; the verdict table gives the longer
-# run's gain over its last doubling and its dense baseline.
+# and at the end of the longer one, and the GLUE average as a % of the teacher. The second table is the trend
+# across the two lengths (`tdlib.task_budget.stage2_trend`: the end of each run, per doubling of its length, the
+# verdict's rule), which the claims table cites in place of the trend of one run's own curve.
 
 # %%
 longer_entries = {name: r for name, r in result["students"].items() if "stage2_steps" in arm_changes(r.get("arm"))}
@@ -361,6 +363,16 @@ for name, r in longer_entries.items():
                      "longer - shorter": b - a})
 (pd.DataFrame(rows).set_index(["arm", "task"]).round(1) if rows
  else "no stage-2 task arm in this record")
+
+# %%
+rows = []
+for name in dict.fromkeys(r["student"] for r in longer_entries.values()):
+    ratio = glue["students"].get(name, {}).get("ratio", 0.0) if glue else 0.0
+    t = stage2_trend(result, name, lr03, general_03, 85.0 if ratio > 20 else 90.0)  # issue #15's targets
+    rows.append({"student": name, **{f"end of {p['step']} steps": p["percent_of_teacher"] for p in t["points"]},
+                 "gain per doubling": t["gain"], "trend": t["trend"],
+                 "more doublings to the target at this rate": t["doublings"]})
+pd.DataFrame(rows).set_index("student").round(1) if rows else "one stage-2 length: no trend across lengths"
 
 # %% [markdown]
 # ## Earlier records of this study under the same notebook 03 settings

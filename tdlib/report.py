@@ -183,7 +183,7 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     "closing" when it gained more than one point of the teacher's average, else "flat"). A gain that would need
     more than 4 further doublings to reach ``target`` % is "closing slowly", with the extrapolated count: an
     extrapolation, named as one. Returns (text, trend of the longest curve, the 09 record's path or None)."""
-    from .task_budget import doubling_trend
+    from .task_budget import doubling_trend, stage2_trend
 
     curves = []  # (label, task lr, points)
     own = rec["result"]["summary"].get(name, {}).get("task_curve") or []
@@ -215,7 +215,14 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     end = max(points[-1]["step"] for _, _, points in curves)  # the trend of the longest curves (09's when it ran)
     longest = [t for t, (_, _, points) in zip(trends, curves, strict=True) if points[-1]["step"] == end]
     best = "closing" if "closing" in longest else next((x for x in longest if x != "flat"), "flat")
-    return "; along " + "; ".join(parts), best, (_rel(study[0]["path"]) if runs else None)
+    text = "; along " + "; ".join(parts)
+    across = stage2_trend(study[0]["result"], name, rec["params"].get("task_lr"), general, target) if study else None
+    if across is not None:  # runs of two lengths: the measured trend replaces what one run's curve suggests
+        ends = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in across["points"])
+        text += (f"; the end of stage 2 by its length (notebook 09): {ends} steps ({across['gain']:+.1f} points per "
+                 "doubling)")
+        best = _trend_label(across["doublings"], target)
+    return text, best, (_rel(study[0]["path"]) if runs else None)
 
 
 def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, str | None, str | None]:

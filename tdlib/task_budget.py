@@ -266,6 +266,24 @@ def general_trend(result: dict, student: str, lr: float, target: float) -> dict 
     return {"points": points, **doubling_trend(points, target)}
 
 
+def stage2_trend(result: dict, student: str, lr: float, general_steps: int, target: float) -> dict | None:
+    """Student ``student``'s % of the teacher at the end of stage 2 for each stage-2 length the study ran (its
+    entry and its stage-2 arms; general budget ``general_steps``, 03's stage 1, task lr ``lr``), and
+    :func:`doubling_trend` over the last two lengths: the measured answer to "would a longer stage 2 close the
+    gap?", which a run's own curve only suggests (its learning rate decays over the whole run). None with fewer
+    than two lengths."""
+    ends = {}
+    for e in result["students"].values():
+        arm = arm_changes(e.get("arm"))
+        if (e["student"] == student and e["task_lr"] == lr and set(arm) <= {"stage2_steps"}
+                and e.get("general_steps", general_steps) == general_steps):
+            ends[e["stage2_steps"]] = e["glue"][-1]["percent_of_teacher"]
+    if len(ends) < 2:
+        return None
+    points = [{"step": k, "percent_of_teacher": ends[k]} for k in sorted(ends)]
+    return {"points": points, **doubling_trend(points, target)}
+
+
 def dense_baseline(models: list[str], student: str) -> str | None:
     """A Tucker student's equal-budget dense baseline in a study's ``models``: the first dense model listed after
     it (profiles list each pair Tucker first); None for a dense model or a Tucker one without a baseline."""

@@ -278,14 +278,17 @@ def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_bud
              "longer general": run((75.0, 90.0, 99.0), general_steps=1024),
              "stage2=1280": {**run((70.0, 82.0, 84.0), arm={"stage2_steps": 1280}, stage2_steps=1280),
                              "glue": [{"step": s, "percent_of_teacher": p}
-                                      for s, p in ((0, 70.0), (640, 84.2), (1280, 84.5))]}}
+                                      for s, p in ((0, 70.0), (640, 80.0), (1280, 84.5))]}}
     save_record(tmp_path / "09_task_budget" / "s.json", {"glue": glue_params, "stage2_steps": 640},
                 {"students": study}, profile="cpu")
     c3 = {r["claim"]: r for r in claims(tmp_path)}["C3"]
     ours = c3["ours"]
-    # a stage-2 arm is named by its length alone; the trend cited is the longest curve's (flat: +0.3 at 1,280)
+    # a stage-2 arm is named by its length alone; its own curve still gains (+4.5 over its last doubling), but the
+    # trend cited is measured across the runs' lengths: 84.0% at the end of 640 steps, 84.5% at the end of 1,280
     assert ("a longer stage 2 (notebook 09; seed 0), task lr 0.001: 70.0% at step 0, 84.5% at step 1280 "
-            "(+0.3 points over the last doubling)") in ours
+            "(+4.5 points over the last doubling)") in ours
+    assert ("the end of stage 2 by its length (notebook 09): 84.0% after 640, 84.5% after 1,280 steps "
+            "(+0.5 points per doubling)") in ours
     assert "of its task distillation's stage 2: flat" in c3["status"]
     assert ("a longer stage 2 (notebook 09; mean of 3 seeds, 83.0-84.5 at the end), task lr 0.001: 70.0% at step 0, "
             "84.0% at step 640 (+2.0 points over the last doubling)") in ours
