@@ -83,6 +83,7 @@ from tdlib.plots import savefig
 from tdlib.report import records
 from tdlib.results import load_record, record_path
 from tdlib.task_budget import (
+    STAGE1_KEYS,
     arm_changes,
     dense_baseline,
     doubling_trend,
@@ -323,7 +324,7 @@ def plain_entry(r: dict) -> dict:
 
 
 arm_entries = {name: r for name, r in result["students"].items()
-               if set(arm_changes(r.get("arm"))) & {"stage1_steps", "task_objective"}}
+               if set(arm_changes(r.get("arm"))) & set(STAGE1_KEYS)}
 rows = []
 for name, r in arm_entries.items():
     plain = plain_entry(r)

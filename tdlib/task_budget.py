@@ -106,7 +106,8 @@ def entry_name(student: str, lr: float, general_steps: int, glue_steps: int, arm
             + (f" {arm_label(arm)}" if arm else ""))
 
 
-ARM_KEYS = ("stage1_steps", "task_objective", "stage2_steps")  # what a task arm may change
+STAGE1_KEYS = ("stage1_steps", "task_objective")  # what a stage-1 task arm changes
+ARM_KEYS = (*STAGE1_KEYS, "stage2_steps")  # what a task arm may change (a stage-2 arm: the length of stage 2)
 ARM_MODELS = "models"  # and which of the study's models it runs for (all when absent)
 
 
