@@ -162,7 +162,8 @@ def study_seeds(params: dict, seed: int) -> dict[str, list[int]]:
 
 
 def arm_changes(arm: dict | None) -> dict:
-    """What a task arm changes in stage 1 (its :data:`ARM_KEYS`), not which models it runs for; {} for none."""
+    """What a task arm changes in task distillation (its :data:`ARM_KEYS`), not which models it runs for; {} for
+    none."""
     return {k: v for k, v in (arm or {}).items() if k in ARM_KEYS}
 
 
@@ -248,9 +249,9 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                             general, run_seeds=seeds[spec["name"]])
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
                 for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
-                    arm_steps = arm.get("stage2_steps", steps)
-                    study_entry(g.replace(**{"task_lr": float(params["task_lrs"][0]), "stage2_steps": steps,
-                                             **arm_changes(arm), "task_curve": arm_curve(curve, arm_steps)}),
+                    changes = {"stage2_steps": steps, **arm_changes(arm)}
+                    study_entry(g.replace(task_lr=float(params["task_lrs"][0]), **changes,
+                                          task_curve=arm_curve(curve, changes["stage2_steps"])),
                                 spec, encoder_dir, general, arm)
     return out
 
@@ -276,7 +277,7 @@ def stage2_trend(result: dict, student: str, lr: float, general_steps: int, targ
     ends = {}
     for e in result["students"].values():
         arm = arm_changes(e.get("arm"))
-        if (e["student"] == student and e["task_lr"] == lr and set(arm) <= {"stage2_steps"}
+        if (e["student"] == student and e["task_lr"] == lr and not set(arm) & set(STAGE1_KEYS)
                 and e.get("general_steps", general_steps) == general_steps):
             ends[e["stage2_steps"]] = e["glue"][-1]["percent_of_teacher"]
     if len(ends) < 2:
