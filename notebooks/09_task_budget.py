@@ -31,11 +31,11 @@
 # profile runs stage 2 for 640 steps, four times 03's 160, with the dev score at 03's points and at 320 and 640:
 # those runs are this notebook's own. Other task learning rates (`task_lrs`) are a parameter too; the record that
 # set x-distill's 2e-3 beside 03's 1e-3 is tabled at the end, not rerun. Each run is seed 0 alone unless
-# `task_seeds` gives a model more (the cpu profile gives the ~1/48 pair seeds 0, 1 and 2: their scores are the means
-# over the seeds, and the first table gives each seed's GLUE average at the end); 03's columns are the means over
-# its `task_seeds`. Read a point at step s as "s steps into a longer run": its learning rate has
-# decayed less than in an s-step run. Step 0 is the student that stage 1 left, with the teacher's head copied onto
-# it.
+# `task_seeds` gives a model more (the cpu profile gives both pairs seeds 0, 1 and 2: their scores are the means
+# over the seeds, and the first table gives each seed's GLUE average at the end; the arms run seed 0); 03's
+# columns are the means over its `task_seeds`. Read a point at step s as "s steps into a longer run": its learning
+# rate has decayed less than in an s-step run. Step 0 is the student that stage 1 left, with the teacher's head
+# copied onto it.
 #
 # Stage 1 gets its own question (`task_arms`): 03's is 10 steps of the paper's last-layer loss, hardly a stage.
 # The cpu profile's arm runs 80 steps of general distillation's all-layer objective against the fine-tuned teacher
@@ -55,7 +55,8 @@ profile = "cpu"
 models = ["IV-36-192", "dense-1L-384-1155", "IV-16-96", "dense-1L-144-484"]
 tasks = ["cola", "sst2", "mrpc", "stsb", "rte"]
 task_lrs = [0.001]
-task_seeds = {"IV-16-96": [0, 1, 2], "dense-1L-144-484": [0, 1, 2]}  # {model: [seeds]}; others: 03's seed alone
+task_seeds = {"IV-36-192": [0, 1, 2], "dense-1L-384-1155": [0, 1, 2], "IV-16-96": [0, 1, 2],
+              "dense-1L-144-484": [0, 1, 2]}  # {model: [seeds]}; others: 03's seed alone
 general_budgets = []  # general-distillation steps beside 03's (its own runs, read back); [] for 03's alone
 # changes to task distillation (stage 1's steps and loss, or stage 2's length), each run from 03's students
 # ([] for none); `models`: the ones it runs for
@@ -77,6 +78,7 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from tdlib.plots import savefig
@@ -87,10 +89,12 @@ from tdlib.task_budget import (
     arm_changes,
     dense_baseline,
     doubling_trend,
+    end_by_seed,
     general_trend,
     longer_general_records,
     stage2_trend,
     task_budget_record,
+    task_end_by_seed,
     vs_dense,
 )
 
@@ -345,9 +349,11 @@ for name, r in arm_entries.items():
 # An arm with `stage2_steps` runs stage 2 for that many steps from the same stage 1: its own run, because the
 # learning rate decays over all of it, so the study's run at its end is not this run's point at the same step. This
 # measures what the verdict above extrapolates. Per student and task: the dev score at the end of the study's stage 2
-# and at the end of the longer one, and the GLUE average as a % of the teacher. The second table is the trend
-# across the two lengths (`tdlib.task_budget.stage2_trend`: the end of each run, per doubling of its length, the
-# verdict's rule), which the claims table cites in place of the trend of one run's own curve.
+# and at the end of the longer one, and the GLUE average as a % of the teacher, each the mean over the seeds both
+# lengths ran (`seeds`: the arm runs seed 0, the study may run more), so that one seed is never set against a mean.
+# The second table is the trend across the two lengths (`tdlib.task_budget.stage2_trend`: the end of each run, per
+# doubling of its length, the verdict's rule, on the same seeds), which the claims table cites in place of the trend
+# of one run's own curve.
 
 # %%
 longer_entries = {name: r for name, r in result["students"].items() if "stage2_steps" in arm_changes(r.get("arm"))}
@@ -355,13 +361,14 @@ rows = []
 for name, r in longer_entries.items():
     plain = plain_entry(r)
     short, long = plain["stage2_steps"], r["stage2_steps"]
+    shared = sorted(set(end_by_seed(plain)) & set(end_by_seed(r)), key=int)
     for task in list(r["tasks"]) + ["GLUE, % of teacher"]:
         if task in r["tasks"]:
-            a, b = (100 * e["tasks"][task]["curve"][-1]["metrics"]["score"] for e in (plain, r))
+            a, b = (100 * np.mean([task_end_by_seed(e, task)[x] for x in shared]) for e in (plain, r))
         else:
-            a, b = (e["glue"][-1]["percent_of_teacher"] for e in (plain, r))
-        rows.append({"arm": name, "task": task, f"stage 2 of {short} steps": a, f"stage 2 of {long} steps": b,
-                     "longer - shorter": b - a})
+            a, b = (np.mean([end_by_seed(e)[x] for x in shared]) for e in (plain, r))
+        rows.append({"arm": name, "task": task, "seeds": ", ".join(shared), f"stage 2 of {short} steps": a,
+                     f"stage 2 of {long} steps": b, "longer - shorter": b - a})
 (pd.DataFrame(rows).set_index(["arm", "task"]).round(1) if rows
  else "no stage-2 task arm in this record")
 
@@ -370,7 +377,8 @@ rows = []
 for name in dict.fromkeys(r["student"] for r in longer_entries.values()):
     ratio = glue["students"].get(name, {}).get("ratio", 0.0) if glue else 0.0
     t = stage2_trend(result, name, lr03, general_03, 85.0 if ratio > 20 else 90.0)  # issue #15's targets
-    rows.append({"student": name, **{f"end of {p['step']} steps": p["percent_of_teacher"] for p in t["points"]},
+    rows.append({"student": name, "seeds": ", ".join(map(str, t["seeds"])),
+                 **{f"end of {p['step']} steps": p["percent_of_teacher"] for p in t["points"]},
                  "gain per doubling": t["gain"], "trend": t["trend"],
                  "more doublings to the target at this rate": t["doublings"]})
 pd.DataFrame(rows).set_index("student").round(1) if rows else "one stage-2 length: no trend across lengths"

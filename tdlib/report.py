@@ -218,8 +218,10 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     across = stage2_trend(study[0]["result"], name, rec["params"].get("task_lr"), general, target) if study else None
     if across is not None:  # runs of two lengths: the measured trend replaces what one run's curve suggests
         ends = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in across["points"])
-        text += (f"; the end of stage 2 by its length (notebook 09): {ends} steps ({across['gain']:+.1f} points per "
-                 "doubling)")
+        seeds = across["seeds"]
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
+        text += (f"; the end of stage 2 by its length (notebook 09, {which}): {ends} steps ({across['gain']:+.1f} "
+                 "points per doubling)")
         best = _trend_label(across["doublings"], target)
     return text, best, (_rel(study[0]["path"]) if runs else None)
 

@@ -273,17 +273,42 @@ def stage2_trend(result: dict, student: str, lr: float, general_steps: int, targ
     entry and its stage-2 arms; general budget ``general_steps``, 03's stage 1, task lr ``lr``), and
     :func:`doubling_trend` over the last two lengths: the measured answer to "would a longer stage 2 close the
     gap?", which a run's own curve only suggests (its learning rate decays over the whole run). None with fewer
-    than two lengths."""
+    than two lengths.
+
+    Where the lengths ran different seeds (the study's with ``task_seeds``, an arm with 03's seed alone), each end
+    is the mean over the seeds every length ran (``seeds``), so a mean over three seeds is never set against one
+    seed's run: the seeds' spread is as large as the gain asked about."""
     ends = {}
     for e in result["students"].values():
         arm = arm_changes(e.get("arm"))
         if (e["student"] == student and e["task_lr"] == lr and not set(arm) & set(STAGE1_KEYS)
                 and e.get("general_steps", general_steps) == general_steps):
-            ends[e["stage2_steps"]] = e["glue"][-1]["percent_of_teacher"]
+            ends[e["stage2_steps"]] = end_by_seed(e)
     if len(ends) < 2:
         return None
-    points = [{"step": k, "percent_of_teacher": ends[k]} for k in sorted(ends)]
-    return {"points": points, **doubling_trend(points, target)}
+    shared = sorted(set.intersection(*(set(v) for v in ends.values())), key=int)
+    if not shared:
+        return None
+    points = [{"step": k, "percent_of_teacher": sum(ends[k][x] for x in shared) / len(shared)} for k in sorted(ends)]
+    return {"points": points, "seeds": [int(x) for x in shared], **doubling_trend(points, target)}
+
+
+def task_end_by_seed(entry: dict, task: str) -> dict[str, float]:
+    """A study entry's dev score on ``task`` at the end of stage 2, by seed (str), as :func:`end_by_seed` reads
+    its GLUE average."""
+    run = entry["tasks"][task]
+    if run.get("seeds"):
+        return {k: v["metrics"]["score"] for k, v in run["seeds"].items()}
+    return {str((entry.get("task_seeds") or [0])[0]): run["metrics"]["score"]}
+
+
+def end_by_seed(entry: dict) -> dict[str, float]:
+    """A study entry's % of the teacher at the end of stage 2, by seed (str): its ``seeds`` where it ran several,
+    else its one run under the seed it ran with (``task_seeds``; 0 in records made before that was stored)."""
+    if entry.get("seeds"):
+        return dict(entry["seeds"])
+    seed = (entry.get("task_seeds") or [0])[0]
+    return {str(seed): entry["glue"][-1]["percent_of_teacher"]}
 
 
 def dense_baseline(models: list[str], student: str) -> str | None:

@@ -134,6 +134,31 @@ def test_the_trend_over_the_last_doubling_and_its_extrapolation_to_a_target():
     assert doubling_trend(pts, 60.0)["doublings"] == 0.0  # already past the target
 
 
+def test_the_stage_2_trend_compares_lengths_on_the_seeds_both_ran():
+    from tdlib.task_budget import stage2_trend
+
+    def entry(steps, end, **extra):
+        return {"student": "IV-36-192", "task_lr": 1e-3, "general_steps": 256, "stage2_steps": steps, **extra,
+                "glue": [{"step": 0, "percent_of_teacher": 70.0}, {"step": steps, "percent_of_teacher": end}]}
+
+    # 640 steps with three seeds (mean 87.0), 1,280 with seed 0 alone: seed 0 against seed 0, not 87.0 against it
+    result = {"students": {
+        "a": entry(640, 87.0, task_seeds=[0, 1, 2], seeds={"0": 85.0, "1": 88.0, "2": 88.0}),
+        "b": entry(1280, 86.5, task_seeds=[0], arm={"stage2_steps": 1280}),
+        "c": entry(640, 99.0, task_seeds=[0], arm={"stage1_steps": 80}),  # a stage-1 arm: another question
+        "d": entry(640, 99.0, general_steps=1024)}}  # another general budget
+    found = stage2_trend(result, "IV-36-192", 1e-3, 256, 90.0)
+    assert found["seeds"] == [0]
+    assert [(p["step"], p["percent_of_teacher"]) for p in found["points"]] == [(640, 85.0), (1280, 86.5)]
+    assert found["gain"] == pytest.approx(1.5) and found["trend"] == "closing"
+    result["students"]["b"].update(task_seeds=[0, 1, 2], seeds={"0": 86.0, "1": 87.0, "2": 86.5})
+    found = stage2_trend(result, "IV-36-192", 1e-3, 256, 90.0)  # both ran three seeds: their means
+    assert found["seeds"] == [0, 1, 2] and found["points"][0]["percent_of_teacher"] == pytest.approx(87.0)
+    assert found["gain"] == pytest.approx(-0.5) and found["trend"] == "flat"
+    del result["students"]["b"]
+    assert stage2_trend(result, "IV-36-192", 1e-3, 256, 90.0) is None  # one length
+
+
 def test_the_gain_is_per_doubling_when_the_last_two_points_are_further_apart():
     from tdlib.task_budget import doubling_trend
 
