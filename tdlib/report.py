@@ -195,9 +195,10 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     general = rec["params"].get("general_steps")
     runs = [e for e in (study[0]["result"]["students"].values() if study else [])
             if e["student"] == name and len(e["glue"]) >= 2 and e.get("general_steps", general) == general]
-    curves += [("a longer stage 2 (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of "
-                                                   f"{e.get('task_objective')}"
-                                                   if set(e.get("arm") or {}) & set(STAGE1_KEYS) else "")
+    curves += [(("a stage 2 of " + f"{e['stage2_steps']:,} steps" if "stage2_steps" in (e.get("arm") or {})
+                 else "a longer stage 2")
+                + " (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of {e.get('task_objective')}"
+                                     if set(e.get("arm") or {}) & set(STAGE1_KEYS) else "")
                 + (f"; mean of {len(e['seeds'])} seeds, {min(e['seeds'].values()):.1f}-"
                    f"{max(e['seeds'].values()):.1f} at the end" if e.get("seeds") else "; seed 0") + ")",
                 e["task_lr"], e["glue"]) for e in runs]

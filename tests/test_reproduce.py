@@ -286,7 +286,7 @@ def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_bud
     # a stage-2 arm is named by its length alone; its own curve still gains (+4.5 over its last doubling), but the
     # trend cited is measured across the runs' lengths, on the seed both ran: 84.0% at the end of 640 steps (seed 0
     # of three), 84.5% at the end of 1,280
-    assert ("a longer stage 2 (notebook 09; seed 0), task lr 0.001: 70.0% at step 0, 84.5% at step 1280 "
+    assert ("a stage 2 of 1,280 steps (notebook 09; seed 0), task lr 0.001: 70.0% at step 0, 84.5% at step 1280 "
             "(+4.5 points over the last doubling)") in ours
     assert ("the end of stage 2 by its length (notebook 09, seed 0): 84.0% after 640, 84.5% after 1,280 steps "
             "(+0.5 points per doubling)") in ours
