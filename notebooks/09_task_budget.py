@@ -92,6 +92,7 @@ from tdlib.task_budget import (
     end_by_seed,
     general_trend,
     longer_general_records,
+    shared_seeds,
     stage2_trend,
     task_budget_record,
     task_end_by_seed,
@@ -361,7 +362,7 @@ rows = []
 for name, r in longer_entries.items():
     plain = plain_entry(r)
     short, long = plain["stage2_steps"], r["stage2_steps"]
-    shared = sorted(set(end_by_seed(plain)) & set(end_by_seed(r)), key=int)
+    shared = shared_seeds(plain, r)
     for task in list(r["tasks"]) + ["GLUE, % of teacher"]:
         if task in r["tasks"]:
             a, b = (100 * np.mean([task_end_by_seed(e, task)[x] for x in shared]) for e in (plain, r))

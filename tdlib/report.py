@@ -224,7 +224,31 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
         text += (f"; the end of stage 2 by its length (notebook 09, {which}): {ends} steps ({across['gain']:+.1f} "
                  "points per doubling)")
         best = _trend_label(across["doublings"], target)
+    text += _against_dense(study[0], runs) if study else ""
     return text, best, (_rel(study[0]["path"]) if runs else None)
+
+
+def _against_dense(study: dict, runs: list[dict]) -> str:
+    """A Tucker student's lead over its equal-budget dense baseline at the end of each notebook-09 stage 2 of
+    ``runs`` (stage-1 arms left out), over the seeds both ran (:func:`tdlib.task_budget.vs_dense`): issue #15's
+    "Tucker >= dense, or a plain statement that it is not", at the longest task budget measured."""
+    from .task_budget import STAGE1_KEYS, dense_baseline, dense_entry, shared_seeds, vs_dense
+
+    models = study["params"].get("models") or []
+    if not runs or runs[0]["student"] not in models:
+        return ""
+    parts = []
+    for e in sorted((e for e in runs if not set(e.get("arm") or {}) & set(STAGE1_KEYS)),
+                    key=lambda e: e["stage2_steps"]):
+        lead = vs_dense(study["result"], models, e)
+        if lead is not None:
+            seeds = shared_seeds(e, dense_entry(study["result"], models, e))
+            which = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "seeds differ"
+            parts.append(f"{lead:+.1f} after {e['stage2_steps']:,} steps ({which})")
+    if not parts:
+        return ""
+    return (f"; minus {dense_baseline(models, runs[0]['student'])} at the end of notebook 09's stage 2 (points of "
+            f"the teacher's average): {', '.join(parts)}")
 
 
 def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, str | None, str | None]:

@@ -319,19 +319,31 @@ def dense_baseline(models: list[str], student: str) -> str | None:
     return next((m for m in models[models.index(student) + 1:] if m.startswith("dense")), None)
 
 
-def vs_dense(result: dict, models: list[str], entry: dict) -> float | None:
-    """A Tucker entry's % of the teacher at the end of stage 2 minus its dense baseline's entry (same task lr,
-    general budget and arm change); over the seeds both ran, the mean of each seed's own difference. None when the
-    study has no such baseline entry."""
+def dense_entry(result: dict, models: list[str], entry: dict) -> dict | None:
+    """A Tucker entry's equal-budget dense baseline entry in a study result (same task lr, general budget and arm
+    change), or None."""
     dense = dense_baseline(models, entry["student"])
-    base = next((e for e in result["students"].values() if e["student"] == dense and e["task_lr"] == entry["task_lr"]
+    return next((e for e in result["students"].values() if e["student"] == dense and e["task_lr"] == entry["task_lr"]
                  and e.get("general_steps") == entry.get("general_steps")
                  and arm_changes(e.get("arm")) == arm_changes(entry.get("arm"))), None)
+
+
+def shared_seeds(entry: dict, base: dict) -> list[str]:
+    """The seeds two study entries both ran (:func:`end_by_seed`), in order."""
+    return sorted(set(end_by_seed(entry)) & set(end_by_seed(base)), key=int)
+
+
+def vs_dense(result: dict, models: list[str], entry: dict) -> float | None:
+    """A Tucker entry's % of the teacher at the end of stage 2 minus its dense baseline's entry (:func:`dense_entry`):
+    over the seeds both ran, the mean of each seed's own difference (their two ends when they share none). None
+    when the study has no such baseline entry."""
+    base = dense_entry(result, models, entry)
     if base is None:
         return None
-    shared = sorted(set(entry.get("seeds", {})) & set(base.get("seeds", {})))
-    if len(shared) > 1:
-        return sum(entry["seeds"][k] - base["seeds"][k] for k in shared) / len(shared)
+    shared = shared_seeds(entry, base)
+    if shared:
+        ours, theirs = end_by_seed(entry), end_by_seed(base)
+        return sum(ours[k] - theirs[k] for k in shared) / len(shared)
     return entry["glue"][-1]["percent_of_teacher"] - base["glue"][-1]["percent_of_teacher"]
 
 
