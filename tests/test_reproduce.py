@@ -257,16 +257,24 @@ def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
     assert "general" not in {r["claim"]: r for r in claims(tmp_path)}["C2"]["ours"]
 
 
+def save_03_record(root, student: str, ratio: float, percent: float) -> dict:
+    """A minimal notebook-03 record of one Tucker student under 03's cpu settings; returns those settings."""
+    from tdlib.results import save_record
+
+    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
+    tasks = {"rte": {"students": {student: {"steps": [10, 160]}}}}
+    save_record(root / "03_glue" / "g.json", glue_params,
+                {"tasks": tasks, "students": {student: {"kind": "tucker", "ratio": ratio}},
+                 "summary": {"teacher": {"percent_of_teacher": 100.0}, student: {"percent_of_teacher": percent}}},
+                profile="cpu")
+    return glue_params
+
+
 def test_the_stage_2_citation_gives_the_tucker_student_against_its_dense_baseline_on_shared_seeds(tmp_path):
     from tdlib.report import claims
     from tdlib.results import save_record
 
-    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
-    tasks = {"rte": {"students": {"IV-36-192": {"steps": [10, 160]}}}}
-    save_record(tmp_path / "03_glue" / "g.json", glue_params,
-                {"tasks": tasks, "students": {"IV-36-192": {"kind": "tucker", "ratio": 7.19}},
-                 "summary": {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 84.0}}},
-                profile="cpu")
+    glue_params = save_03_record(tmp_path, "IV-36-192", 7.19, 84.0)
 
     def run(student, steps, seeds, **extra):
         end = sum(seeds.values()) / len(seeds)
@@ -292,12 +300,7 @@ def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_bud
     from tdlib.report import claims
     from tdlib.results import save_record
 
-    glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
-    tasks = {"rte": {"students": {"IV-16-96": {"steps": [10, 160]}}}}
-    save_record(tmp_path / "03_glue" / "g.json", glue_params,
-                {"tasks": tasks, "students": {"IV-16-96": {"kind": "tucker", "ratio": 47.75}},
-                 "summary": {"teacher": {"percent_of_teacher": 100.0}, "IV-16-96": {"percent_of_teacher": 80.0}}},
-                profile="cpu")
+    glue_params = save_03_record(tmp_path, "IV-16-96", 47.75, 80.0)
 
     def run(pcts, **extra):
         return {"student": "IV-16-96", "task_lr": 1e-3, "stage2_steps": 640, "general_steps": 256, **extra,
