@@ -183,7 +183,7 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     "closing" when it gained more than one point of the teacher's average, else "flat"). A gain that would need
     more than 4 further doublings to reach ``target`` % is "closing slowly", with the extrapolated count: an
     extrapolation, named as one. Returns (text, trend of the longest curve, the 09 record's path or None)."""
-    from .task_budget import STAGE1_KEYS, doubling_trend, stage2_trend
+    from .task_budget import STAGE1_KEYS, doubling_trend, run_seed, stage2_trend
 
     curves = []  # (label, task lr, points)
     own = rec["result"]["summary"].get(name, {}).get("task_curve") or []
@@ -200,7 +200,7 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
                 + " (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of {e.get('task_objective')}"
                                      if set(e.get("arm") or {}) & set(STAGE1_KEYS) else "")
                 + (f"; mean of {len(e['seeds'])} seeds, {min(e['seeds'].values()):.1f}-"
-                   f"{max(e['seeds'].values()):.1f} at the end" if e.get("seeds") else "; seed 0") + ")",
+                   f"{max(e['seeds'].values()):.1f} at the end" if e.get("seeds") else f"; seed {run_seed(e)}") + ")",
                 e["task_lr"], e["glue"]) for e in runs]
     if not curves:
         return "", None, None

@@ -293,22 +293,26 @@ def stage2_trend(result: dict, student: str, lr: float, general_steps: int, targ
     return {"points": points, "seeds": [int(x) for x in shared], **doubling_trend(points, target)}
 
 
+def run_seed(entry: dict) -> str:
+    """The seed of a study entry that ran one (``task_seeds``; 0 in records made before that was stored)."""
+    return str((entry.get("task_seeds") or [0])[0])
+
+
 def task_end_by_seed(entry: dict, task: str) -> dict[str, float]:
     """A study entry's dev score on ``task`` at the end of stage 2, by seed (str), as :func:`end_by_seed` reads
     its GLUE average."""
     run = entry["tasks"][task]
     if run.get("seeds"):
         return {k: v["metrics"]["score"] for k, v in run["seeds"].items()}
-    return {str((entry.get("task_seeds") or [0])[0]): run["metrics"]["score"]}
+    return {run_seed(entry): run["metrics"]["score"]}
 
 
 def end_by_seed(entry: dict) -> dict[str, float]:
     """A study entry's % of the teacher at the end of stage 2, by seed (str): its ``seeds`` where it ran several,
-    else its one run under the seed it ran with (``task_seeds``; 0 in records made before that was stored)."""
+    else its one run under :func:`run_seed`."""
     if entry.get("seeds"):
         return dict(entry["seeds"])
-    seed = (entry.get("task_seeds") or [0])[0]
-    return {str(seed): entry["glue"][-1]["percent_of_teacher"]}
+    return {run_seed(entry): entry["glue"][-1]["percent_of_teacher"]}
 
 
 def dense_baseline(models: list[str], student: str) -> str | None:
