@@ -58,6 +58,16 @@ checkpoint_every = 100
 precision = "auto"
 distill_dropout = False
 train_word_embeddings = False
+# per method: task distillation alone (False); and after notebook 03's general distillation (True)
+distill_general = [False, True]
+general_steps = 256
+general_sequences = 8192
+general_max_length = 64
+general_lr = 0.001
+general_objective = "all_layers_cos"
+teacher_cache = True
+curve_points = 2  # the recovery proxies at the general run's start and end
+proxy_sequences = 256
 
 
 # %%
@@ -160,52 +170,97 @@ verdict
 # %% [markdown]
 # ## After distillation
 #
-# Each method's student starts from its decomposition (ranks with the lowest weight error within the budget)
-# of the **fine-tuned** teacher, keeps the teacher's embeddings and head, and gets the same two-stage task
-# distillation: stage 1 intermediate losses, stage 2 soft cross-entropy. There is no general distillation
-# here, and every method is trained through the same reconstruction path (`tdlib.layers.FactorStack`), so the
-# decomposition is the only difference between students.
+# Every method's student gets the same budget and the same training; the decomposition is the only difference.
+# Each method gets its ranks with the lowest weight error within the budget, and every student trains through
+# the same reconstruction path (`tdlib.layers.FactorStack`). There are two variants (`distill_general`):
+#
+# - **task distillation only**: each student is decomposed from the **fine-tuned** teacher, keeps its embeddings
+#   and head, and gets the two-stage task distillation (stage 1 intermediate losses, stage 2 soft cross-entropy);
+# - **general + task distillation**: each student is decomposed from the **pre-trained** teacher and
+#   general-distilled on Wikipedia with notebook 03's settings (its zero-shot STS-B and embedding cosine to the
+#   teacher on held-out text measured at the start and the end), then takes the fine-tuned teacher's head and the
+#   same task distillation. This is notebook 03's pipeline for every method.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
+from IPython.display import display
+
 from tdlib.experiments import run_experiment
 from tdlib.glue import task_files
+from tdlib.proxies import proxy_files
 from tdlib.results import runs_dir
 
-dparams = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
-               methods=distill_methods,
-               max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
-               finetune_epochs=finetune_epochs, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-               stage1_steps=stage1_steps, stage2_steps=stage2_steps, task_lr=task_lr,
-               checkpoint_every=checkpoint_every, seed=seed,
-               precision=precision, distill_dropout=distill_dropout, train_word_embeddings=train_word_embeddings)
-drec = cached("02_methods_distilled", dparams, lambda: run_experiment("methods", dparams, runs_dir(run.base_profile)),
-              seed=seed, data_files=task_files(distill_task), **run.record_kwargs())
-print(drec["path"], "(cached)" if drec["cached"] else "(computed)")
+base = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
+            methods=distill_methods,
+            max_train_examples=max_train_examples, max_length=max_length, batch_size=batch_size,
+            finetune_epochs=finetune_epochs, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+            stage1_steps=stage1_steps, stage2_steps=stage2_steps, task_lr=task_lr,
+            checkpoint_every=checkpoint_every, seed=seed,
+            precision=precision, distill_dropout=distill_dropout, train_word_embeddings=train_word_embeddings)
+general_settings = dict(general=True, general_steps=general_steps, general_sequences=general_sequences,
+                        general_max_length=general_max_length, general_lr=general_lr,
+                        general_objective=general_objective, teacher_cache=teacher_cache, curve_points=curve_points,
+                        proxy_sequences=proxy_sequences)
+VARIANTS = {False: "task distillation only", True: "general + task distillation"}
+drecs = {}
+for general in distill_general:
+    dparams = {**base, **general_settings} if general else base
+    files = task_files(distill_task) + (proxy_files() if general and curve_points else [])
+    drecs[general] = cached("02_methods_distilled", dparams,
+                            lambda p=dparams: run_experiment("methods", p, runs_dir(run.base_profile)),
+                            seed=seed, data_files=files, **run.record_kwargs())
+    print(VARIANTS[general], "->", drecs[general]["path"], "(cached)" if drecs[general]["cached"] else "(computed)")
+
 
 # %%
-dres = drec["result"]
-rows = [{"method": "teacher (dense)", **dres["teacher"]["metrics"]}]
-for method, r in dres["methods"].items():
-    if "skipped" in r:
-        rows.append({"method": method, "skipped": r["skipped"]})
-        continue
-    rows.append({"method": method, **r["metrics"], **r.get("fidelity", {}), "params": r["params"],
-                 "ratio": r["ratio"], "init weight error": r["init_error"],
-                 "final stage-1 loss": r["loss"]["stage1"][-1], "ranks": r["ranks"]})
-after = pd.DataFrame(rows).set_index("method")
-print(f"{distill_task} dev after task distillation (stage steps {dres['steps']}), budget {dres['budget']:,} weights")
-after.round(4)
+def after_table(res: dict) -> pd.DataFrame:
+    """One row per method: dev metrics, fidelity to the teacher, budget, init error and, after general
+    distillation, the recovery proxies at its start and end."""
+    rows = [{"method": "teacher (dense)", **res["teacher"]["metrics"]}]
+    for method, r in res["methods"].items():
+        if "skipped" in r:
+            rows.append({"method": method, "skipped": r["skipped"]})
+            continue
+        row = {"method": method, **r["metrics"], **r.get("fidelity", {}), "params": r["params"],
+               "ratio": r["ratio"], "init weight error": r["init_error"],
+               "final stage-1 loss": r["loss"]["stage1"][-1], "ranks": r["ranks"]}
+        curve = r.get("general", {}).get("curve")
+        if curve:
+            row.update({"zero-shot STS-B at init": curve[0]["stsb"], "zero-shot STS-B": curve[-1]["stsb"],
+                        "embedding cosine": curve[-1]["cosine"], "general seconds": r["general"]["seconds"]})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def verdict_line(table: pd.DataFrame) -> str:
+    """The dev score's ranking; fidelity's (soft CE to the teacher), which a majority-class tie cannot hide."""
+    scored = table.drop(index="teacher (dense)")["score"].dropna()
+    best = list(scored[scored == scored.max()].index)
+    verdict = "Tucker wins" if best == ["IV"] else "Tucker ties" if "IV" in best else "Tucker does not win"
+    line = (f"dev score: best {'/'.join(best)} ({scored.max():.4f}); Tucker (IV) {scored.get('IV', float('nan')):.4f}"
+            f" -> {verdict}")
+    if "soft_ce" in table:
+        ce = table.drop(index="teacher (dense)")["soft_ce"].dropna().sort_values()
+        line += (f"\nfidelity (dev soft cross-entropy to the teacher, lower is closer): best {ce.index[0]} "
+                 f"({ce.iloc[0]:.4f}); Tucker #{list(ce.index).index('IV') + 1} ({ce.get('IV', float('nan')):.4f})")
+    if "zero-shot STS-B" in table:
+        zs = table.drop(index="teacher (dense)")["zero-shot STS-B"].dropna().sort_values(ascending=False)
+        line += (f"\nzero-shot STS-B after general distillation: best {zs.index[0]} ({zs.iloc[0]:.1f}); "
+                 f"Tucker #{list(zs.index).index('IV') + 1} ({zs.get('IV', float('nan')):.1f})")
+    return line
+
+
+tables = {}
+for general, rec in drecs.items():
+    res = rec["result"]
+    tables[general] = after_table(res)
+    print(f"{VARIANTS[general]}: {res['task']} dev (task stage steps {res['steps']}), budget {res['budget']:,} weights")
+    if "proxies" in res:
+        print(f"  teacher's proxies: {res['proxies']['teacher']}")
+    display(tables[general].round(4))
 
 # %%
-scored = after.drop(index="teacher (dense)")["score"].dropna()
-best = list(scored[scored == scored.max()].index)
-verdict = "Tucker wins" if best == ["IV"] else "Tucker ties" if "IV" in best else "Tucker does not win"
-print(f"dev score: best {'/'.join(best)} ({scored.max():.4f}); Tucker (IV) {scored.get('IV', float('nan')):.4f}"
-      f" -> {verdict}")
-# a dev metric saturates when students collapse to the majority class; fidelity to the teacher does not
-if "soft_ce" in after:
-    ce = after.drop(index="teacher (dense)")["soft_ce"].dropna().sort_values()
-    print(f"fidelity (dev soft cross-entropy to the teacher, lower is closer): best {ce.index[0]} ({ce.iloc[0]:.4f});"
-          f" Tucker #{list(ce.index).index('IV') + 1} ({ce.get('IV', float('nan')):.4f})")
+for general, table in tables.items():
+    print(f"[{VARIANTS[general]}]")
+    print(verdict_line(table))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .baseline import encoder_weights, ffn_for_budget, shrink
-from .compare import compare_methods, method_class
+from .compare import compare_methods, fit_method, method_class
 from .corpus import load_corpus
 from .distill import fidelity, finetune, general_distill, predict, task_distill, task_model
 from .errors import ConfigError
@@ -46,7 +46,7 @@ from .provenance import seed_everything, sha256_file
 from .settings import GLUE_DEFAULTS, Settings, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
 from .stacking import stack_weights
 from .teacher_cache import teacher_logits
-from .train import TrainConfig, check_run, is_main_process
+from .train import TrainConfig, check_run, is_main_process, load_weights
 
 
 def _hash(obj) -> str:
@@ -211,7 +211,18 @@ def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, bud
             "budget_of": budget_of, "objective": objective}
 
 
+def method_spec(method: str, ranks: dict, ops: str = "san_ffn", objective: str = "last_layer") -> dict:
+    """A student of any compared method (notebook 02's C1 comparison), decomposed from the teacher it is built
+    from with ``ranks`` (:func:`tdlib.compare.fit_method`) and trained through its factors."""
+    tag = "-".join(str(v) for k, v in ranks.items() if k != "matrix_mode")
+    return {"kind": "method", "name": f"{method}-{tag}", "method": method, "ranks": dict(ranks), "ops": ops,
+            "objective": objective}
+
+
 def build_student(spec: dict, teacher_model, seed: int, calibration=None):
+    if spec["kind"] == "method":
+        fit = fit_method(spec["method"], spec["ranks"], stack_weights(teacher_model, spec["ops"]), seed)
+        return with_decomposition(teacher_model, fit, spec["ops"])
     if spec["kind"] == "tucker":
         from .fitting import BlockwiseFit
 
@@ -222,6 +233,8 @@ def build_student(spec: dict, teacher_model, seed: int, calibration=None):
 
 
 def student_params(model, spec: dict) -> int:
+    if spec["kind"] == "method":  # counted as the budget counts it (CP's weights vector folds into a factor)
+        return getattr(model, "base_model", model).encoder.tdlib_stack.fit.n_params()
     return count_params(model, spec["ops"]).decomposed if spec["kind"] == "tucker" else encoder_weights(model)
 
 
@@ -625,13 +638,15 @@ def summarise(result: dict) -> dict:
 
 
 def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
-    """C1 after distillation: every method at one budget, decomposed from the fine-tuned teacher, task-distilled.
+    """C1 after distillation: every method at one budget, task-distilled identically.
 
-    ``params``: the GLUE settings plus ``task``, ``ratio`` (budget = encoder weights / ratio) and
-    ``methods`` (names of :func:`tdlib.compare.method_class`). Each method gets the ranks with the
-    lowest weight error within the budget (as in the weight comparison). Students are identical except
-    for the decomposition: same init protocol (fit the fine-tuned teacher's stacked weights), same
-    two-stage recipe, no general distillation.
+    ``params``: the GLUE settings plus ``task``, ``ratio`` (budget = encoder weights / ratio), ``methods``
+    (names of :func:`tdlib.compare.method_class`) and ``general``. Each method gets the ranks with the lowest
+    weight error within the budget (as in the weight comparison). Students are identical except for the
+    decomposition: the same init protocol and the same two-stage task recipe. Without ``general`` each is fitted
+    to the fine-tuned teacher's stacked weights and only task-distilled; with it, each is fitted to the
+    pre-trained teacher's, general-distilled as notebook 03's students are (its recovery proxies at the
+    ``curve_points``), and then gets the fine-tuned teacher's head and the same task distillation.
     """
     s = settings(params)
     task, ratio = s.task, float(s.ratio)
@@ -647,30 +662,52 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     regression = get_task(task).is_regression
     t_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
     targets = stage2_targets(teacher, teacher_dir, task, train_data, s, progress)
-    rows = {}
-    chosen = compare_methods(tensor, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
+    out: dict = {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": {},
+                 "steps": [cfg1.steps, cfg2.steps]}
+    source, proxies, corpus_cache = tensor, None, {}
+    if s.general:  # decomposed from the pre-trained teacher, as notebook 03's students are
+        pretrained = load_model(s.teacher).eval()
+        source = stack_weights(pretrained, s.ops)
+        if s.curve_points:
+            from .proxies import Proxies
+
+            proxies = Proxies.for_settings(s, pretrained, tokenizer, progress)
+            out["proxies"] = {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),
+                              "stsb_pairs": len(proxies.gold)}
+        del pretrained
+    chosen = compare_methods(source, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
     for row in chosen:
         method = row["method"]
         if "skipped" in row:
-            rows[method] = {"skipped": row["skipped"]}
+            out["methods"][method] = {"skipped": row["skipped"]}
             continue
         ranks, fit = row["ranks"], row.pop("fit")
-        seed_everything(s.seed)
-        student = with_decomposition(teacher, fit, s.ops).train()
         identity = {"method": method, "ranks": ranks, "teacher": str(teacher_dir), "task": task}
+        entry: dict = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
+                       "init_error": fit.relative_error(source)}
+        if s.general:
+            encoder_dir, entry["general"] = run_general(s, method_spec(method, ranks, s.ops, s.general_objective),
+                                                        tokenizer, workdir, corpus_cache, progress, proxies=proxies)
+            identity["encoder"] = str(encoder_dir)
+        seed_everything(s.seed)
+        student = with_decomposition(teacher, fit, s.ops).train()  # the fine-tuned teacher's embeddings and head
+        if s.general:  # its encoder: the general-distilled one (same method, same ranks, so the same structure)
+            load_weights(student.base_model, encoder_dir)
         identity.update(stage1_identity(s))
-        out = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
+        run_dir = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
         start = time.perf_counter()
-        hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression,
+        hist = task_distill(student, teacher, train_data, run_dir, cfg1, cfg2, regression=regression,
                             identity=identity, progress=progress, targets=targets, objective=s.task_objective)
         logits = dev_logits(student, task, data, progress)
-        metrics = dev_metrics(task, data, logits)
-        logits = np.concatenate(list(logits.values()))
-        rows[method] = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
-                        "init_error": fit.relative_error(tensor), "metrics": metrics,
-                        "fidelity": fidelity(logits, t_logits, regression),
-                        "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
-                        "seconds": time.perf_counter() - start}
-    return {"task": task, "ratio": ratio, "budget": budget, "teacher": teacher_info, "methods": rows,
-            "steps": [cfg1.steps, cfg2.steps]}
+        entry["metrics"] = dev_metrics(task, data, logits)
+        entry["fidelity"] = fidelity(np.concatenate(list(logits.values())), t_logits, regression)
+        entry["loss"] = {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}
+        entry["seconds"] = time.perf_counter() - start
+        out["methods"][method] = entry
+    if proxies is not None:
+        from .proxies import milestones
 
+        for entry in out["methods"].values():
+            if "curve" in entry.get("general", {}):
+                entry["general"]["milestones"] = milestones(entry["general"]["curve"], proxies.teacher)
+    return out

@@ -75,10 +75,14 @@ class Settings:
     # curve-only runs of the first Tucker student, each a dict of spec overrides: {"init": "zero"},
     # {"objective": "last_layer"} (protocol 1's controls, the paper's loss as the reference line)
     controls: list = field(default_factory=list)
-    # the method experiment (notebook 02): one task, one budget (encoder weights / ratio), these methods
+    # the method experiment (notebook 02): one task, one budget (encoder weights / ratio), these methods; with
+    # ``general``, each method's student is decomposed from the pre-trained teacher and general-distilled (this
+    # record's general_* settings, as in notebook 03) before its task distillation, instead of decomposed from the
+    # fine-tuned teacher
     task: str | None = None
     ratio: float | None = None
     methods: list | None = None
+    general: bool = False
 
     def validate(self) -> Settings:
         from .distill import OBJECTIVES
@@ -95,6 +99,9 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.general, bool):
+            raise ConfigError(f"general must be true or false (general distillation before each method's task "
+                              f"distillation), got {self.general!r}")
         if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
             raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
         if self.task_seeds is not None and (
@@ -150,7 +157,7 @@ def check_curve(curve: list[int], stage2_steps: int, name: str = "curve") -> lis
     return sorted(set(curve))
 
 
-EXPERIMENT_ONLY = ("task", "ratio", "methods")  # the method experiment's own fields
+EXPERIMENT_ONLY = ("task", "ratio", "methods", "general")  # the method experiment's own fields
 # the notebooks' GLUE parameters: a notebook passes every parameter named here (and only those)
 GLUE_DEFAULTS: dict = {f.name: getattr(Settings(), f.name) for f in dataclasses.fields(Settings)
                        if f.name not in EXPERIMENT_ONLY}

@@ -70,6 +70,27 @@ def test_method_experiment_trains_each_method_identically(env, tmp_path):
         assert 0 <= row["fidelity"]["agreement"] <= 1 and row["fidelity"]["soft_ce"] > 0
 
 
+def test_method_experiment_general_distils_each_method_from_the_pretrained_teacher(env, tmp_path, monkeypatch,
+                                                                                   tiny_corpus):
+    monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
+    params = {**env, "task": "rte", "ratio": 8.0, "methods": ["II", "cp"], "general": True, "curve_points": 2,
+              "proxy_sequences": 4, "general_objective": "all_layers_cos", "teacher_cache": True}
+    result = method_experiment(params, tmp_path, progress=False)
+    assert result["proxies"]["teacher"]["cosine"] == 1.0
+    for method, row in result["methods"].items():
+        general = row["general"]
+        assert general["params"] == row["params"] <= result["budget"]  # the general student is the task student
+        assert [p["step"] for p in general["curve"]] == [0, 3] and len(general["loss"]) == 3
+        assert set(general["milestones"]) == {"cosine@90%", "cosine@95%", "stsb@90%", "stsb@95%"}
+        run = next((tmp_path / "methods" / "rte").glob(f"{method}-*"))
+        assert str(tmp_path / "general") in (run / "stage1" / "run.json").read_text()  # its encoder
+    # the task-only variant decomposes the fine-tuned teacher instead: other fits, other runs
+    alone = method_experiment({**params, "general": False}, tmp_path, progress=False)
+    assert "general" not in alone["methods"]["II"] and "proxies" not in alone
+    assert alone["methods"]["cp"]["init_error"] != result["methods"]["cp"]["init_error"]
+    assert len(list((tmp_path / "methods" / "rte").iterdir())) == 4
+
+
 def test_unknown_experiment_parameters_are_named():
     with pytest.raises(ConfigError, match=r"unknown experiment parameter\(s\) \['studnets'\]"):
         settings({"studnets": [[1, 2]]})

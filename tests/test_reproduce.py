@@ -76,6 +76,35 @@ def _glue_record(root, pct, teacher_glue=None):
                 {"tasks": {"rte": {}, "mrpc": {}}, "students": students, "summary": summary}, profile="cpu")
 
 
+def test_c1_row_reads_the_task_only_and_the_general_distillation_records(tmp_path):
+    from tdlib.report import claim_c1
+    from tdlib.results import save_record
+
+    save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"},
+                [{"method": "IV", "budget_ratio": 48.0, "rel_error": 0.9},
+                 {"method": "cp", "budget_ratio": 48.0, "rel_error": 0.8}], profile="cpu")
+
+    def row(score, ce, stsb=None):
+        out = {"metrics": {"score": score}, "fidelity": {"agreement": score, "soft_ce": ce}}
+        return {**out, "general": {"curve": [{"step": 0, "stsb": 60.0}, {"step": 256, "stsb": stsb}]}} if stsb else out
+
+    save_record(tmp_path / "02_methods_distilled" / "t.json", {"task": "sst2", "ratio": 48.0},
+                {"task": "sst2", "ratio": 48.0, "methods": {"IV": row(0.51, 0.69), "cp": row(0.51, 0.60)}})
+    c1 = claim_c1(tmp_path)
+    assert c1["status"] == "not supported (weights), not supported by fidelity (distilled)"
+    assert "all 2 methods tie on the dev score (0.510); closest to the teacher (dev soft CE) cp" in c1["ours"]
+    save_record(tmp_path / "02_methods_distilled" / "g.json", {"task": "sst2", "ratio": 48.0, "general": True},
+                {"task": "sst2", "ratio": 48.0,
+                 "methods": {"IV": row(0.80, 0.40, stsb=75.0), "cp": row(0.78, 0.45, stsb=76.5)}})
+    c1 = claim_c1(tmp_path)
+    assert c1["status"] == ("not supported (weights), not supported by fidelity (distilled), "
+                            "supported (general + task distilled)")
+    assert ("after the same general distillation (decomposed from the pre-trained teacher) and task distillation "
+            "on sst2 at 1/48: best IV (0.800), Tucker #1 (0.800)") in c1["ours"]
+    assert c1["ours"].endswith("zero-shot STS-B after general distillation: best cp (76.5), Tucker #2 (75.0)")
+    assert c1["source"].split(", ")[1:] == [str(tmp_path / "02_methods_distilled" / n) for n in ("t.json", "g.json")]
+
+
 def test_glue_claims_pick_students_by_compression(tmp_path):
     from tdlib.report import claims, markdown_table
     from tdlib.results import save_record
