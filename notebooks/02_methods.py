@@ -27,8 +27,9 @@
 # weights on the paper profile).
 #
 # The paper's point is that weights need not be reconstructed exactly, because distillation recovers the
-# mapping. So the second half of this notebook trains one student per method at one budget with the same short
-# task distillation (`tdlib.experiments.method_experiment`) and compares dev scores.
+# mapping. So the second half of this notebook trains one student per method at one budget with the same
+# distillation (`tdlib.experiments.method_experiment`: task distillation alone, and notebook 03's general + task
+# distillation) and compares dev scores and fidelity to the teacher.
 
 # %% tags=["parameters"]
 profile = "cpu"
