@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .baseline import encoder_weights, ffn_for_budget, shrink
-from .compare import compare_methods, fit_method, method_class
+from .compare import compare_methods, method_class
 from .corpus import load_corpus
 from .distill import fidelity, finetune, general_distill, predict, task_distill, task_model
 from .errors import ConfigError
@@ -212,8 +212,9 @@ def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, bud
 
 
 def method_spec(method: str, ranks: dict, ops: str = "san_ffn", objective: str = "last_layer") -> dict:
-    """A student of any compared method (notebook 02's C1 comparison), decomposed from the teacher it is built
-    from with ``ranks`` (:func:`tdlib.compare.fit_method`) and trained through its factors."""
+    """A student of any compared method (notebook 02's C1 comparison): the teacher with its maps read from a
+    decomposition of ``ranks``, trained through its factors. Its model is built from the fit the caller chose
+    (:func:`tdlib.modeling.with_decomposition`) and passed to :func:`run_general` as ``student``."""
     tag = "-".join(str(v) for k, v in ranks.items() if k != "matrix_mode")
     return {"kind": "method", "name": f"{method}-{tag}", "method": method, "ranks": dict(ranks), "ops": ops,
             "objective": objective}
@@ -221,8 +222,8 @@ def method_spec(method: str, ranks: dict, ops: str = "san_ffn", objective: str =
 
 def build_student(spec: dict, teacher_model, seed: int, calibration=None):
     if spec["kind"] == "method":
-        fit = fit_method(spec["method"], spec["ranks"], stack_weights(teacher_model, spec["ops"]), seed)
-        return with_decomposition(teacher_model, fit, spec["ops"])
+        raise ConfigError(f"{spec['name']} is a method student: build it from its fitted decomposition "
+                          "(tdlib.modeling.with_decomposition) and pass it to run_general as student=")
     if spec["kind"] == "tucker":
         from .fitting import BlockwiseFit
 
@@ -239,9 +240,11 @@ def student_params(model, spec: dict) -> int:
 
 
 def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
-                progress: bool = True, out: Path | None = None, proxies=None) -> tuple[Path, dict]:
+                progress: bool = True, out: Path | None = None, proxies=None, student=None) -> tuple[Path, dict]:
     """General distillation of one student from the pre-trained teacher (with ``proxies``, a
-    :class:`tdlib.proxies.Proxies`: its recovery curve at :func:`curve_steps`).
+    :class:`tdlib.proxies.Proxies`: its recovery curve at :func:`curve_steps`). ``student``: the model of
+    ``spec``, when the caller has built it already (notebook 02's method students, from the fits its rank search
+    made), instead of :func:`build_student`.
 
     The corpus is read and the run directory checked before the teacher is loaded and decomposed, so bad
     data or a refused run directory fail in seconds.
@@ -288,7 +291,8 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
 
         calibration = cached_calibration(teacher, tokenizer, (workdir or out.parent) / "calibration",
                                          ops=spec["ops"], progress=progress, **spec.get("calibration", {}))
-    student = build_student(spec, teacher, s.seed, calibration)
+    if student is None:
+        student = build_student(spec, teacher, s.seed, calibration)
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache,
                               objective=spec.get("objective", "last_layer"), evaluate=proxies,
                               evaluate_at=evaluate_at)
@@ -674,7 +678,6 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
             proxies = Proxies.for_settings(s, pretrained, tokenizer, progress)
             out["proxies"] = {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),
                               "stsb_pairs": len(proxies.gold)}
-        del pretrained
     chosen = compare_methods(source, [budget], s.methods, seed=s.seed, progress=progress, keep_fits=True)
     for row in chosen:
         method = row["method"]
@@ -686,8 +689,10 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         entry: dict = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                        "init_error": fit.relative_error(source)}
         if s.general:
-            encoder_dir, entry["general"] = run_general(s, method_spec(method, ranks, s.ops, s.general_objective),
-                                                        tokenizer, workdir, corpus_cache, progress, proxies=proxies)
+            spec = method_spec(method, ranks, s.ops, s.general_objective)
+            encoder_dir, entry["general"] = run_general(s, spec, tokenizer, workdir, corpus_cache, progress,
+                                                        proxies=proxies,
+                                                        student=with_decomposition(pretrained, fit, s.ops))
             identity["encoder"] = str(encoder_dir)
         seed_everything(s.seed)
         student = with_decomposition(teacher, fit, s.ops).train()  # the fine-tuned teacher's embeddings and head

@@ -89,6 +89,11 @@ def test_method_experiment_general_distils_each_method_from_the_pretrained_teach
     assert "general" not in alone["methods"]["II"] and "proxies" not in alone
     assert alone["methods"]["cp"]["init_error"] != result["methods"]["cp"]["init_error"]
     assert len(list((tmp_path / "methods" / "rte").iterdir())) == 4
+    # a method student is built from the fit its rank search chose, never refitted from the spec alone
+    from tdlib.experiments import build_student, method_spec
+
+    with pytest.raises(ConfigError, match="II-4 is a method student: build it from its fitted decomposition"):
+        build_student(method_spec("II", {"rank_dim": 4}), load_model(env["teacher"]), 0)
 
 
 def test_unknown_experiment_parameters_are_named():
