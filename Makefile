@@ -11,8 +11,8 @@ SHARED  := $(abspath ../shared/data)
 GLUE_DIR     ?= $(if $(wildcard $(SHARED)/glue),$(SHARED)/glue,)
 TDLIB_CORPUS ?= $(if $(wildcard $(SHARED)/corpus/enwiki-2015-wikiextractor/train),$(SHARED)/corpus/enwiki-2015-wikiextractor/train,)
 export GLUE_DIR TDLIB_CORPUS PROFILE FORCE
-# the default profile is offline by design; the paper profile needs the hub
-ifeq ($(PROFILE),cpu)
+# every profile but paper is offline by design; the paper profile needs the hub
+ifneq ($(PROFILE),paper)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 endif

@@ -19,6 +19,8 @@
 # Each claim of Ren et al. (2022) beside our measured number, the profile it was measured on, and the results
 # file it comes from (`tdlib.report`, built from `results/*/*.json` only). With `update_readme = True` this
 # notebook rewrites the README's results table, so the README shows no number that a notebook did not write.
+# Another profile's run (e.g. `quick`) reads its own records (`results/<profile>/`) and writes its own table,
+# between the README's `<!-- claims:<profile>:start -->` markers.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -44,7 +46,7 @@ pd.DataFrame(rows)
 # NBVAL_IGNORE_OUTPUT
 # (volatile: whether this run changed the README)
 if update_readme:
-    changed = write_readme_table(rows)
+    changed = write_readme_table(rows, profile=run.base_profile)  # another profile's table has its own markers
     print("README.md claims table", "updated" if changed else "already current")
 
 # %%

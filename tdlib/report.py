@@ -471,18 +471,34 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None) -> bool:
-    """Replace the README's claims table between the markers; returns whether the file changed.
+def markers(profile: str | None = None) -> tuple[str, str]:
+    """The README markers around a profile's claims table: the committed profile's table is the README's main
+    one (``<!-- claims:start -->``); another profile's has its own pair (``<!-- claims:quick:start -->``)."""
+    from .reproduce import COMMITTED
+
+    if profile in (None, COMMITTED):
+        return START, END
+    return f"<!-- claims:{profile}:start -->", f"<!-- claims:{profile}:end -->"
+
+
+def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None,
+                       profile: str | None = None) -> bool:
+    """Replace the README's claims table of ``profile`` between its markers; returns whether the file changed.
 
     ``readme`` defaults to ``$TDLIB_README`` or the project's README.md (make test points it at a scratch copy).
     """
     readme = readme or os.environ.get("TDLIB_README") or ROOT / "README.md"
     path = Path(readme)
     text = path.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{path} lacks the {START} / {END} markers")
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{markdown_table(rows)}\n{END}", text,
-                 flags=re.S)
+    start, end = markers(profile)
+    if start not in text or end not in text:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{path} lacks the {start} / {end} markers that hold profile {profile or 'cpu'}'s "
+                          "claims table: add the pair where the table belongs, or run notebook 06 with "
+                          "update_readme=False")
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{markdown_table(rows)}\n{end}",
+                 text, flags=re.S)
     if new != text:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(new)

@@ -210,11 +210,49 @@ def run_order(item: tuple[str, dict]) -> tuple[bool, str]:
     return item[0].endswith("_claims"), item[0]
 
 
+def output_roots(profile: str) -> dict[str, Path]:
+    """Where a profile's records and figures go: ``results/``, ``figures/`` for the committed profile; for any
+    other, ``results/<profile>/`` and ``figures/<profile>/``, unless ``TDLIB_RESULTS`` / ``TDLIB_FIGURES`` name
+    a folder.
+
+    Why: the claims table reads the newest record of each notebook under its results folder, so a quick or
+    paper run that wrote into ``results/`` would silently replace the committed profile's evidence (and its
+    figures would overwrite the committed ones).
+    """
+    own = profile != COMMITTED
+    return {var: Path(os.environ[var]) if os.environ.get(var) else ROOT / sub / (profile if own else "")
+            for var, sub in (("TDLIB_RESULTS", "results"), ("TDLIB_FIGURES", "figures"))}
+
+
+def is_cold(profile: str) -> bool:
+    """Whether the profile's training runs folder holds nothing yet: a FORCE=1 run reuses finished training
+    runs (they resume), so only a run that starts without them measures the cold wall time."""
+    from .results import runs_dir
+
+    folder = runs_dir(profile)
+    return not folder.is_dir() or not any(folder.iterdir())
+
+
+def save_timing(path: Path, profile: str, force: bool, cold: bool, seconds: dict[str, float],
+                complete: bool) -> None:
+    """The wall time of a whole-profile run, per notebook, with provenance; rewritten after every notebook
+    (atomically), so an interrupted run still says how far it got."""
+    from .results import save_record
+
+    save_record(path, {"profile": profile, "force": force}, {
+        "complete": complete, "cold": cold, "notebooks": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": round(sum(seconds.values()), 1)}, profile=profile, seconds=sum(seconds.values()))
+
+
 def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | None = None,
         force: bool = False) -> list[Path]:
     """Execute the profile's notebooks. The committed profile's land, executed, in ``notebooks/`` itself
     (via a scratch copy, so a failed run never leaves a half-executed notebook there); others in
-    ``notebooks/executed/<profile>/`` or ``out_dir``."""
+    ``notebooks/executed/<profile>/`` or ``out_dir``.
+
+    A run of the whole profile (no ``only``) records each notebook's wall time, and whether it started cold
+    (no training runs to reuse), in ``<results>/reproduce/<profile>.json``.
+    """
     import papermill
 
     plan = load_profile(profile)
@@ -233,6 +271,12 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if force:
         os.environ["FORCE"] = "1"
+    roots = output_roots(profile)
+    os.environ.update({var: str(path) for var, path in roots.items()})  # the notebooks' kernels inherit them
+    timing = None if only else roots["TDLIB_RESULTS"] / "reproduce" / f"{profile}.json"
+    cold, seconds = is_cold(profile), {}
+    print(f"[reproduce:{profile}] {len(plan)} notebooks; records -> {roots['TDLIB_RESULTS']}, figures -> "
+          f"{roots['TDLIB_FIGURES']}" + ("; cold (no training runs to reuse)" if cold else ""), flush=True)
     written = []
     for name, params in sorted(plan.items(), key=run_order):
         start = time.perf_counter()
@@ -248,8 +292,14 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         if in_place:
             os.replace(output, notebook_path(name))
             output = notebook_path(name)
-        print(f"[reproduce:{profile}] {name} done in {time.perf_counter() - start:.0f} s -> {output}", flush=True)
+        seconds[name] = time.perf_counter() - start
+        print(f"[reproduce:{profile}] {name} done in {seconds[name]:.0f} s -> {output}", flush=True)
         written.append(output)
+        if timing is not None:
+            save_timing(timing, profile, force, cold, seconds, complete=len(seconds) == len(plan))
+    if timing is not None:
+        print(f"[reproduce:{profile}] all {len(plan)} notebooks in {sum(seconds.values()) / 60:.1f} min "
+              f"({'cold' if cold else 'reusing training runs'}) -> {timing}", flush=True)
     return written
 
 

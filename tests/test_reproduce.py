@@ -7,7 +7,7 @@ from tdlib.reproduce import check_parameters, load_profile, notebook_path
 
 
 def test_profiles_name_existing_notebooks_with_valid_parameters():
-    for profile in ("cpu", "smoke", "paper"):
+    for profile in ("cpu", "smoke", "paper", "quick"):
         for name, params in load_profile(profile).items():
             check_parameters(notebook_path(name), params)
 
@@ -62,6 +62,66 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
     text = readme.read_text()
     assert "old" not in text and markdown_table(list(table.values())) in text and text.endswith("end\n")
     assert not write_readme_table(list(table.values()), readme)  # idempotent
+
+
+def test_each_profile_has_its_own_claims_table_in_the_readme(tmp_path):
+    from tdlib.report import write_readme_table
+
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- claims:start -->\ncpu\n<!-- claims:end -->\n"
+                      "<!-- claims:quick:start -->\nold\n<!-- claims:quick:end -->\n")
+    rows = [{"claim": "C1", "paper": "p", "ours": "a \\1 b", "status": "s", "source": "results/quick/x.json"}]
+    assert write_readme_table(rows, readme, profile="quick")
+    text = readme.read_text()
+    assert "\ncpu\n" in text and "old" not in text and "a \\1 b" in text  # the table is taken literally
+    with pytest.raises(ConfigError, match=r"lacks the <!-- claims:paper:start --> / <!-- claims:paper:end -->"):
+        write_readme_table(rows, readme, profile="paper")
+
+
+def test_a_profile_other_than_the_committed_one_writes_its_own_results_and_figures(monkeypatch, tmp_path):
+    from tdlib.reproduce import COMMITTED, output_roots
+    from tdlib.results import ROOT
+
+    monkeypatch.delenv("TDLIB_RESULTS", raising=False)
+    monkeypatch.delenv("TDLIB_FIGURES", raising=False)
+    assert output_roots(COMMITTED) == {"TDLIB_RESULTS": ROOT / "results", "TDLIB_FIGURES": ROOT / "figures"}
+    assert output_roots("quick") == {"TDLIB_RESULTS": ROOT / "results" / "quick",
+                                     "TDLIB_FIGURES": ROOT / "figures" / "quick"}
+    monkeypatch.setenv("TDLIB_RESULTS", str(tmp_path))  # an explicit folder wins (make test's smoke run)
+    assert output_roots("quick")["TDLIB_RESULTS"] == tmp_path
+
+
+def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_started_cold(monkeypatch, tmp_path):
+    import nbformat
+
+    from tdlib import reproduce
+    from tdlib.results import load_record
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "tdlib", "display_name": "tdlib", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os\nprint(os.environ['TDLIB_FIGURES'])")]
+    (tmp_path / "nb").mkdir()
+    for name in ("98_a", "99_b"):
+        nbformat.write(nb, tmp_path / "nb" / f"{name}.ipynb")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "t.yaml").write_text("98_a:\n  x: 2\n99_b:\n  x: 3\n")
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
+    monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
+    for var, sub in (("TDLIB_RESULTS", "res"), ("TDLIB_FIGURES", "fig"), ("TDLIB_RUNS", "runs")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    reproduce.run("t", out_dir=tmp_path / "out")
+    rec = load_record(tmp_path / "res" / "reproduce" / "t.json")
+    assert rec["result"]["complete"] and rec["result"]["cold"] and rec["provenance"]["profile"] == "t"
+    assert sorted(rec["result"]["notebooks"]) == ["98_a", "99_b"]
+    assert rec["result"]["total_seconds"] == pytest.approx(sum(rec["result"]["notebooks"].values()), abs=0.2)
+    assert str(tmp_path / "fig") in json.dumps(nbformat.read(tmp_path / "out" / "99_b.ipynb", 4).cells[-1].outputs)
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "finetune").mkdir()
+    reproduce.run("t", out_dir=tmp_path / "out")  # training runs to reuse: not cold
+    assert not load_record(tmp_path / "res" / "reproduce" / "t.json")["result"]["cold"]
+    reproduce.run("t", only=["98_a"], out_dir=tmp_path / "out")  # a partial run leaves the record alone
+    assert sorted(load_record(tmp_path / "res" / "reproduce" / "t.json")["result"]["notebooks"]) == ["98_a", "99_b"]
 
 
 def _glue_record(root, pct, teacher_glue=None):
