@@ -15,6 +15,7 @@ Parameters arrive as dicts (a notebook's ``parameters`` cell) and become one val
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -322,8 +323,6 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     from what it trains, so 09 reuses 03's run whenever their settings agree. ``seed`` (default ``s.seed``)
     seeds both stages; the run with ``s.seed`` hashes as it did before seeds were a setting.
     """
-    import dataclasses
-
     train_data = data.split(task, "train")
     seed = s.seed if seed is None else seed
     cfg1, cfg2 = (dataclasses.replace(c, seed=seed) for c in task_configs(s, task, len(train_data)))
@@ -650,7 +649,9 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     decomposition: the same init protocol and the same two-stage task recipe. Without ``general`` each is fitted
     to the fine-tuned teacher's stacked weights and only task-distilled; with it, each is fitted to the
     pre-trained teacher's, general-distilled as notebook 03's students are (its recovery proxies at the
-    ``curve_points``), and then gets the fine-tuned teacher's head and the same task distillation.
+    ``curve_points``), and then gets the fine-tuned teacher's head and the same task distillation. With
+    ``task_seeds`` each method's task distillation runs once per seed and its entry holds the mean (``range``
+    and ``seeds`` as in notebook 03), because one seed's SST-2 score moves by about as much as the methods differ.
     """
     s = settings(params)
     task, ratio = s.task, float(s.ratio)
@@ -694,21 +695,25 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
                                                         proxies=proxies,
                                                         student=with_decomposition(pretrained, fit, s.ops))
             identity["encoder"] = str(encoder_dir)
-        seed_everything(s.seed)
-        student = with_decomposition(teacher, fit, s.ops).train()  # the fine-tuned teacher's embeddings and head
-        if s.general:  # its encoder: the general-distilled one (same method, same ranks, so the same structure)
-            load_weights(student.base_model, encoder_dir)
         identity.update(stage1_identity(s))
-        run_dir = workdir / "methods" / task / f"{method}-{_hash([identity, cfg1, cfg2])}"
-        start = time.perf_counter()
-        hist = task_distill(student, teacher, train_data, run_dir, cfg1, cfg2, regression=regression,
-                            identity=identity, progress=progress, targets=targets, objective=s.task_objective)
-        logits = dev_logits(student, task, data, progress)
-        entry["metrics"] = dev_metrics(task, data, logits)
-        entry["fidelity"] = fidelity(np.concatenate(list(logits.values())), t_logits, regression)
-        entry["loss"] = {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]}
-        entry["seconds"] = time.perf_counter() - start
-        out["methods"][method] = entry
+        runs = {}
+        for seed in s.seeds_for_tasks():  # the run with s.seed hashes as it did before seeds were a setting
+            c1, c2 = (dataclasses.replace(c, seed=seed) for c in (cfg1, cfg2))
+            seed_everything(seed)
+            student = with_decomposition(teacher, fit, s.ops).train()  # the fine-tuned teacher's embeddings, head
+            if s.general:  # its encoder: the general-distilled one (same method and ranks, so the same structure)
+                load_weights(student.base_model, encoder_dir)
+            run_dir = workdir / "methods" / task / f"{method}-{_hash([identity, c1, c2])}"
+            start = time.perf_counter()
+            hist = task_distill(student, teacher, train_data, run_dir, c1, c2, regression=regression,
+                                identity=identity, progress=progress, targets=targets, objective=s.task_objective)
+            by_split = dev_logits(student, task, data, progress)
+            logits = np.concatenate(list(by_split.values()))
+            runs[seed] = {"metrics": dev_metrics(task, data, by_split),
+                          "fidelity": fidelity(logits, t_logits, regression), "logit_std": float(logits.std(0).mean()),
+                          "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
+                          "seconds": time.perf_counter() - start, "steps": [c1.steps, c2.steps]}
+        out["methods"][method] = {**entry, **over_seeds(runs)}  # with task_seeds: the mean, the range, each seed
     if proxies is not None:
         from .proxies import milestones
 

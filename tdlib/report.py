@@ -81,38 +81,62 @@ def claim_c1(root=None) -> dict:
     return {"ours": ours, "status": status, "source": source, "profile": rec["provenance"].get("profile")}
 
 
-def _ranked(values: dict[str, float]) -> tuple[list[str], int | None]:
-    """The best methods by ``values`` (higher is better; ties kept) and Tucker's place among them."""
-    best = [m for m, v in values.items() if v == max(values.values())]
-    order = sorted(values.values(), reverse=True)
-    return best, (1 + order.index(values["IV"]) if "IV" in values else None)
+def _ranking(values: dict[str, float], higher_is_better: bool) -> dict:
+    """``values`` ranked: ``best`` (ties kept), ``order`` (best first), ``tucker`` (IV's value, or None) and
+    ``tucker_place`` (1 + the number of methods strictly ahead of IV, or None)."""
+    sign = 1 if higher_is_better else -1
+    top = max(sign * v for v in values.values())
+    tucker = values.get("IV")
+    return {"values": values, "best": [m for m, v in values.items() if sign * v == top],
+            "order": sorted(values, key=lambda m: -sign * values[m]), "tucker": tucker,
+            "tucker_place": None if tucker is None else 1 + sum(sign * v > sign * tucker for v in values.values())}
+
+
+def method_ranking(res: dict) -> dict[str, dict]:
+    """How the methods of one post-distillation record of notebook 02 rank, by each measure it holds:
+    ``score`` (the dev metric), ``soft_ce`` (dev soft cross-entropy to the teacher, lower is closer: it still
+    separates methods that tie at the majority class) and ``zero_shot`` (zero-shot STS-B after general
+    distillation). The claims row and notebook 02's verdict both read this one ranking."""
+    methods = {m: r for m, r in res["methods"].items() if "metrics" in r}  # skipped methods have no metrics
+    measures = {
+        "score": ({m: r["metrics"]["score"] for m, r in methods.items()}, True),
+        "soft_ce": ({m: r["fidelity"]["soft_ce"] for m, r in methods.items()
+                     if "soft_ce" in r.get("fidelity", {})}, False),
+        "zero_shot": ({m: r["general"]["curve"][-1]["stsb"] for m, r in methods.items()
+                       if r.get("general", {}).get("curve") and "stsb" in r["general"]["curve"][-1]}, True)}
+    return {name: _ranking(values, higher) for name, (values, higher) in measures.items() if values}
 
 
 def _c1_distilled(res: dict, label: str) -> tuple[str, str]:
     """One post-distillation record of notebook 02 as a clause of the C1 row, and its verdict: the dev score
     decides; where every method ties on it, fidelity to the teacher (dev soft CE) does."""
-    scores = {m: r["metrics"]["score"] for m, r in res["methods"].items() if "metrics" in r}
-    best, rank = _ranked(scores)
+    ranks = method_ranking(res)
+    score = ranks["score"]
     text = f"; {label} on {res['task']} at 1/{res.get('ratio', 0):g}: "
-    if len(best) == len(scores) > 1:
-        text += f"all {len(scores)} methods tie on the dev score ({max(scores.values()):.3f})"
+    top = score["values"][score["order"][0]]
+    if len(score["best"]) == len(score["values"]) > 1:
+        text += f"all {len(score['values'])} methods tie on the dev score ({top:.3f})"
     else:
-        text += (f"best {'/'.join(best)} ({max(scores.values()):.3f}), "
-                 f"Tucker #{rank} ({scores.get('IV', float('nan')):.3f})")
-    verdict = "supported" if best == ["IV"] else "tied" if "IV" in best else "not supported"
-    ce = {m: r["fidelity"]["soft_ce"] for m, r in res["methods"].items() if "soft_ce" in r.get("fidelity", {})}
-    if ce and "IV" in ce:
-        order = sorted(ce, key=ce.get)
-        text += (f"; closest to the teacher (dev soft CE) {order[0]} ({ce[order[0]]:.4f}), "
-                 f"Tucker #{order.index('IV') + 1} ({ce['IV']:.4f})")
+        text += (f"best {'/'.join(score['best'])} ({top:.3f}), Tucker #{score['tucker_place']} "
+                 f"({score['tucker'] if score['tucker'] is not None else float('nan'):.3f})")
+    seeded = {m: r for m, r in res["methods"].items() if "seeds" in r and "range" in r}
+    if seeded:  # task_seeds: the scores are means; the ranges say whether the seeds could reorder them
+        first = score["order"][0]
+        spans = ", ".join(f"{m} {seeded[m]['range']['score'][0]:.3f}-{seeded[m]['range']['score'][1]:.3f}"
+                          for m in dict.fromkeys([first, "IV"]) if m in seeded)
+        text += f" (means of {len(next(iter(seeded.values()))['seeds'])} seeds; ranges {spans})"
+    verdict = "supported" if score["best"] == ["IV"] else "tied" if "IV" in score["best"] else "not supported"
+    ce = ranks.get("soft_ce")
+    if ce and ce["tucker"] is not None:
+        first = ce["order"][0]
+        text += (f"; closest to the teacher (dev soft CE) {first} ({ce['values'][first]:.4f}), "
+                 f"Tucker #{ce['tucker_place']} ({ce['tucker']:.4f})")
         if verdict == "tied":  # the dev metric cannot separate them: fidelity decides
-            verdict = ("supported" if order[0] == "IV" else "not supported") + " by fidelity"
-    zero_shot = {m: r["general"]["curve"][-1]["stsb"] for m, r in res["methods"].items()
-                 if r.get("general", {}).get("curve") and "stsb" in r["general"]["curve"][-1]}
-    if zero_shot and "IV" in zero_shot:
-        best_zs, rank_zs = _ranked(zero_shot)
-        text += (f"; zero-shot STS-B after general distillation: best {'/'.join(best_zs)} "
-                 f"({max(zero_shot.values()):.1f}), Tucker #{rank_zs} ({zero_shot['IV']:.1f})")
+            verdict = ("supported" if first == "IV" else "not supported") + " by fidelity"
+    zs = ranks.get("zero_shot")
+    if zs and zs["tucker"] is not None:
+        text += (f"; zero-shot STS-B after general distillation: best {'/'.join(zs['best'])} "
+                 f"({zs['values'][zs['order'][0]]:.1f}), Tucker #{zs['tucker_place']} ({zs['tucker']:.1f})")
     return text, verdict
 
 

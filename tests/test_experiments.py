@@ -68,6 +68,17 @@ def test_method_experiment_trains_each_method_identically(env, tmp_path):
     for row in result["methods"].values():
         assert row["params"] <= result["budget"] and 0 <= row["metrics"]["acc"] <= 1 and row["init_error"] > 0
         assert 0 <= row["fidelity"]["agreement"] <= 1 and row["fidelity"]["soft_ce"] > 0
+    # with task_seeds: one run per seed, the seed-0 run read back (its folder is the one above), the mean kept
+    before = sorted((tmp_path / "methods" / "rte").iterdir())
+    seeded = method_experiment({**env, "task": "rte", "ratio": 8.0, "methods": ["IV", "cp", "tt-first"],
+                                "task_seeds": [0, 1]}, tmp_path, progress=False)
+    assert len(list((tmp_path / "methods" / "rte").iterdir())) == 2 * len(before)
+    for method, row in seeded["methods"].items():
+        seeds = row["seeds"]
+        assert seeds["0"]["metrics"] == result["methods"][method]["metrics"]
+        assert row["metrics"]["acc"] == pytest.approx((seeds["0"]["metrics"]["acc"] + seeds["1"]["metrics"]["acc"]) / 2)
+        assert row["range"]["acc"] == sorted([seeds["0"]["metrics"]["acc"], seeds["1"]["metrics"]["acc"]])
+        assert row["params"] == result["methods"][method]["params"]
 
 
 def test_method_experiment_general_distils_each_method_from_the_pretrained_teacher(env, tmp_path, monkeypatch,

@@ -136,6 +136,32 @@ def _glue_record(root, pct, teacher_glue=None):
                 {"tasks": {"rte": {}, "mrpc": {}}, "students": students, "summary": summary}, profile="cpu")
 
 
+def test_method_ranking_keeps_ties_and_ranks_fidelity_lowest_first():
+    from tdlib.report import method_ranking
+
+    res = {"methods": {
+        "IV": {"metrics": {"score": 0.8}, "fidelity": {"soft_ce": 0.40},
+               "general": {"curve": [{"stsb": 60.0}, {"stsb": 75.0}]}},
+        "cp": {"metrics": {"score": 0.8}, "fidelity": {"soft_ce": 0.45},
+               "general": {"curve": [{"stsb": 60.0}, {"stsb": 77.0}]}},
+        "II": {"metrics": {"score": 0.7}, "fidelity": {"soft_ce": 0.30}},
+        "tt-first": {"skipped": "over budget"}}}
+    ranks = method_ranking(res)
+    assert ranks["score"]["best"] == ["IV", "cp"] and ranks["score"]["tucker_place"] == 1  # a tie is kept
+    assert ranks["soft_ce"]["order"] == ["II", "IV", "cp"] and ranks["soft_ce"]["tucker_place"] == 2
+    assert ranks["zero_shot"]["best"] == ["cp"] and ranks["zero_shot"]["tucker_place"] == 2
+    assert "tt-first" not in ranks["score"]["values"]
+    from tdlib.report import _c1_distilled
+
+    for m, lo, hi in (("IV", 0.78, 0.82), ("cp", 0.79, 0.81), ("II", 0.69, 0.71)):
+        res["methods"][m].update(seeds={"0": {}, "1": {}}, range={"score": [lo, hi]})
+    text, verdict = _c1_distilled({**res, "task": "sst2", "ratio": 48.0}, "after")
+    assert "best IV/cp (0.800), Tucker #1 (0.800) (means of 2 seeds; ranges IV 0.780-0.820)" in text
+    assert verdict == "not supported by fidelity" and "closest to the teacher (dev soft CE) II (0.3000)" in text
+    del res["methods"]["IV"]
+    assert method_ranking(res)["score"]["tucker"] is None and method_ranking(res)["score"]["tucker_place"] is None
+
+
 def test_c1_row_reads_the_task_only_and_the_general_distillation_records(tmp_path):
     from tdlib.report import claim_c1
     from tdlib.results import save_record
