@@ -65,6 +65,20 @@ def test_run_speed_rows_are_complete(tiny_dense):
     assert fact["mac_ratio"] == pytest.approx(fact["mac_ratio_analytic"], rel=0.02)
 
 
+def test_a_forward_slower_than_min_run_time_is_still_timed_several_times():
+    """A speed-up is a ratio of two medians: a slow model (BERT-base at 8 x 128) must not be one sample."""
+    import time
+
+    from tdlib.bench import time_forward
+
+    class Slow(torch.nn.Module):
+        def forward(self, **inputs):
+            time.sleep(0.03)
+
+    timing = time_forward(Slow(), {}, threads=1, min_run_time=0.001, min_runs=4)
+    assert timing["runs"] >= 4 and timing["median_ms"] > 0
+
+
 def test_memory_probe_runs_in_a_fresh_process():
     from tdlib.bench import peak_forward_memory_mb
 
