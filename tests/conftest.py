@@ -163,3 +163,30 @@ def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
     monkeypatch.setenv("GLUE_DIR", str(tiny_glue_dir))
     monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
     return {**TINY_GLUE, "teacher": str(tiny_teacher_dir)}
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, monkeypatch):
+    """``make(cells, {name: params})``: notebooks of two code cells (a parameters cell ``x = 1``, then ``cells``
+    joined) and ``params/t.yaml`` listing them, in scratch folders that :mod:`tdlib.reproduce` reads instead
+    of the project's: the reproduce loop on notebooks that take a second to run."""
+    import nbformat
+    import yaml
+
+    from tdlib import reproduce
+
+    def make(code: str, plan: dict[str, dict]) -> str:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "tdlib", "display_name": "tdlib", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(code)]
+        (tmp_path / "nb").mkdir(exist_ok=True)
+        for name in plan:
+            nbformat.write(nb, tmp_path / "nb" / f"{name}.ipynb")
+        (tmp_path / "params").mkdir(exist_ok=True)
+        (tmp_path / "params" / "t.yaml").write_text(yaml.safe_dump(plan))
+        monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
+        monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
+        return "t"
+
+    return make

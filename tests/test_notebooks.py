@@ -87,20 +87,11 @@ def test_missing_data_is_found_before_anything_runs(monkeypatch):
         check_data("02_methods", load_profile(COMMITTED)["02_methods"])
 
 
-def test_a_failing_notebook_is_one_line(tmp_path, monkeypatch):
+def test_a_failing_notebook_is_one_line(tmp_path, tiny_profile):
     from tdlib import reproduce
 
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "tdlib", "display_name": "tdlib", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
-    (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "99_fail.ipynb")
-    (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "t.yaml").write_text("99_fail:\n  x: 2\n")
-    monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
-    monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
-    assert reproduce.main(["--profile", "t", "--out", str(tmp_path / "out")]) == 2
+    profile = tiny_profile("raise RuntimeError('boom')", {"99_fail": {"x": 2}})
+    assert reproduce.main(["--profile", profile, "--out", str(tmp_path / "out")]) == 2
 
 
 def test_notebook_07_finds_the_glue_record_its_curves_are_compared_with():

@@ -91,23 +91,14 @@ def test_a_profile_other_than_the_committed_one_writes_its_own_results_and_figur
     assert output_roots("quick")["TDLIB_RESULTS"] == tmp_path
 
 
-def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_started_cold(monkeypatch, tmp_path):
+def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_started_cold(monkeypatch, tmp_path,
+                                                                                            tiny_profile):
     import nbformat
 
     from tdlib import reproduce
     from tdlib.results import load_record
 
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "tdlib", "display_name": "tdlib", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import os\nprint(os.environ['TDLIB_FIGURES'])")]
-    (tmp_path / "nb").mkdir()
-    for name in ("98_a", "99_b"):
-        nbformat.write(nb, tmp_path / "nb" / f"{name}.ipynb")
-    (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "t.yaml").write_text("98_a:\n  x: 2\n99_b:\n  x: 3\n")
-    monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "nb")
-    monkeypatch.setattr(reproduce, "PARAMS", tmp_path / "params")
+    tiny_profile("import os\nprint(os.environ['TDLIB_FIGURES'])", {"98_a": {"x": 2}, "99_b": {"x": 3}})
     for var, sub in (("TDLIB_RESULTS", "res"), ("TDLIB_FIGURES", "fig"), ("TDLIB_RUNS", "runs")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     reproduce.run("t", out_dir=tmp_path / "out")
