@@ -21,7 +21,14 @@ export MPLBACKEND := Agg
 
 .PHONY: setup test test-all reproduce lint lab clean
 
+# A fresh .venv (torch's CPU build and its peers) takes about 2.1 GB, and pip unpacks wheels beside it: with
+# less than 3 GB free, pip would stop half-way with 'No space left on device' and leave a broken .venv.
+MIN_FREE_KB := 3000000
+
 $(VENV)/.installed: requirements.lock pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ "$$free" -lt $(MIN_FREE_KB) ] && [ ! -e $(VENV)/.installed ]; then \
+	  echo "error: setting up $(VENV) needs about 3 GB free, but $$((free / 1024)) MB are free on $$(df -P . | awk 'NR==2 {print $$6}')." >&2; \
+	  echo "       Free some space (old clones in /tmp, runs/ you no longer need) and run make again." >&2; exit 1; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
