@@ -190,7 +190,7 @@ def cmd_finetune(args) -> int:
     from .models import load_tokenizer
 
     s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr,
-                  tasks=[args.task], pooling={args.task: args.pooling})
+                  finetune_head_lr=args.head_lr, tasks=[args.task], pooling={args.task: args.pooling})
     out = Path(args.out)
     model_dir, info = run_teacher(s, Data(s, load_tokenizer(s.teacher)), args.task, out=out)
     _print_metrics(f"{args.task} dev ({model_dir})", info["metrics"])
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the head reads [CLS] (BERT's, the paper's), the token mean (sentence-transformers "
                         "teachers such as minilm) or, for STS-B, the cosine of the two sentences' mean "
                         "embeddings; task students inherit the teacher's head")
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="learning rate of the task head (pooler and classifier); default: --lr")
     _common_training(p)
     p.set_defaults(func=cmd_finetune)
 

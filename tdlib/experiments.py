@@ -104,12 +104,13 @@ class Data:
         return out
 
 
-def _config(s: Settings, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True) -> TrainConfig:
+def _config(s: Settings, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True,
+            head_lr: float | None = None) -> TrainConfig:
     """A stage's config; ``distill=False`` (teacher fine-tuning) keeps dropout and trains every parameter."""
     return TrainConfig(steps=steps, batch_size=s.batch_size, lr=lr, schedule=schedule, warmup=warmup,
                        seed=s.seed, checkpoint_every=s.checkpoint_every, precision=s.precision,
                        dropout=s.distill_dropout or not distill,
-                       train_word_embeddings=s.train_word_embeddings or not distill)
+                       train_word_embeddings=s.train_word_embeddings or not distill, head_lr=head_lr)
 
 
 def task_configs(s: Settings, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
@@ -126,7 +127,8 @@ def run_teacher(s: Settings, data: Data, task: str, workdir: Path | None = None,
     train_data = data.split(task, "train")
     epochs = per_task(s.finetune_epochs, task) or Settings.finetune_epochs
     cfg = _config(s, _steps(per_task(s.finetune_steps, task), epochs, len(train_data), s.batch_size),
-                  per_task(s.finetune_lr, task), "linear", 0.1, distill=False)
+                  per_task(s.finetune_lr, task), "linear", 0.1, distill=False,
+                  head_lr=per_task(s.finetune_head_lr, task))
     identity = {"teacher": str(s.teacher), "task": task, "data": data.files(task), "n_train": len(train_data),
                 "max_length": s.max_length, "pooling": s.pooling_for(task), "padding": "dynamic"}
     out = Path(out) if out else workdir / "finetune" / f"{task}-{_hash([identity, cfg])}"

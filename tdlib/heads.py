@@ -146,6 +146,17 @@ HEADS = {cls.__name__: cls for cls in (BertMeanPooledForSequenceClassification,
                                        BertCosinePairForSequenceClassification)}
 
 
+def head_names(model: nn.Module) -> set[str]:
+    """The names of the parameters a task head adds to its encoder: everything outside the base model (the
+    classifier) and the base model's pooler, which only a head reads. ``TrainConfig.head_lr`` trains these at
+    their own learning rate."""
+    base = getattr(model, "base_model_prefix", "")
+    if not base or not hasattr(model, base):
+        raise ConfigError(f"{type(model).__name__} has no base model to tell its head from; head_lr needs a "
+                          "transformers model with a task head (e.g. BertForSequenceClassification)")
+    return {n for n, _ in model.named_parameters() if not n.startswith(f"{base}.") or n.startswith(f"{base}.pooler.")}
+
+
 def check_pooling(pooling: str | dict, tasks: list[str]) -> None:
     """One ConfigError for a head that does not exist or does not fit its task (``pooling``: one or per task)."""
     from .glue import get_task

@@ -36,6 +36,8 @@ class Settings:
     finetune_steps: int | dict | None = None  # per task; None: finetune_epochs
     finetune_epochs: float | dict = 3.0  # per task
     finetune_lr: float | dict = 5e-5  # per task
+    # the task head's lr in teacher fine-tuning (TrainConfig.head_lr), per task; None: finetune_lr
+    finetune_head_lr: float | dict | None = None
     general_steps: int = 1000
     general_sequences: int = 100_000
     general_max_length: int = 128
@@ -104,6 +106,11 @@ class Settings:
                               f"distillation), got {self.general!r}")
         if isinstance(self.curve_points, bool) or not isinstance(self.curve_points, int) or self.curve_points < 0:
             raise ConfigError(f"curve_points must be an integer >= 0 (0: no recovery curve), got {self.curve_points!r}")
+        head_lr = self.finetune_head_lr
+        head_lrs = head_lr.values() if isinstance(head_lr, dict) else [head_lr]
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0) for v in head_lrs):
+            raise ConfigError(f"finetune_head_lr must be a positive number, null (the task's finetune_lr) or a "
+                              f"{{task: value}} dict of them, got {self.finetune_head_lr!r}")
         if self.task_seeds is not None and (
                 not isinstance(self.task_seeds, list | tuple) or not self.task_seeds
                 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in self.task_seeds)

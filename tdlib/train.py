@@ -54,6 +54,10 @@ class TrainConfig:
     dropout: bool = True  # False: every nn.Dropout of the trained model at p=0 for this stage
     train_word_embeddings: bool = True  # False: the word-embedding matrix stays as loaded
     attention: str = "auto"  # the attention kernel while training (resolve_attention); not part of a run's key
+    # the task head's learning rate (the pooler and classifier a fine-tuned model reads, tdlib.heads.head_names);
+    # None: ``lr``. Why: a fresh head at an encoder's lr learns slowly; the teacher's CoLA spent its whole first
+    # epoch at dev MCC 5.9 with lr 5e-5 (results/08_teacher/c01b6d7f7280.json)
+    head_lr: float | None = None
 
     def validate(self) -> TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -67,6 +71,8 @@ class TrainConfig:
             raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ConfigError(f"head_lr must be positive (or None: the stage's lr), got {self.head_lr!r}")
         return self
 
 
@@ -124,6 +130,9 @@ def step_seed(seed: int, step: int) -> int:
 # config fields that do not change what a run computes: resume is exact whatever the checkpoint frequency, and
 # the attention kernels compute the same attention (they differ in rounding only, as two BLAS paths do)
 NOT_RESULT = ("checkpoint_every", "attention")
+# fields added after runs were recorded, left out of a run's key at their default (the value that computes what
+# those runs computed), so every earlier run keeps its directory and resumes
+KEYED_UNLESS_DEFAULT = {"head_lr": None}
 
 
 def resolve_attention(attention: str, device: str | torch.device = "cpu") -> str:
@@ -147,7 +156,13 @@ def resolve_attention(attention: str, device: str | torch.device = "cpu") -> str
 
 def result_fields(config: TrainConfig) -> dict:
     """The config fields that determine a run's result: every field but :data:`NOT_RESULT`."""
-    return {k: v for k, v in asdict(config).items() if k not in NOT_RESULT}
+    return _result_part(asdict(config))
+
+
+def _result_part(config: dict) -> dict:
+    """A config dict's fields that determine the result (:func:`result_fields`), from a run.json's or live."""
+    return {k: v for k, v in config.items() if k not in NOT_RESULT
+            and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])}
 
 
 def _diff(a: dict, b: dict) -> list[str]:
@@ -182,10 +197,9 @@ def check_run(out_dir: str | Path, config: TrainConfig, identity: dict | None = 
     run_file = out / "run.json"
     if run_file.exists():
         old = json.loads(run_file.read_text())
-        same = {k: v for k, v in old.get("config", {}).items() if k not in NOT_RESULT} == {
-            k: v for k, v in run["config"].items() if k not in NOT_RESULT}
-        if not same or old.get("identity") != run["identity"]:
-            keys = [k for k in _diff(old.get("config", {}), run["config"]) if k not in NOT_RESULT] + [
+        before, now = _result_part(old.get("config", {})), _result_part(run["config"])
+        if before != now or old.get("identity") != run["identity"]:
+            keys = _diff(before, now) + [
                 f"identity.{k}" for k in _diff(old.get("identity", {}), run["identity"])]
             raise ConfigError(f"{out} holds a run with a different configuration (differs in {', '.join(keys)}); "
                               "resume with the same settings, or use a new output directory")
@@ -238,11 +252,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         write_json_atomic(run_file, run)
     inference_kernel = attention_kernel(model)  # before the stage switches it: curve points evaluate with it
     restore = stage_settings(model, config)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
-                                  **fast_adamw(accelerator.device))
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, **fast_adamw(accelerator.device))
     scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup * config.steps),
                               num_training_steps=config.steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -399,6 +409,24 @@ def is_main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW's groups: weight decay off for biases and LayerNorms; with ``config.head_lr``, the task head's
+    parameters (:func:`tdlib.heads.head_names`) at that lr. Groups left empty are dropped. The scheduler scales
+    each group's own lr, so the head keeps its ratio to the encoder through warm-up and decay."""
+    from .heads import head_names
+
+    head = head_names(model) if config.head_lr is not None else set()
+    groups = []
+    for is_head in (False, True):
+        for no_decay in (False, True):
+            params = [p for n, p in model.named_parameters()
+                      if p.requires_grad and (n in head) == is_head and _no_decay(n) == no_decay]
+            if params:
+                groups.append({"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+                               **({"lr": config.head_lr} if is_head else {})})
+    return groups
 
 
 def _no_decay(name: str) -> bool:

@@ -209,3 +209,12 @@ def test_cosine_score_is_fp32_under_bf16_autocast(cosine_head):
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits[:, 0], COSINE_SCALE * torch.nn.functional.cosine_similarity(u, v),
                                atol=1e-6, rtol=1e-6)
+
+
+def test_head_names_are_what_a_head_adds_to_its_encoder(cosine_head, tiny_bert):
+    """The cosine head has no pooler: its head is the scale and offset alone; a bare encoder has no head."""
+    from tdlib.heads import head_names
+
+    assert head_names(cosine_head) == {"classifier.weight", "classifier.bias"}
+    with pytest.raises(ConfigError, match="no base model"):
+        head_names(tiny_bert)

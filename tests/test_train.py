@@ -205,3 +205,51 @@ def test_training_leaves_the_saved_model_on_its_inference_kernel(tmp_path):
     assert student.config._attn_implementation == "sdpa" and history["attention"] == "eager"
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved.get("_attn_implementation", saved.get("attn_implementation")) in (None, "sdpa")
+
+
+def test_the_head_trains_at_its_own_learning_rate(tmp_path, tiny_classifier):
+    """head_lr: the pooler and classifier move at their lr while the encoder, at a negligible lr, stays put."""
+    from tdlib.heads import head_names
+
+    model = tiny_classifier.train()
+    assert head_names(model) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
+                                 "classifier.bias"}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = _data(n=16)
+    data = data.add_column("labels", [i % 3 for i in range(16)])
+    data.set_format("torch")
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-12, head_lr=1e-2, warmup=0.0, schedule="constant", dropout=False)
+    train(model, lambda m, b: {"loss": m(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                         labels=b["labels"]).loss}, data, cfg, tmp_path / "run", progress=False)
+    for name, p in model.named_parameters():
+        moved = (p.detach() - before[name]).abs().max().item()
+        if name in head_names(model):
+            assert moved > 1e-3, name
+        else:
+            assert moved < 1e-6, name
+
+
+def test_head_lr_keys_a_run_only_when_set(tmp_path):
+    """Runs recorded before head_lr existed keep their key and resume; a run with a head lr is another run."""
+    from tdlib.train import check_run, result_fields
+
+    plain = TrainConfig(steps=4)
+    assert "head_lr" not in result_fields(plain)
+    assert result_fields(TrainConfig(steps=4, head_lr=1e-3))["head_lr"] == 1e-3
+    old = check_run(tmp_path, plain, {"x": 1})
+    old["config"].pop("head_lr")  # a run.json written before the field existed
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    check_run(tmp_path, plain, {"x": 1})  # no refusal
+    with pytest.raises(ConfigError, match="head_lr"):
+        check_run(tmp_path, TrainConfig(steps=4, head_lr=1e-3), {"x": 1})
+    with pytest.raises(ConfigError, match="head_lr must be positive"):
+        TrainConfig(steps=4, head_lr=0.0).validate()
+
+
+def test_finetune_head_lr_is_validated_per_task():
+    from tdlib.settings import settings
+
+    assert settings({"finetune_head_lr": {"cola": 1e-3}}).finetune_head_lr == {"cola": 1e-3}
+    for bad in (-1.0, "fast", {"cola": 0}, True):
+        with pytest.raises(ConfigError, match="finetune_head_lr"):
+            settings({"finetune_head_lr": bad})
