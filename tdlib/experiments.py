@@ -343,10 +343,7 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     t_logits = teacher_dev_logits(teacher, teacher_dir, task, data, progress)
 
     def measure(model) -> dict:
-        logits = dev_logits(model, task, data, progress=False)
-        joined = np.concatenate(list(logits.values()))
-        return {"metrics": dev_metrics(task, data, logits), "fidelity": fidelity(joined, t_logits, regression),
-                "logit_std": float(joined.std(0).mean())}
+        return dev_entry(model, task, data, t_logits, regression)
 
     hist = task_distill(student, teacher, train_data, out, cfg1, cfg2, regression=regression, identity=identity,
                         progress=progress, evaluate=measure if curve else None, evaluate_at=curve or (),
@@ -578,6 +575,16 @@ def dev_logits(model, task: str, data: Data, progress: bool = True) -> dict[str,
             for split, d in data.dev(task).items()}
 
 
+def dev_entry(model, task: str, data: Data, t_logits: np.ndarray, regression: bool, progress: bool = False) -> dict:
+    """A student's dev measurement, one shape for every record: the task's metrics, its fidelity to the
+    teacher's dev logits ``t_logits`` (:func:`tdlib.distill.fidelity`) and the spread of its logits (a student
+    stuck at one class has a spread near 0)."""
+    logits = dev_logits(model, task, data, progress)
+    joined = np.concatenate(list(logits.values()))
+    return {"metrics": dev_metrics(task, data, logits), "fidelity": fidelity(joined, t_logits, regression),
+            "logit_std": float(joined.std(0).mean())}
+
+
 def teacher_dev_logits(teacher, teacher_dir: Path, task: str, data: Data, progress: bool = True) -> np.ndarray:
     """The fine-tuned teacher's logits on the task's dev splits, joined; computed once per teacher and kept
     beside it (:func:`tdlib.teacher_cache.teacher_logits`): each of a task's students and seeds reads them."""
@@ -709,10 +716,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
             start = time.perf_counter()
             hist = task_distill(student, teacher, train_data, run_dir, c1, c2, regression=regression,
                                 identity=identity, progress=progress, targets=targets, objective=s.task_objective)
-            by_split = dev_logits(student, task, data, progress)
-            logits = np.concatenate(list(by_split.values()))
-            runs[seed] = {"metrics": dev_metrics(task, data, by_split),
-                          "fidelity": fidelity(logits, t_logits, regression), "logit_std": float(logits.std(0).mean()),
+            runs[seed] = {**dev_entry(student, task, data, t_logits, regression, progress),
                           "loss": {"stage1": hist["stage1"]["loss"]["loss"], "stage2": hist["stage2"]["loss"]["loss"]},
                           "seconds": time.perf_counter() - start, "steps": [c1.steps, c2.steps]}
         out["methods"][method] = {**entry, **over_seeds(runs)}  # with task_seeds: the mean, the range, each seed

@@ -200,7 +200,8 @@ def _floor(result: dict) -> str:
 
 def _teacher_level(rec: dict, root=None) -> str:
     """The teacher's own GLUE average, and notebook 08's with its other fine-tuning recipe when it has one for the
-    same teacher and tasks: a student's % of a weak teacher is not its % of a strong one."""
+    same teacher and tasks: a student's % of a weak teacher is not its % of a strong one. With several 08
+    records (one recipe each), the best: how strong a teacher this budget can make, not the latest attempt."""
     res = rec["result"]
     own = res["summary"].get("teacher", {}).get("glue")
     if own is None:
@@ -209,9 +210,11 @@ def _teacher_level(rec: dict, root=None) -> str:
     study = [r for r in records("08_teacher", root) if r["params"].get("teacher") == rec["params"].get("teacher")
              and set(r["result"]["tasks"]) == set(res["tasks"])]
     if study:
-        other = study[0]["params"].get("pooling")
+        best = max(study, key=lambda r: r["result"]["glue"])
+        other = best["params"].get("pooling")
         heads = "" if other == rec["params"].get("pooling") else f", its task heads pooling {other}"
-        text += f" (notebook 08's fine-tuning recipe{heads}: {100 * study[0]['result']['glue']:.1f})"
+        which = "fine-tuning recipe" if len(study) == 1 else f"best fine-tuning recipe of {len(study)} recorded"
+        text += f" (notebook 08's {which}{heads}: {100 * best['result']['glue']:.1f})"
     return text
 
 

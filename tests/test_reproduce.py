@@ -210,6 +210,11 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
                 {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.7}, profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}  # a teacher read by other heads says so
     assert table["C3"]["ours"].endswith("(notebook 08's fine-tuning recipe, its task heads pooling mean: 70.0)")
+    save_record(tmp_path / "08_teacher" / "v.json", {"teacher": "minilm", "pooling": "mean"},
+                {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.65}, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}  # a later, weaker recipe does not hide the best one
+    assert table["C3"]["ours"].endswith("(notebook 08's best fine-tuning recipe of 2 recorded, its task heads "
+                                        "pooling mean: 70.0)")
     assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
     # with task seeds, each model's % comes with the range of its seeds' own averages
     record = tmp_path / "03_glue" / "g.json"
