@@ -30,12 +30,12 @@
 # heads are 03's (STS-B: the cosine of the two sentences' embeddings). The cpu profile tries one recipe per task
 # where an earlier record of this notebook left room, and reads 03's for the rest. Training the task head (pooler
 # and classifier) at lr 1e-3 beside the encoder's lr was measured for CoLA, MRPC and RTE (at the encoder's lr
-# the fresh head learnt slowly: CoLA's dev MCC was 5.9 after its first epoch); it helped MRPC alone. This record
-# takes each task's best recipe so far, chosen by dev score (selection on the dev set, as GLUE recipes are
-# chosen), so every run is an earlier record's, read back: CoLA lr 5e-5 for 5 epochs, SST-2 on its full training
-# set for one epoch (beside 03's 8,000-example subsample), MRPC with its head at 1e-3, RTE lr 2e-5 for 6 epochs
-# (beside 03's 3e-5), STS-B 03's recipe. The recipes measured before are tabled below from their own records, so
-# a cold reproduce does not pay for them again.
+# the fresh head learnt slowly: CoLA's dev MCC was 5.9 after its first epoch); it helped MRPC alone. Each task's
+# best recipe so far (by dev score, as GLUE recipes are chosen) gave GLUE average 70.0. This record runs longer where
+# that recipe's dev curve still climbed or a lower lr had paid: CoLA at lr 3e-5 for 8 epochs (5e-5 for 5 epochs
+# before), MRPC with its head at 1e-3 for 4 epochs (2 before), RTE at lr 2e-5 for 10 epochs (6 before); SST-2 (its
+# full training set for one epoch) and STS-B (03's recipe) meet their targets and are read back. The recipes
+# measured before are tabled below from their own records, so a cold reproduce does not pay for them again.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -45,9 +45,9 @@ pooling = {"cola": "mean", "sst2": "mean", "mrpc": "mean", "stsb": "cosine", "rt
 max_train_examples = None  # every task's full training set (03: SST-2 on 8,000 examples)
 max_length = 128
 batch_size = 32
-finetune_epochs = {"cola": 5, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 6}
+finetune_epochs = {"cola": 8, "sst2": 1, "mrpc": 4, "stsb": 3, "rte": 10}
 finetune_steps = None  # steps instead of epochs (a number or {task: n})
-finetune_lr = {"cola": 5.0e-5, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 2.0e-5}  # per task
+finetune_lr = {"cola": 3.0e-5, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 2.0e-5}  # per task
 # the head's own lr (pooler and classifier) per task; a task it omits trains its head at finetune_lr
 finetune_head_lr = {"mrpc": 1.0e-3}
 checkpoint_every = 100
