@@ -192,10 +192,9 @@ for ax, (task, r) in zip(axes[0], result["tasks"].items(), strict=True):
     ax.set_xlabel("epochs")
 axes[0][0].set_ylabel("dev score x 100")
 axes[0][0].legend(fontsize=7)
-lrs = finetune_lr if isinstance(finetune_lr, dict) else dict.fromkeys(result["tasks"], finetune_lr)
-head_lrs = finetune_head_lr if isinstance(finetune_head_lr, dict) else dict.fromkeys(result["tasks"], finetune_head_lr)
 fig.suptitle(f"{teacher} fine-tuned per task (lr: " + ", ".join(
-    f"{t} {lrs[t]:g}" + (f", head {head_lrs[t]:g}" if head_lrs.get(t) else "") for t in result["tasks"])
+    f"{t} {per_task(finetune_lr, t):g}" + (f", head {per_task(finetune_head_lr, t):g}"
+                                           if per_task(finetune_head_lr, t) else "") for t in result["tasks"])
              + f"), batch {batch_size} (profile {run.profile})")
 fig.tight_layout()
 savefig(fig, "08_teacher_curves")
