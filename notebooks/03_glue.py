@@ -30,7 +30,7 @@
 #    dev metrics are also taken at those stage-2 steps (the cpu profile: 0, 20, 40, 80 and 160), the curve that
 #    notebook 09 reads from these same runs to say whether more task distillation would still pay;
 # 4. evaluate on the dev sets with the GLUE metrics.
-
+#
 # The task heads (`pooling`, `tdlib/heads.py`): the cpu profile reads the classification tasks through the masked
 # mean of the last hidden states, and STS-B through the cosine of its two sentences' mean embeddings (each sentence
 # encoded on its own, scaled to 0-5): all-MiniLM-L6-v2's own use. The paper (and the `paper` profile) uses BERT's
@@ -62,6 +62,7 @@ batch_size = 32
 finetune_epochs = {"cola": 3, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 6}
 finetune_steps = None  # steps instead of epochs (a number or {task: n})
 finetune_lr = {"cola": 1.0e-4, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 3.0e-5}  # per task
+finetune_head_lr = None  # the task head's lr in teacher fine-tuning, per task (None: finetune_lr)
 general_steps = 256
 general_sequences = 8192
 general_max_length = 64

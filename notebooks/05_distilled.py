@@ -39,6 +39,7 @@ batch_size = 32
 finetune_epochs = {"cola": 3, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 6}
 finetune_steps = None  # steps instead of epochs (a number or {task: n})
 finetune_lr = {"cola": 1.0e-4, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 3.0e-5}  # per task
+finetune_head_lr = None  # the task head's lr in teacher fine-tuning, per task (None: finetune_lr)
 general_steps = 256
 general_sequences = 8192
 general_max_length = 64

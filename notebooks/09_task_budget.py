@@ -64,6 +64,8 @@ task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos", "models": 
              {"stage2_steps": 1280, "models": ["IV-36-192", "dense-1L-384-1155"]}]
 stage2_steps = 640
 curve = [0, 40, 80, 160, 320, 640]
+# notebook 03's settings this study runs under in place of the profile's (None: 03's own), e.g. an earlier teacher's
+glue_overrides = None
 
 # %%
 from tdlib.reproduce import notebook_parameters
@@ -107,6 +109,8 @@ glue_path = record_path("03_glue", record["params"]["glue"])
 glue_rec = load_record(glue_path) if glue_path.is_file() else None
 glue = glue_rec["result"] if glue_rec else None
 print(glue_path if glue is not None else "notebook 03 has no record for these settings")
+if run.params.get("glue_overrides"):
+    print("03's settings with these in place of the profile's (glue_overrides):", run.params["glue_overrides"])
 
 # %% [markdown]
 # ## The GLUE average along stage 2

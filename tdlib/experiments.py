@@ -44,7 +44,7 @@ from .glue import (
 from .modeling import DATA_AWARE, compress, count_params, init_name, with_decomposition
 from .models import load_model, load_tokenizer
 from .provenance import seed_everything, sha256_file
-from .settings import GLUE_DEFAULTS, Settings, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
+from .settings import GLUE_DEFAULTS, Settings, keyed, settings  # noqa: F401 (GLUE_DEFAULTS: the notebooks' import)
 from .stacking import stack_weights
 from .teacher_cache import teacher_logits
 from .train import TrainConfig, check_run, is_main_process, load_weights
@@ -536,6 +536,7 @@ def glue_record(params: dict, profile: str, force: bool | None = None, extra: di
     """
     from .results import cached, runs_dir
 
+    params = keyed(params)
     s = settings(params)
     files = [f for t in s.tasks for f in task_files(t)]
     if s.curve_points:

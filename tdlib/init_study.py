@@ -182,10 +182,10 @@ def glue_params(profile: str) -> dict:
     """Notebook 03's GLUE settings under ``profile``, as 03 itself forms them (its parameters cell, overridden by
     ``params/<profile>.yaml``): the general distillation the curves share, and the key of 03's record."""
     from .reproduce import load_profile, notebook_defaults
-    from .settings import GLUE_DEFAULTS
+    from .settings import GLUE_DEFAULTS, keyed
 
     values = {**notebook_defaults("03_glue"), **load_profile(profile).get("03_glue", {})}
-    return {k: v for k, v in values.items() if k in GLUE_DEFAULTS}
+    return keyed({k: v for k, v in values.items() if k in GLUE_DEFAULTS})
 
 
 def init_record(params: dict, base_profile: str, profile: str, force: bool | None = None,

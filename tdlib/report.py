@@ -235,21 +235,22 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
     "closing" when it gained more than one point of the teacher's average, else "flat"). A gain that would need
     more than 4 further doublings to reach ``target`` % is "closing slowly", with the extrapolated count: an
     extrapolation, named as one. Returns (text, trend of the longest curve, the 09 record's path or None)."""
-    from .task_budget import STAGE1_KEYS, doubling_trend, run_seed, stage2_trend
+    from .task_budget import STAGE1_KEYS, doubling_trend, run_seed, stage2_trend, studies_for
 
     curves = []  # (label, task lr, points)
     own = rec["result"]["summary"].get(name, {}).get("task_curve") or []
     if len(own) >= 2:
         curves.append(("notebook 03's stage 2", rec["params"].get("task_lr"), own))
     ours = own[-1]["step"] if own else rec["params"].get("stage2_steps") or 0
-    study = [r for r in records("09_task_budget", root) if r["params"].get("glue") == rec["params"]
-             and r["params"].get("stage2_steps", 0) > ours]
+    studies, earlier = studies_for(rec["params"], root)
+    study = [r for r in studies if r["params"].get("stage2_steps", 0) > ours]
+    where = _earlier_teacher(study[0]) if study and earlier else ""
     general = rec["params"].get("general_steps")
     runs = [e for e in (study[0]["result"]["students"].values() if study else [])
             if e["student"] == name and len(e["glue"]) >= 2 and e.get("general_steps", general) == general]
     curves += [(("a stage 2 of " + f"{e['stage2_steps']:,} steps" if "stage2_steps" in (e.get("arm") or {})
                  else "a longer stage 2")
-                + " (notebook 09" + (f"; stage 1: {e.get('stage1_steps')} steps of {e.get('task_objective')}"
+                + " (notebook 09" + where + (f"; stage 1: {e.get('stage1_steps')} steps of {e.get('task_objective')}"
                                      if set(e.get("arm") or {}) & set(STAGE1_KEYS) else "")
                 + (f"; mean of {len(e['seeds'])} seeds, {min(e['seeds'].values()):.1f}-"
                    f"{max(e['seeds'].values()):.1f} at the end" if e.get("seeds") else f"; seed {run_seed(e)}") + ")",
@@ -273,11 +274,17 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
         ends = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in across["points"])
         seeds = across["seeds"]
         which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
-        text += (f"; the end of stage 2 by its length (notebook 09, {which}): {ends} steps ({across['gain']:+.1f} "
-                 "points per doubling)")
+        text += (f"; the end of stage 2 by its length (notebook 09{where}, {which}): {ends} steps "
+                 f"({across['gain']:+.1f} points per doubling)")
         best = _trend_label(across["doublings"], target)
     text += _against_dense(study[0], runs) if study else ""
     return text, best, (_rel(study[0]["path"]) if runs else None)
+
+
+def _earlier_teacher(study: dict) -> str:
+    """How the claims table names a notebook-09 study run from 03's earlier teacher (:func:`studies_for`): its %
+    are of that teacher, not of the one in the row's other numbers."""
+    return f", from 03's earlier teacher, GLUE average {100 * study['result']['teacher_glue']:.1f}"
 
 
 def _against_dense(study: dict, runs: list[dict]) -> str:
@@ -308,17 +315,19 @@ def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str
     that ran a general budget above 03's. Its final % of the teacher (seed 0, 03's task lr) at each budget, and
     the trend per doubling of general steps (:func:`tdlib.task_budget.general_trend`, same rule as stage 2's).
     Returns (text, trend, the 09 record's path), or ("", None, None)."""
-    from .task_budget import general_trend, longer_general_records
+    from .task_budget import general_trend, longer_general_records, studies_for
 
     lr = rec["params"].get("task_lr")
+    earlier = studies_for(rec["params"], root)[1]
     for study in longer_general_records(rec["params"], root):  # newest first
         found = general_trend(study["result"], name, lr, target)
         if found is None:
             continue
         label = _trend_label(found["doublings"], target)
         points = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in found["points"])
-        return (f"; with more general distillation (notebook 09, seed 0, task lr {lr:g}): {points} general steps "
-                f"({found['gain']:+.1f} points per doubling)", label, _rel(study["path"]))
+        where = _earlier_teacher(study) if earlier else ""
+        return (f"; with more general distillation (notebook 09{where}, seed 0, task lr {lr:g}): {points} general "
+                f"steps ({found['gain']:+.1f} points per doubling)", label, _rel(study["path"]))
     return "", None, None
 
 

@@ -168,6 +168,15 @@ EXPERIMENT_ONLY = ("task", "ratio", "methods", "general")  # the method experime
 # the notebooks' GLUE parameters: a notebook passes every parameter named here (and only those)
 GLUE_DEFAULTS: dict = {f.name: getattr(Settings(), f.name) for f in dataclasses.fields(Settings)
                        if f.name not in EXPERIMENT_ONLY}
+# GLUE parameters that notebooks 03 and 05 gained after their records were made: left out of a record's key at
+# this value (the one that computes what those records computed), so every earlier record keeps its hash and
+# notebooks 07 and 09, keyed by 03's settings, keep theirs
+UNKEYED_AT: dict = {"finetune_head_lr": None}
+
+
+def keyed(params: dict) -> dict:
+    """``params`` as a GLUE record's key holds them: :data:`UNKEYED_AT` fields at that value left out."""
+    return {k: v for k, v in params.items() if not (k in UNKEYED_AT and v == UNKEYED_AT[k])}
 
 
 def settings(params: dict | Settings) -> Settings:

@@ -351,27 +351,64 @@ def vs_dense(result: dict, models: list[str], entry: dict) -> float | None:
     return entry["glue"][-1]["percent_of_teacher"] - base["glue"][-1]["percent_of_teacher"]
 
 
-def longer_general_records(glue: dict, root=None) -> list[dict]:
-    """Notebook 09's records made under 03's settings ``glue`` that ran a general budget beyond 03's, newest
-    first: where the notebook's longer-general section and the claims table read that question's answer."""
+# notebook 03's settings that its teachers' fine-tuning and its training sets alone read: a notebook-09 record under
+# 03 settings that differ from the current ones in these alone is the same study, of an earlier teacher
+TEACHER_FIELDS = ("max_train_examples", "finetune_epochs", "finetune_steps", "finetune_lr", "finetune_head_lr")
+
+
+def studies_for(glue: dict, root=None) -> tuple[list[dict], bool]:
+    """Notebook 09's records under 03's settings ``glue``, newest first, and False. Where there are none, those
+    under the newest earlier 03 settings that differ from ``glue`` in :data:`TEACHER_FIELDS` alone, and True: their
+    % of the teacher are of that earlier teacher, and the claims table says so. Why fall back: 09 runs for hours
+    on 2 cores, so a new teacher in 03 reaches 09's studies a session later than 03's table."""
     from .report import records
 
+    recs = records("09_task_budget", root)
+    same = [r for r in recs if r["params"].get("glue") == glue]
+    if same:
+        return same, False
+
+    def study_part(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in TEACHER_FIELDS}
+
+    earlier = [r for r in recs if study_part(r["params"].get("glue") or {}) == study_part(glue)]
+    if not earlier:
+        return [], False
+    newest = earlier[0]["params"]["glue"]
+    return [r for r in earlier if r["params"]["glue"] == newest], True
+
+
+def longer_general_records(glue: dict, root=None) -> list[dict]:
+    """Notebook 09's records made under 03's settings ``glue`` (or, without any, the earlier teacher's of
+    :func:`studies_for`) that ran a general budget beyond 03's, newest first: where the notebook's longer-general
+    section and the claims table read that question's answer."""
     ours = glue.get("general_steps") or 0
-    return [r for r in records("09_task_budget", root)
-            if r["params"].get("glue") == glue and max(r["params"].get("general_budgets") or [0]) > ours]
+    return [r for r in studies_for(glue, root)[0] if max(r["params"].get("general_budgets") or [0]) > ours]
 
 
 def task_budget_record(params: dict, base_profile: str, profile: str, force: bool | None = None,
                        extra: dict | None = None) -> dict:
     """The cached record of notebook 09: ``results/09_task_budget/<hash>.json``, run with notebook 03's settings of
     ``base_profile`` (stored in the parameters as ``glue``) and in its runs folder, so 03's teachers and
-    general-distilled students are reused."""
+    general-distilled students are reused.
+
+    ``params["glue_overrides"]`` (a dict, or None) replaces some of those settings: the study then runs from the
+    teachers and students of another 03 record, e.g. an earlier teacher's while 09 has not been rerun for 03's
+    current one. It is stored in ``glue`` itself, not as a parameter of its own, so a record is keyed by the 03
+    settings it ran under, whichever way they were named.
+    """
     from .glue import task_files
     from .init_study import glue_params
     from .proxies import proxy_files
     from .results import cached, runs_dir
+    from .settings import GLUE_DEFAULTS, keyed
 
-    params = {**params, "glue": glue_params(base_profile)}
+    params = dict(params)
+    overrides = params.pop("glue_overrides", None) or {}
+    if not isinstance(overrides, dict) or set(overrides) - set(GLUE_DEFAULTS):
+        raise ConfigError(f"glue_overrides must be a dict of notebook 03's settings ({sorted(GLUE_DEFAULTS)}), got "
+                          f"{overrides!r}")
+    params["glue"] = keyed({**glue_params(base_profile), **overrides})
     tasks = params.get("tasks") or params["glue"]["tasks"]
     files = [*[f for t in tasks for f in task_files(t)], *proxy_files()]
     return cached("09_task_budget", params, lambda: task_budget_experiment(params, runs_dir(base_profile)),

@@ -273,3 +273,18 @@ def test_task_objective_trains_stage_1_on_every_layer_in_its_own_run(env, tmp_pa
     assert sorted(terms, key=len) == [{"loss", "att", "rep"}, {"loss", "att", "rep", "layers", "cos"}]
     with pytest.raises(ConfigError, match="task_objective"):
         settings({"task_objective": "every_layer"})
+
+
+def test_a_glue_record_leaves_a_later_parameter_out_of_its_key_at_its_old_value(monkeypatch):
+    """finetune_head_lr reached notebooks 03 and 05 after their records were made: at None it computes what they
+    computed, so it stays out of the key (every earlier record, and 07's and 09's keys, hold); set, it is in it."""
+    import tdlib.results
+    from tdlib.experiments import glue_record
+    from tdlib.settings import keyed
+
+    seen = []
+    monkeypatch.setattr(tdlib.results, "cached", lambda name, params, compute, **kw: seen.append(params))
+    glue_record({"tasks": ["rte"], "finetune_head_lr": None}, "cpu")
+    glue_record({"tasks": ["rte"], "finetune_head_lr": {"rte": 1e-3}}, "cpu")
+    assert seen == [{"tasks": ["rte"]}, {"tasks": ["rte"], "finetune_head_lr": {"rte": 1e-3}}]
+    assert keyed({"finetune_lr": None, "finetune_head_lr": None}) == {"finetune_lr": None}

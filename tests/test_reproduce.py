@@ -442,3 +442,42 @@ def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_bud
             "step 0, "
             "86.5% at step 640 (+2.5 points over the last doubling)") in ours
     assert "99.0%" not in ours, "a longer general budget is not a longer stage 2 of 03's student"
+
+
+def test_c2_and_c3_cite_09_under_03s_earlier_teacher_named_as_such_until_09_runs_under_the_current_one(tmp_path):
+    """A new teacher in 03 reaches notebook 09 a run later: meanwhile the claims table cites 09's study of the
+    earlier teacher, with that teacher's average, and never a study of other students or general settings."""
+    from tdlib.report import claims
+    from tdlib.results import save_record
+    from tdlib.task_budget import studies_for
+
+    old = {"teacher": "minilm", "stage2_steps": 30, "finetune_lr": 1e-4, "max_train_examples": {"sst2": 8000}}
+    new = {**old, "finetune_lr": 3e-5, "max_train_examples": None, "finetune_head_lr": {"mrpc": 1e-3}}
+    tasks = {"rte": {"students": {n: {"steps": [10, 30]} for n in ("IV-36-192", "IV-16-96")}}}
+    students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19}, "IV-16-96": {"kind": "tucker", "ratio": 47.75}}
+    summary = {"teacher": {"percent_of_teacher": 100.0}, "IV-36-192": {"percent_of_teacher": 60.0},
+               "IV-16-96": {"percent_of_teacher": 58.0}}
+    save_record(tmp_path / "03_glue" / "g.json", new, {"tasks": tasks, "students": students, "summary": summary},
+                profile="cpu")
+
+    def study(glue, pct):
+        entry = {"student": "IV-36-192", "task_lr": 1e-3, "stage2_steps": 160,
+                 "glue": [{"step": s, "percent_of_teacher": p} for s, p in ((0, 50.0), (80, pct - 1), (160, pct))]}
+        return {"students": {"a": entry}, "teacher_glue": 0.688}
+
+    save_record(tmp_path / "09_task_budget" / "old.json", {"glue": old, "stage2_steps": 160}, study(old, 64.0),
+                profile="cpu")
+    other = {**old, "general_steps": 1024}  # other general settings: another study, never cited for these
+    save_record(tmp_path / "09_task_budget" / "other.json", {"glue": other, "stage2_steps": 160}, study(other, 99.0),
+                profile="cpu")
+    assert [r["path"].endswith("old.json") for r in studies_for(new, tmp_path)[0]] == [True]
+    assert studies_for(new, tmp_path)[1] is True
+    row = {r["claim"]: r for r in claims(tmp_path)}["C2"]
+    assert "a longer stage 2 (notebook 09, from 03's earlier teacher, GLUE average 68.8; seed 0)" in row["ours"]
+    assert "99.0%" not in row["ours"] and "old.json" in row["source"]
+    # once 09 has run under 03's current settings, its study is cited, unlabelled
+    save_record(tmp_path / "09_task_budget" / "new.json", {"glue": new, "stage2_steps": 160}, study(new, 70.0),
+                profile="cpu")
+    assert studies_for(new, tmp_path)[1] is False
+    row = {r["claim"]: r for r in claims(tmp_path)}["C2"]
+    assert "70.0% at step 160" in row["ours"] and "earlier teacher" not in row["ours"]

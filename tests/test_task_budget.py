@@ -284,3 +284,22 @@ def test_vs_dense_pairs_each_tucker_entry_with_its_baseline_seed_by_seed():
     assert vs_dense(result, models, s["t arm"]) == pytest.approx(0.5), "an arm against the baseline's same arm"
     assert vs_dense(result, models, s["t7"]) is None, "no baseline entry in the study"
     assert vs_dense(result, models, s["d"]) is None
+
+
+def test_glue_overrides_key_a_study_by_the_03_settings_it_ran_under_and_bad_ones_fail(monkeypatch):
+    """An override of 03's settings lands in the record's ``glue``: a study under an earlier teacher has the key it
+    had when those were the profile's settings. A misspelt setting is one error, before anything runs."""
+    import tdlib.results
+    from tdlib.init_study import glue_params
+    from tdlib.task_budget import task_budget_record
+
+    seen = []
+    monkeypatch.setattr(tdlib.results, "cached", lambda name, params, compute, **kw: seen.append(params))
+    base = {"models": ["IV-16-96"], "stage2_steps": 640}
+    task_budget_record({**base, "glue_overrides": None}, "cpu", "cpu")
+    task_budget_record({**base, "glue_overrides": {"finetune_lr": 1.0}}, "cpu", "cpu")
+    assert "glue_overrides" not in seen[0] and "glue_overrides" not in seen[1]
+    assert seen[0]["glue"] == glue_params("cpu") and seen[1]["glue"] == {**glue_params("cpu"), "finetune_lr": 1.0}
+    for bad in ({"finetune_lrs": 1.0}, [1.0]):
+        with pytest.raises(ConfigError, match="glue_overrides must be a dict of notebook 03's settings"):
+            task_budget_record({**base, "glue_overrides": bad}, "cpu", "cpu")
