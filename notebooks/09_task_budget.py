@@ -65,7 +65,11 @@ task_arms = [{"stage1_steps": 80, "task_objective": "all_layers_cos", "models": 
 stage2_steps = 640
 curve = [0, 40, 80, 160, 320, 640]
 # notebook 03's settings this study runs under in place of the profile's (None: 03's own), e.g. an earlier teacher's
-glue_overrides = None
+# 03's earlier teacher recipe (params/cpu.yaml says why)
+glue_overrides = {"max_train_examples": {"sst2": 8000},
+                  "finetune_epochs": {"cola": 3, "sst2": 1, "mrpc": 2, "stsb": 3, "rte": 6},
+                  "finetune_lr": {"cola": 1.0e-4, "sst2": 1.0e-4, "mrpc": 1.0e-4, "stsb": 1.0e-4, "rte": 3.0e-5},
+                  "finetune_head_lr": None}
 
 # %%
 from tdlib.reproduce import notebook_parameters
