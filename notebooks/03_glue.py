@@ -40,7 +40,7 @@
 # number of encoder weights, initialised from the teacher and distilled with the same recipe (`tdlib.baseline`).
 #
 # The `cpu` profile scales the distillation stages down to a few hundred steps so that `make reproduce` fits
-# on 2 cores (the teacher gets the full training sets, SST-2 subsampled); its numbers measure the recipe at that
+# on 2 cores (the teacher: notebook 08's best recipe, on the full training sets); its numbers measure the recipe at that
 # budget, not the paper's (which trains for tens of epochs on 8 GPUs: the `paper` profile). The tasks are the
 # five with train+dev in `GLUE_DIR` offline (CoLA, SST-2, MRPC, STS-B, RTE); MNLI, QQP and QNLI need the hub.
 #
@@ -137,7 +137,7 @@ pd.DataFrame(detail).set_index(["task", "model"]).round(4)
 
 # %% [markdown]
 # ## The teacher, beside published numbers
-# all-MiniLM-L6-v2 fine-tuned per task (full training sets; SST-2 a seeded subsample), dev scores x 100, beside the
+# all-MiniLM-L6-v2 fine-tuned per task (full training sets; notebook 08's best recipe), dev scores x 100, beside the
 # published dev scores of MiniLM-L6-H384 (same geometry, a general-purpose checkpoint; `tdlib.published` names the
 # source). The issue's target for this profile: GLUE average >= 72, CoLA MCC >= 35, SST-2 >= 88, STS-B >= 85.
 

@@ -214,7 +214,9 @@ def _teacher_level(rec: dict, root=None) -> str:
         other = best["params"].get("pooling")
         heads = "" if other == rec["params"].get("pooling") else f", its task heads pooling {other}"
         which = "fine-tuning recipe" if len(study) == 1 else f"best fine-tuning recipe of {len(study)} recorded"
-        text += f" (notebook 08's {which}{heads}: {100 * best['result']['glue']:.1f})"
+        level = f"{100 * best['result']['glue']:.1f}"
+        same = not heads and level == f"{100 * own:.1f}"  # 03 fine-tuned with that recipe: its own level
+        text += f" (notebook 08's {which}{heads})" if same else f" (notebook 08's {which}{heads}: {level})"
     return text
 
 

@@ -61,14 +61,17 @@ def coerce_parameter(notebook: str, name: str, kind: str, value):
     ``papermill -p`` passes lists, booleans and some numbers as strings ("[[24, 96]]", "false", "1e-4");
     they are parsed here as Python or YAML literals. Everything else must already have the right type.
     """
-    if isinstance(value, str) and kind not in ("str", "NoneType"):
+    if isinstance(value, str) and kind != "str":
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass
+            # a parameter whose default is None has no type to parse towards: a string that is no Python literal
+            # stays a string there (YAML would turn "no" into False)
+            if kind != "NoneType":
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass
     return check_value(notebook, name, kind, value)
 
 

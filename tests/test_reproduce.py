@@ -216,6 +216,14 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
     assert table["C3"]["ours"].endswith("(notebook 08's best fine-tuning recipe of 2 recorded, its task heads "
                                         "pooling mean: 70.0)")
     assert [table[c]["status"] for c in ("C2", "C3", "C5")] == ["falls short at this budget"] * 3
+    save_record(tmp_path / "08_teacher" / "w.json", {"teacher": "minilm"},
+                {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.6}, profile="cpu")
+    for name in ("t", "v"):  # the earlier ones, weaker now
+        save_record(tmp_path / "08_teacher" / f"{name}.json", {"teacher": "minilm", "pooling": "mean"},
+                    {"tasks": {"rte": {}, "mrpc": {}}, "glue": 0.55}, profile="cpu")
+    table = {r["claim"]: r for r in claims(tmp_path)}  # 03's teacher is 08's best recipe: its level, said once
+    assert table["C3"]["ours"].endswith("the teacher's GLUE average: 60.0 (notebook 08's best fine-tuning recipe of 3 "
+                                        "recorded)")
     # with task seeds, each model's % comes with the range of its seeds' own averages
     record = tmp_path / "03_glue" / "g.json"
     data = json.loads(record.read_text())
