@@ -289,12 +289,16 @@ def test_vs_dense_pairs_each_tucker_entry_with_its_baseline_seed_by_seed():
 def test_glue_overrides_key_a_study_by_the_03_settings_it_ran_under_and_bad_ones_fail(monkeypatch):
     """An override of 03's settings lands in the record's ``glue``: a study under an earlier teacher has the key it
     had when those were the profile's settings. A misspelt setting is one error, before anything runs."""
+    import tdlib.glue
+    import tdlib.proxies
     import tdlib.results
     from tdlib.init_study import glue_params
     from tdlib.task_budget import task_budget_record
 
     seen = []
     monkeypatch.setattr(tdlib.results, "cached", lambda name, params, compute, **kw: seen.append(params))
+    monkeypatch.setattr(tdlib.glue, "task_files", lambda task: [])  # the key alone: no data read
+    monkeypatch.setattr(tdlib.proxies, "proxy_files", lambda: [])
     base = {"models": ["IV-16-96"], "stage2_steps": 640}
     task_budget_record({**base, "glue_overrides": None}, "cpu", "cpu")
     task_budget_record({**base, "glue_overrides": {"finetune_lr": 1.0}}, "cpu", "cpu")
