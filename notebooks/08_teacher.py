@@ -54,6 +54,8 @@ finetune_head_lr = {"mrpc": 1.0e-3}
 checkpoint_every = 100
 seed = 0
 precision = "auto"
+# the same recipe re-run at other seeds on some tasks, {task: [seed, ...]} (one record per seed); None: none
+extra_seeds = None
 
 # %%
 from tdlib.reproduce import notebook_parameters
@@ -67,8 +69,9 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 # (volatile: which records were read or computed, and where)
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
-from tdlib.experiments import GLUE_DEFAULTS, per_task, teacher_record
+from tdlib.experiments import GLUE_DEFAULTS, per_task, seed_mean_glue, seed_spread, teacher_record, teacher_seed_records
 from tdlib.plots import savefig
 from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 from tdlib.report import records
@@ -77,6 +80,10 @@ params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = teacher_record(params, run.profile, extra=run.provenance())
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")
+seed_records = teacher_seed_records(params, extra_seeds, run.profile, extra=run.provenance())
+for s, rec in seed_records.items():
+    print(f"seed {s} ({', '.join(rec['result']['tasks'])}):", rec["path"],
+          "(cached)" if rec["cached"] else "(computed)")
 
 # every teacher notebook 03 has recorded for this teacher and these tasks (read, not recomputed), oldest first:
 # the recipes measured so far, each with the commit its record was computed at
@@ -137,6 +144,25 @@ pd.DataFrame([{"target": k, "measured": v, "needed": t, "met": None if v is None
               for k, (v, t) in targets.items()]).set_index("target").round(1)
 
 # %% [markdown]
+# ## How far is one seed from the recipe?
+# Every recipe above ran at one seed, and the claims cite that seed's GLUE average. The tasks listed in
+# `extra_seeds` are re-run with this recipe at other seeds (everything else equal: the head's initialisation, the
+# batch order and dropout change). Per task: dev score x 100 at each seed (this record's first), and their mean,
+# range and sample standard deviation; then the GLUE average with those tasks at their seed mean. A difference
+# between two recipes that is smaller than a task's range here is not evidence that one recipe is better.
+
+# %%
+spread = seed_spread(record, seed_records)
+if spread:
+    display(pd.DataFrame([{"task": r["task"], **{f"seed {s}": v for s, v in zip(r["seeds"], r["scores"], strict=True)},
+                           "mean": r["mean"], "min": r["min"], "max": r["max"], "std": r["std"]}
+                          for r in spread]).set_index("task").round(1))
+    print(f"GLUE average: {100 * result['glue']:.1f} at seed {seed}; {100 * seed_mean_glue(record, spread):.1f} with "
+          + ", ".join(f"{r['task']} at its mean over {len(r['seeds'])} seeds" for r in spread))
+else:
+    print("no task re-run at other seeds (extra_seeds is None)")
+
+# %% [markdown]
 # **Did the longer recipe pay?** Per task: this recipe's gain over each notebook-03 teacher, and how much the dev
 # score moved over the last epoch of this run (at the end of a linear decay, a curve that still climbs says more
 # epochs may pay; a flat or falling one says the recipe, not the budget, sets the level).
@@ -161,7 +187,9 @@ pd.DataFrame(verdict).set_index("task").round(1)
 # head). A recipe that shows no gain here is why the profile does not run it again.
 
 # %%
-teacher_runs = [r for r in reversed(records("08_teacher")) if r["params"].get("teacher") == teacher]
+# (the seed re-runs are in the table above, not here)
+teacher_runs = [r for r in reversed(records("08_teacher")) if r["params"].get("teacher") == teacher
+                and r["params"].get("seed", 0) == seed]
 history = []
 for rec in teacher_runs:
     row = {"record": f"08 @ {rec['provenance']['git']['sha'][:7]}", "GLUE avg": 100 * rec["result"]["glue"]}

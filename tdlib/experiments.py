@@ -559,6 +559,62 @@ def teacher_record(params: dict, profile: str, force: bool | None = None, extra:
                   profile=profile, data_files=[f for t in s.tasks for f in task_files(t)], force=force, extra=extra)
 
 
+def teacher_seed_records(params: dict, extra_seeds: dict[str, list[int]] | None, profile: str,
+                         force: bool | None = None, extra: dict | None = None) -> dict[int, dict]:
+    """Notebook 08's recipe re-run at other seeds on some tasks: {seed: cached record of the tasks that list it}.
+
+    Why: each recipe was measured at one seed, so a 1-2 point difference between two recipes (CoLA at lr 2e-5
+    against 3e-5) cannot be told from what a seed moves. ``extra_seeds`` maps a task to the seeds to add beside
+    ``params['seed']``; each seed is one record (``params`` with that seed and those tasks), so its runs are
+    hashed like every other teacher run and a record already made is read back."""
+    if not extra_seeds:
+        return {}
+    tasks, own = list(params.get("tasks") or []), params.get("seed", 0)
+    by_seed: dict[int, list[str]] = {}
+    for task, seeds in extra_seeds.items():
+        if task not in tasks:
+            raise ConfigError(f"extra_seeds names task {task!r}, which this notebook does not run; "
+                              f"use some of {tasks}")
+        if not isinstance(seeds, list | tuple) or not seeds or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ConfigError(f"extra_seeds[{task!r}] must be a non-empty list of integer seeds, got {seeds!r}")
+        if own in seeds or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"extra_seeds[{task!r}] = {seeds!r} must list distinct seeds other than the "
+                              f"recipe's own seed {own}")
+        for seed in seeds:
+            by_seed.setdefault(seed, []).append(task)
+    return {seed: teacher_record({**params, "seed": seed, "tasks": [t for t in tasks if t in names]}, profile,
+                                 force=force, extra=extra)
+            for seed, names in sorted(by_seed.items())}
+
+
+def seed_spread(record: dict, seed_records: dict[int, dict]) -> list[dict]:
+    """Per task of ``record`` (notebook 08's) re-run at other seeds: its dev score (x 100) at each seed, the
+    recipe's own seed first, and their mean, min, max and sample standard deviation. The GLUE averages the claims
+    cite stay one seed's: this says how far that one seed can be from the recipe's mean."""
+    own = record["params"].get("seed", 0)
+    rows = []
+    for task, entry in record["result"]["tasks"].items():
+        scores = {own: entry["metrics"]["score"]}
+        scores.update({seed: rec["result"]["tasks"][task]["metrics"]["score"]
+                       for seed, rec in seed_records.items() if task in rec["result"]["tasks"]})
+        if len(scores) < 2:
+            continue
+        values = 100 * np.array(list(scores.values()))
+        rows.append({"task": task, "seeds": list(scores), "scores": values.tolist(), "mean": float(values.mean()),
+                     "min": float(values.min()), "max": float(values.max()), "std": float(values.std(ddof=1))})
+    return rows
+
+
+def seed_mean_glue(record: dict, spread: list[dict]) -> float:
+    """``record``'s GLUE average with each task of ``spread`` (:func:`seed_spread`) at its mean over seeds: the
+    recipe's level once one seed's luck is averaged out on those tasks (MNLI's two columns stay its own seed's)."""
+    means = {row["task"]: row["mean"] / 100 for row in spread}
+    return glue_average({k: v for task, entry in record["result"]["tasks"].items()
+                         for k, v in task_scores(task, {"score": means[task]} if task in means and
+                                                 len(dev_splits(task)) == 1 else entry["metrics"]).items()})
+
+
 def majority_metrics(task: str, data: Data) -> dict[str, float]:
     """Dev metrics of a constant predictor: the training set's majority class (regression: its mean score).
 
