@@ -595,11 +595,11 @@ def seed_spread(record: dict, seed_records: dict[int, dict]) -> list[dict]:
     own = record["params"].get("seed", 0)
     rows = []
     for task, entry in record["result"]["tasks"].items():
-        scores = {own: entry["metrics"]["score"]}
-        scores.update({seed: rec["result"]["tasks"][task]["metrics"]["score"]
-                       for seed, rec in seed_records.items() if task in rec["result"]["tasks"]})
-        if len(scores) < 2:
+        others = {seed: rec["result"]["tasks"][task]["metrics"]["score"]
+                  for seed, rec in seed_records.items() if task in rec["result"]["tasks"]}
+        if not others:
             continue
+        scores = {own: entry["metrics"]["score"], **others}
         values = 100 * np.array(list(scores.values()))
         rows.append({"task": task, "seeds": list(scores), "scores": values.tolist(), "mean": float(values.mean()),
                      "min": float(values.min()), "max": float(values.max()), "std": float(values.std(ddof=1))})

@@ -207,8 +207,10 @@ def _teacher_level(rec: dict, root=None) -> str:
     if own is None:
         return ""
     text = f"; the teacher's GLUE average: {100 * own:.1f}"
-    study = [r for r in records("08_teacher", root) if r["params"].get("teacher") == rec["params"].get("teacher")
-             and set(r["result"]["tasks"]) == set(res["tasks"])]
+    seed = rec["params"].get("seed", 0)
+    teacher = [r for r in records("08_teacher", root) if r["params"].get("teacher") == rec["params"].get("teacher")]
+    study = [r for r in teacher if set(r["result"]["tasks"]) == set(res["tasks"])
+             and r["params"].get("seed", 0) == seed]  # one seed's recipes; its re-runs at other seeds come below
     if study:
         best = max(study, key=lambda r: r["result"]["glue"])
         other = best["params"].get("pooling")
@@ -216,8 +218,38 @@ def _teacher_level(rec: dict, root=None) -> str:
         which = "fine-tuning recipe" if len(study) == 1 else f"best fine-tuning recipe of {len(study)} recorded"
         level = f"{100 * best['result']['glue']:.1f}"
         same = not heads and level == f"{100 * own:.1f}"  # 03 fine-tuned with that recipe: its own level
-        text += f" (notebook 08's {which}{heads})" if same else f" (notebook 08's {which}{heads}: {level})"
+        text += f" (notebook 08's {which}{heads}" + ("" if same else f": {level}") + _seed_mean(best, teacher) + ")"
     return text
+
+
+def _seed_mean(best: dict, teacher: list[dict]) -> str:
+    """The recipe's GLUE average with the tasks notebook 08 re-ran at other seeds at their mean, and each such
+    task's range: a % of the teacher is a % of one seed's teacher, and this says how lucky that seed was."""
+    from .experiments import seed_mean_glue, seed_spread
+
+    spread = seed_spread(best, seed_records_of(best, teacher))
+    if not spread:
+        return ""
+    tasks = ", ".join(r["task"] for r in spread)
+    ranges = ", ".join(f"{r['task']} {r['min']:.1f}-{r['max']:.1f}" for r in spread)
+    return (f"; {100 * seed_mean_glue(best, spread):.1f} with {tasks} at their mean over {len(spread[0]['seeds'])} "
+            f"seeds ({ranges})")
+
+
+def seed_records_of(record: dict, candidates: list[dict]) -> dict[int, dict]:
+    """Notebook 08's re-runs of ``record``'s recipe at other seeds, {seed: record}: the same parameters but the seed,
+    on some of its tasks (the seed's record with the most tasks where there are several)."""
+    def rest(params: dict) -> dict:
+        return {k: v for k, v in params.items() if k not in ("seed", "tasks")}
+
+    own, tasks = record["params"].get("seed", 0), set(record["result"]["tasks"])
+    out: dict[int, dict] = {}
+    for r in candidates:
+        seed = r["params"].get("seed", 0)
+        if seed != own and rest(r["params"]) == rest(record["params"]) and set(r["result"]["tasks"]) <= tasks \
+                and len(r["result"]["tasks"]) > len(out.get(seed, {}).get("result", {}).get("tasks", ())):
+            out[seed] = r
+    return dict(sorted(out.items()))
 
 
 def _trend_label(doublings: float | None, target: float) -> str:

@@ -235,6 +235,32 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
         [table["C6"]])
 
 
+def test_teacher_level_gives_notebook_08s_seed_mean(tmp_path):
+    from tdlib.report import claims, seed_records_of
+    from tdlib.results import load_record, save_record
+
+    _glue_record(tmp_path, [95.0, 90.0, 80.0], teacher_glue=0.6)
+    recipe = {"teacher": "minilm", "tasks": ["rte", "mrpc"], "finetune_lr": 3e-5, "seed": 0}
+    tasks = {"rte": {"metrics": {"score": 0.60}}, "mrpc": {"metrics": {"score": 0.80}}}
+    save_record(tmp_path / "08_teacher" / "t.json", recipe, {"tasks": tasks, "glue": 0.7}, profile="cpu")
+    for seed, score in ((1, 0.50), (2, 0.55)):  # RTE re-run at two more seeds
+        save_record(tmp_path / "08_teacher" / f"s{seed}.json", {**recipe, "seed": seed, "tasks": ["rte"]},
+                    {"tasks": {"rte": {"metrics": {"score": score}}}, "glue": score}, profile="cpu")
+    save_record(tmp_path / "08_teacher" / "o.json", {**recipe, "seed": 3, "finetune_lr": 1e-4, "tasks": ["rte"]},
+                {"tasks": {"rte": {"metrics": {"score": 0.9}}}, "glue": 0.9}, profile="cpu")  # another recipe
+    # a seed re-run is not a recipe of its own, even with all of the recipe's tasks
+    save_record(tmp_path / "08_teacher" / "s4.json", {**recipe, "seed": 4},
+                {"tasks": {"rte": {"metrics": {"score": 0.65}}, "mrpc": {"metrics": {"score": 0.95}}}, "glue": 0.8},
+                profile="cpu")
+    best = load_record(tmp_path / "08_teacher" / "t.json")
+    others = [load_record(p) for p in sorted((tmp_path / "08_teacher").glob("*.json"))]
+    assert list(seed_records_of(best, others)) == [1, 2, 4]
+    c3 = {r["claim"]: r for r in claims(tmp_path)}["C3"]["ours"]
+    # RTE at (60 + 50 + 55 + 65) / 4 = 57.5, MRPC at (80 + 95) / 2 = 87.5: GLUE (57.5 + 87.5) / 2 = 72.5
+    assert c3.endswith("the teacher's GLUE average: 60.0 (notebook 08's fine-tuning recipe: 70.0; 72.5 with rte, mrpc "
+                       "at their mean over 4 seeds (rte 50.0-65.0, mrpc 80.0-95.0))")
+
+
 def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
     from tdlib.report import claims, trend
     from tdlib.results import save_record
