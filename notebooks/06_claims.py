@@ -50,4 +50,4 @@ if update_readme:
     print("README.md claims table", "updated" if changed else "already current")
 
 # %%
-print(markdown_table(rows))
+print(markdown_table(rows, run.base_profile))

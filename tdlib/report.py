@@ -532,11 +532,20 @@ NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue", "08_teacher", "09_task_budg
              "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "07_init", "04_speed"]}
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], profile: str | None = None) -> str:
+    """The claims table in markdown. The committed profile's notebook column links the committed executed
+    notebooks; another profile's links each notebook's source and names the folder its run writes the executed
+    copies to (not committed): the committed ones show the committed profile's numbers, not this table's."""
+    from .reproduce import COMMITTED
+
+    own = profile in (None, COMMITTED)
     lines = ["| claim | paper | ours | status | notebook | source |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         src = f"`{r['source']}` ({r.get('profile')})" if r.get("source") else ""
-        nbs = ", ".join(f"[{n}](notebooks/{n}.ipynb)" for n in NOTEBOOKS.get(r["claim"], []))
+        nbs = ", ".join(f"[{n}](notebooks/{n}.ipynb)" if own else f"[{n}](notebooks/{n}.py)"
+                        for n in NOTEBOOKS.get(r["claim"], []))
+        if nbs and not own:
+            nbs += f" (executed: `notebooks/executed/{profile}/`)"
         lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['status']} | {nbs} | {src} |")
     return "\n".join(lines)
 
@@ -567,8 +576,8 @@ def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None
         raise ConfigError(f"{path} lacks the {start} / {end} markers that hold profile {profile or 'cpu'}'s "
                           "claims table: add the pair where the table belongs, or run notebook 06 with "
                           "update_readme=False")
-    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{markdown_table(rows)}\n{end}",
-                 text, flags=re.S)
+    table = markdown_table(rows, profile)
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, flags=re.S)
     if new != text:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(new)

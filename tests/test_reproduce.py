@@ -74,6 +74,8 @@ def test_each_profile_has_its_own_claims_table_in_the_readme(tmp_path):
     assert write_readme_table(rows, readme, profile="quick")
     text = readme.read_text()
     assert "\ncpu\n" in text and "old" not in text and "a \\1 b" in text  # the table is taken literally
+    # its notebooks: the sources, and where its run writes the executed copies (the committed ones are cpu's)
+    assert "| [02_methods](notebooks/02_methods.py) (executed: `notebooks/executed/quick/`) |" in text
     with pytest.raises(ConfigError, match=r"lacks the <!-- claims:paper:start --> / <!-- claims:paper:end -->"):
         write_readme_table(rows, readme, profile="paper")
 
