@@ -55,7 +55,7 @@ checkpoint_every = 100
 seed = 0
 precision = "auto"
 # the same recipe re-run at other seeds on some tasks, {task: [seed, ...]} (one record per seed); None: none
-extra_seeds = {"cola": [1, 2], "mrpc": [1, 2], "rte": [1, 2]}
+extra_seeds = {"cola": [1, 2], "sst2": [1, 2], "mrpc": [1, 2], "stsb": [1, 2], "rte": [1, 2]}
 
 # %%
 from tdlib.reproduce import notebook_parameters
