@@ -232,8 +232,9 @@ def _seed_mean(best: dict, teacher: list[dict]) -> str:
         return ""
     tasks = ", ".join(r["task"] for r in spread)
     ranges = ", ".join(f"{r['task']} {r['min']:.1f}-{r['max']:.1f}" for r in spread)
-    return (f"; {100 * seed_mean_glue(best, spread):.1f} with {tasks} at their mean over {len(spread[0]['seeds'])} "
-            f"seeds ({ranges})")
+    counts = sorted({len(r["seeds"]) for r in spread})
+    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"; {100 * seed_mean_glue(best, spread):.1f} with {tasks} at their mean over {seeds} seeds ({ranges})"
 
 
 def seed_records_of(record: dict, candidates: list[dict]) -> dict[int, dict]:
