@@ -159,7 +159,9 @@ if spread:
                            "mean": r["mean"], "min": r["min"], "max": r["max"], "std": r["std"]}
                           for r in spread]).set_index("task").round(1))
     print(f"GLUE average: {100 * result['glue']:.1f} at seed {seed}; {100 * seed_mean_glue(record, spread):.1f} with "
-          + ", ".join(f"{r['task']} at its mean over {len(r['seeds'])} seeds" for r in spread))
+          + ", ".join(f"{r['task']}" for r in spread) + " at their mean over the seeds above; each seed's own: "
+          + ", ".join(f"seed {s} {100 * rec['result']['glue']:.1f}" for s, rec in seed_records.items()
+                      if set(rec["result"]["tasks"]) == set(result["tasks"])))
 else:
     print("no task re-run at other seeds (extra_seeds is None)")
 

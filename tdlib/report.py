@@ -230,11 +230,11 @@ def _seed_mean(best: dict, teacher: list[dict]) -> str:
     spread = seed_spread(best, seed_records_of(best, teacher))
     if not spread:
         return ""
-    tasks = ", ".join(r["task"] for r in spread)
+    tasks = "every task" if len(spread) == len(best["result"]["tasks"]) else ", ".join(r["task"] for r in spread)
     ranges = ", ".join(f"{r['task']} {r['min']:.1f}-{r['max']:.1f}" for r in spread)
     counts = sorted({len(r["seeds"]) for r in spread})
     seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"; {100 * seed_mean_glue(best, spread):.1f} with {tasks} at their mean over {seeds} seeds ({ranges})"
+    return f"; {100 * seed_mean_glue(best, spread):.1f} at the seed mean of {tasks} over {seeds} seeds ({ranges})"
 
 
 def seed_records_of(record: dict, candidates: list[dict]) -> dict[int, dict]:

@@ -46,9 +46,7 @@ def test_the_committed_profile_is_every_notebooks_defaults():
 # Notebooks whose cpu-profile records have not been recomputed for the current parameters yet (a full
 # `make reproduce FORCE=1` takes longer than the session that changed them had left). Strict: once a notebook
 # is executed and committed, its entry must be removed, or this test fails.
-PENDING: dict[str, str] = {  # notebook -> why its committed copy has no outputs yet
-    "08_teacher": "its recipe's re-runs at seeds 1 and 2 (extra_seeds, about 2 hours on 2 cores) are being computed",
-}
+PENDING: dict[str, str] = {}  # notebook -> why its committed copy has no outputs yet (none today)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=f"results pending: {PENDING[n]}",
