@@ -72,10 +72,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from tdlib.experiments import GLUE_DEFAULTS, per_task, seed_mean_glue, seed_spread, teacher_record, teacher_seed_records
+from tdlib.experiments import GLUE_DEFAULTS, per_task, teacher_record, teacher_seed_records
 from tdlib.plots import savefig
 from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
-from tdlib.report import records
+from tdlib.report import records, seed_mean_glue, seed_spread
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = teacher_record(params, run.profile, extra=run.provenance())

@@ -588,33 +588,6 @@ def teacher_seed_records(params: dict, extra_seeds: dict[str, list[int]] | None,
             for seed, names in sorted(by_seed.items())}
 
 
-def seed_spread(record: dict, seed_records: dict[int, dict]) -> list[dict]:
-    """Per task of ``record`` (notebook 08's) re-run at other seeds: its dev score (x 100) at each seed, the
-    recipe's own seed first, and their mean, min, max and sample standard deviation. The GLUE averages the claims
-    cite stay one seed's: this says how far that one seed can be from the recipe's mean."""
-    own = record["params"].get("seed", 0)
-    rows = []
-    for task, entry in record["result"]["tasks"].items():
-        others = {seed: rec["result"]["tasks"][task]["metrics"]["score"]
-                  for seed, rec in seed_records.items() if task in rec["result"]["tasks"]}
-        if not others:
-            continue
-        scores = {own: entry["metrics"]["score"], **others}
-        values = 100 * np.array(list(scores.values()))
-        rows.append({"task": task, "seeds": list(scores), "scores": values.tolist(), "mean": float(values.mean()),
-                     "min": float(values.min()), "max": float(values.max()), "std": float(values.std(ddof=1))})
-    return rows
-
-
-def seed_mean_glue(record: dict, spread: list[dict]) -> float:
-    """``record``'s GLUE average with each task of ``spread`` (:func:`seed_spread`) at its mean over seeds: the
-    recipe's level once one seed's luck is averaged out on those tasks (MNLI's two columns stay its own seed's)."""
-    means = {row["task"]: row["mean"] / 100 for row in spread}
-    return glue_average({k: v for task, entry in record["result"]["tasks"].items()
-                         for k, v in task_scores(task, {"score": means[task]} if task in means and
-                                                 len(dev_splits(task)) == 1 else entry["metrics"]).items()})
-
-
 def majority_metrics(task: str, data: Data) -> dict[str, float]:
     """Dev metrics of a constant predictor: the training set's majority class (regression: its mean score).
 

@@ -12,6 +12,9 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
+from .glue import dev_splits, glue_average, task_scores
 from .modeling import DATA_AWARE
 from .results import RESULTS, ROOT, load_record, record_path
 
@@ -225,8 +228,6 @@ def _teacher_level(rec: dict, root=None) -> str:
 def _seed_mean(best: dict, teacher: list[dict]) -> str:
     """The recipe's GLUE average with the tasks notebook 08 re-ran at other seeds at their mean, and each such
     task's range: a % of the teacher is a % of one seed's teacher, and this says how lucky that seed was."""
-    from .experiments import seed_mean_glue, seed_spread
-
     spread = seed_spread(best, seed_records_of(best, teacher))
     if not spread:
         return ""
@@ -235,6 +236,33 @@ def _seed_mean(best: dict, teacher: list[dict]) -> str:
     counts = sorted({len(r["seeds"]) for r in spread})
     seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"; {100 * seed_mean_glue(best, spread):.1f} at the seed mean of {tasks} over {seeds} seeds ({ranges})"
+
+
+def seed_spread(record: dict, seed_records: dict[int, dict]) -> list[dict]:
+    """Per task of ``record`` (notebook 08's) re-run at other seeds: its dev score (x 100) at each seed, the
+    recipe's own seed first, and their mean, min, max and sample standard deviation. The GLUE averages the claims
+    cite stay one seed's: this says how far that one seed can be from the recipe's mean."""
+    own = record["params"].get("seed", 0)
+    rows = []
+    for task, entry in record["result"]["tasks"].items():
+        others = {seed: rec["result"]["tasks"][task]["metrics"]["score"]
+                  for seed, rec in seed_records.items() if task in rec["result"]["tasks"]}
+        if not others:
+            continue
+        scores = {own: entry["metrics"]["score"], **others}
+        values = 100 * np.array(list(scores.values()))
+        rows.append({"task": task, "seeds": list(scores), "scores": values.tolist(), "mean": float(values.mean()),
+                     "min": float(values.min()), "max": float(values.max()), "std": float(values.std(ddof=1))})
+    return rows
+
+
+def seed_mean_glue(record: dict, spread: list[dict]) -> float:
+    """``record``'s GLUE average with each task of ``spread`` (:func:`seed_spread`) at its mean over seeds: the
+    recipe's level once one seed's luck is averaged out on those tasks (MNLI's two columns stay its own seed's)."""
+    means = {row["task"]: row["mean"] / 100 for row in spread}
+    return glue_average({k: v for task, entry in record["result"]["tasks"].items()
+                         for k, v in task_scores(task, {"score": means[task]} if task in means and
+                                                 len(dev_splits(task)) == 1 else entry["metrics"]).items()})
 
 
 def seed_records_of(record: dict, candidates: list[dict]) -> dict[int, dict]:

@@ -290,11 +290,6 @@ def test_a_glue_record_leaves_a_later_parameter_out_of_its_key_at_its_old_value(
     assert keyed({"finetune_lr": None, "finetune_head_lr": None}) == {"finetune_lr": None}
 
 
-def _teacher_rec(seed: int, scores: dict[str, float]) -> dict:
-    """A notebook-08 record as the seed helpers read it: params' seed, each task's dev score."""
-    return {"params": {"seed": seed}, "result": {"tasks": {t: {"metrics": {"score": v}} for t, v in scores.items()}}}
-
-
 def test_teacher_seed_records_one_record_per_seed(monkeypatch):
     import tdlib.experiments as ex
 
@@ -317,16 +312,3 @@ def test_teacher_seed_records_bad_input_is_one_error(extra_seeds, needle):
 
     with pytest.raises(ConfigError, match=needle):
         teacher_seed_records({"tasks": ["cola", "rte"], "seed": 0}, extra_seeds, "cpu")
-
-
-def test_seed_spread_and_glue_at_the_seed_mean():
-    from tdlib.experiments import seed_mean_glue, seed_spread
-
-    record = _teacher_rec(0, {"cola": 0.30, "sst2": 0.90, "rte": 0.60})
-    seeds = {1: _teacher_rec(1, {"cola": 0.36, "rte": 0.56}), 2: _teacher_rec(2, {"rte": 0.55})}
-    rows = {r["task"]: r for r in seed_spread(record, seeds)}
-    assert set(rows) == {"cola", "rte"}  # SST-2 ran at one seed: no spread to give
-    assert rows["rte"]["seeds"] == [0, 1, 2] and rows["rte"]["scores"] == pytest.approx([60, 56, 55])
-    assert [rows["rte"][k] for k in ("mean", "min", "max")] == pytest.approx([57, 55, 60])
-    assert rows["cola"]["std"] == pytest.approx(4.2426, abs=1e-3)  # sample std of 30 and 36
-    assert seed_mean_glue(record, list(rows.values())) == pytest.approx((0.33 + 0.90 + 0.57) / 3)
