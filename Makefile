@@ -53,7 +53,7 @@ test: setup
 	TDLIB_CACHE_ONLY=1 TDLIB_FIGURES=$(SMOKE)/figures-committed TDLIB_README=$(SMOKE)/README.md \
 	  $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $$(grep -l '"output_type"' notebooks/*.ipynb)
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs FORCE=1 \
-	  $(BIN)/python -m tdlib.reproduce --profile smoke --out $(SMOKE)/notebooks
+	  $(BIN)/python -m tdlib.paper.reproduce --profile smoke --out $(SMOKE)/notebooks
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \
 	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(SMOKE)/notebooks
 
@@ -61,7 +61,7 @@ test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests
 
 reproduce: setup
-	$(BIN)/python -m tdlib.reproduce --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
+	$(BIN)/python -m tdlib.paper.reproduce --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 
 lint: setup
 	$(BIN)/ruff check tdlib tests notebooks

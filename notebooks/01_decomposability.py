@@ -18,7 +18,7 @@
 #
 # The paper's argument for Tucker: the 12L weight matrices of BERT are more redundant *across* matrices
 # (they share input/output subspaces and resemble each other) than each matrix is low-rank on its own.
-# We measure both on the teacher's stacked (n, D, D) tensor (`tdlib.stacking.stack_weights`):
+# We measure both on the teacher's stacked (n, D, D) tensor (`tdlib.core.stacking.stack_weights`):
 #
 # * **intra-matrix**: the singular values of each D x D matrix alone (what per-matrix SVD, method II, exploits);
 # * **inter-matrix**: the singular values of the tensor's mode unfoldings: mode 0 (n x D², similarity
@@ -36,7 +36,7 @@ seed = 0
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("01_decomposability", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -51,10 +51,10 @@ import pandas as pd
 import torch
 
 from tdlib import load_model, stack_weights
-from tdlib.compare import rank_for_energy, spectra
-from tdlib.plots import savefig
-from tdlib.provenance import seed_everything
-from tdlib.results import cached
+from tdlib.paper.plots import savefig
+from tdlib.studies.methods import rank_for_energy, spectra
+from tdlib.studies.provenance import seed_everything
+from tdlib.studies.records import cached
 
 seed_everything(seed)
 weights = stack_weights(load_model(teacher), ops)

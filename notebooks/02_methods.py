@@ -20,7 +20,7 @@
 # parameter-efficient for compressing BERT's weights.
 #
 # For each parameter budget (a fraction of the n·D² decomposable weights) every method gets its best ranks
-# within the budget (`tdlib.compare.match_ranks`; Tucker and TT search a small frontier of rank pairs and keep
+# within the budget (`tdlib.studies.methods.match_ranks`; Tucker and TT search a small frontier of rank pairs and keep
 # the lowest error), is fitted to the teacher's stacked weights, and is scored by relative reconstruction error
 # ||W - Ŵ|| / ||W||. Methods: II per-matrix SVD, III shared U/V, IV Tucker, CP (ALS), TT with the matrix index as
 # first or middle mode. A BERT-base-shaped random tensor is the no-structure control (real bert-base-uncased
@@ -28,7 +28,7 @@
 #
 # The paper's point is that weights need not be reconstructed exactly, because distillation recovers the
 # mapping. So the second half of this notebook trains one student per method at one budget with the same
-# distillation (`tdlib.experiments.method_experiment`: task distillation alone, and notebook 03's general + task
+# distillation (`tdlib.studies.experiments.method_experiment`: task distillation alone, and notebook 03's general + task
 # distillation) and compares dev scores and fidelity to the teacher.
 
 # %% tags=["parameters"]
@@ -73,7 +73,7 @@ task_seeds = [0, 1, 2]  # each method's task distillation once per seed, the tab
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("02_methods", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -87,10 +87,10 @@ import pandas as pd
 import torch
 
 from tdlib import load_model, stack_weights
-from tdlib.compare import budgets_from_ratios, compare_methods
-from tdlib.plots import savefig
-from tdlib.provenance import seed_everything
-from tdlib.results import cached
+from tdlib.paper.plots import savefig
+from tdlib.studies.methods import budgets_from_ratios, compare_methods
+from tdlib.studies.provenance import seed_everything
+from tdlib.studies.records import cached
 
 seed_everything(seed)
 weights = stack_weights(load_model(teacher), ops)
@@ -129,7 +129,7 @@ pivot
 # multiple of a dense D x D map: above 1 the "compressed" map is slower than the dense one.
 
 # %%
-from tdlib.compare import method_class
+from tdlib.studies.methods import method_class
 
 
 def cost(row):
@@ -174,7 +174,7 @@ verdict
 #
 # Every method's student gets the same budget and the same training; the decomposition is the only difference.
 # Each method gets its ranks with the lowest weight error within the budget, and every student trains through
-# the same reconstruction path (`tdlib.layers.FactorStack`). There are two variants (`distill_general`):
+# the same reconstruction path (`tdlib.core.layers.FactorStack`). There are two variants (`distill_general`):
 #
 # - **task distillation only**: each student is decomposed from the **fine-tuned** teacher, keeps its embeddings
 #   and head, and gets the two-stage task distillation (stage 1 intermediate losses, stage 2 soft cross-entropy);
@@ -191,11 +191,11 @@ verdict
 # (volatile: which records were read or computed, and where)
 from IPython.display import display
 
-from tdlib.experiments import run_experiment
-from tdlib.glue import task_files
-from tdlib.proxies import proxy_files
-from tdlib.report import method_ranking
-from tdlib.results import runs_dir
+from tdlib.data.glue import task_files
+from tdlib.distill.proxies import proxy_files
+from tdlib.paper.report import method_ranking
+from tdlib.studies.experiments import run_experiment
+from tdlib.studies.records import runs_dir
 
 base = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
             methods=distill_methods,

@@ -19,12 +19,12 @@
 # **C2**: with 1/7 of the Transformer-layer parameters, the compressed BERT performs on par with BERT-base on GLUE.
 # **C3**: a tiny version keeps **96.7%** of BERT-base's GLUE performance with **1/48** of the encoder parameters.
 #
-# Protocol 1 of the paper, end to end (`tdlib.experiments.glue_experiment`):
+# Protocol 1 of the paper, end to end (`tdlib.studies.experiments.glue_experiment`):
 # 1. fine-tune the teacher on each task;
 # 2. compress the *pre-trained* teacher (Tucker init from its weights) and run **general distillation** on the
 #    corpus: the paper's MSE of last-layer attention scores + hidden states (the cpu profile adds every layer's
 #    hidden states and a cosine term on the mean-pooled embeddings: `general_objective`, see below), recording a
-#    **recovery curve** of two cheap proxies at geometric steps (`tdlib.proxies`);
+#    **recovery curve** of two cheap proxies at geometric steps (`tdlib.distill.proxies`);
 # 3. **task distillation** from the fine-tuned teacher: stage 1 the same intermediate losses at a constant lr,
 #    stage 2 soft cross-entropy on logits (STS-B: MSE to the gold score) with 10% warm-up; with `task_curve` the
 #    dev metrics are also taken at those stage-2 steps (the cpu profile: 0, 20, 40, 80 and 160), the curve that
@@ -37,7 +37,7 @@
 # [CLS] head, a cross-encoder, on every task; README lists both as departures.
 #
 # Each Tucker student has an **equal-budget baseline**: a layer-dropped / narrower dense student holding the same
-# number of encoder weights, initialised from the teacher and distilled with the same recipe (`tdlib.baseline`).
+# number of encoder weights, initialised from the teacher and distilled with the same recipe (`tdlib.core.baseline`).
 #
 # The `cpu` profile scales the distillation stages down to a few hundred steps so that `make reproduce` fits
 # on 2 cores (the teacher: notebook 08's best recipe, on the full training sets); its numbers measure the recipe at that
@@ -85,7 +85,7 @@ controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("03_glue", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -97,9 +97,10 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tdlib.experiments import GLUE_DEFAULTS, glue_record
-from tdlib.plots import recovery_figure, savefig
-from tdlib.proxies import milestone_label, milestones
+from tdlib.distill.proxies import milestone_label, milestones
+from tdlib.paper.plots import recovery_figure, savefig
+from tdlib.studies.experiments import glue_record
+from tdlib.studies.settings import GLUE_DEFAULTS
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = glue_record(params, run.profile, extra=run.provenance())
@@ -138,11 +139,11 @@ pd.DataFrame(detail).set_index(["task", "model"]).round(4)
 # %% [markdown]
 # ## The teacher, beside published numbers
 # all-MiniLM-L6-v2 fine-tuned per task (full training sets; notebook 08's best recipe), dev scores x 100, beside the
-# published dev scores of MiniLM-L6-H384 (same geometry, a general-purpose checkpoint; `tdlib.published` names the
+# published dev scores of MiniLM-L6-H384 (same geometry, a general-purpose checkpoint; `tdlib.paper.published` names the
 # source). The issue's target for this profile: GLUE average >= 72, CoLA MCC >= 35, SST-2 >= 88, STS-B >= 85.
 
 # %%
-from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
+from tdlib.paper.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 
 teacher_rows = [{"task": t, "n_train": r["n_train"], "steps": r["steps"], "minutes": r["seconds"] / 60,
                  "ours": 100 * r["metrics"]["score"], "published MiniLM-L6-H384": MINILM_L6_H384_DEV.get(t),
@@ -216,7 +217,7 @@ pd.DataFrame.from_dict(seed_rows, orient="index").round(1)
 # floor on every task where it ends there (`tasks at the floor`) and matched the teacher on all the others.
 
 # %%
-from tdlib.experiments import average_over
+from tdlib.studies.experiments import average_over
 
 
 def at_floor(task_entry: dict, name: str) -> bool:
@@ -247,7 +248,7 @@ plt.show()
 
 # %% [markdown]
 # ## Recovery curves: how fast does general distillation restore the teacher's function?
-# At geometric steps of general distillation each student is scored on two proxies (`tdlib.proxies`): the mean
+# At geometric steps of general distillation each student is scored on two proxies (`tdlib.distill.proxies`): the mean
 # cosine between its and the teacher's mean-pooled embeddings on held-out Wikipedia text (the corpus's `heldout/`
 # shard, never trained on), and zero-shot STS-B dev Spearman of its own embeddings (no task training). The
 # controls are the first student with the paper's loss (the reference line) and with a zero-map init (every
@@ -271,7 +272,7 @@ for name, entry in curves.items():
            "cosine @0": first["cosine"], "cosine @end": last["cosine"], "STS-B @0": first["stsb"],
            "STS-B @end": last["stsb"], "STS-B % of teacher": 100 * last["stsb"] / teacher_proxy["stsb"],
            "final loss": entry["final_loss"], "minutes": entry["seconds"] / 60}
-    # from the curve, by today's tdlib.proxies.milestones (records keep what their commit's version computed)
+    # from the curve, by today's tdlib.distill.proxies.milestones (records keep what their commit's version computed)
     for key, m in milestones(entry["curve"], teacher_proxy).items():
         if key.startswith("stsb"):
             row[f"step to {key}"] = milestone_label(m)

@@ -19,7 +19,8 @@
 # **Claim C4** (Ren et al., 2022): the tiny compressed BERT (~1/48 of the encoder weights, d = 128 on BERT-base)
 # is **2.7x faster** at inference.
 #
-# What this notebook measures, in one process with a fixed number of threads (`tdlib.bench`, `torch.utils.benchmark`):
+# What this notebook measures, in one process with a fixed number of threads (`tdlib.studies.speed`,
+# `torch.utils.benchmark`):
 # the dense encoder vs the Tucker model in the reconstruction protocol (`implementation="factorized"`, cached
 # M V^T) and in the naive one (`"reconstructed"`, cached dense W), and two peers at the same parameter count:
 # per-matrix low rank (method II) and tltorch's Tucker `FactorizedLinear`. Beside each speed-up stands the
@@ -53,7 +54,7 @@ train_attention = "auto"
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("04_speed", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -66,11 +67,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from tdlib.bench import run_speed
-from tdlib.plots import savefig
-from tdlib.provenance import seed_everything
-from tdlib.ranks import BERT_BASE, MINILM, mac_ratio
-from tdlib.results import cached
+from tdlib.core.ranks import BERT_BASE, MINILM, mac_ratio
+from tdlib.paper.plots import savefig
+from tdlib.studies.provenance import seed_everything
+from tdlib.studies.records import cached
+from tdlib.studies.speed import run_speed
 
 seed_everything(seed)
 plan = {g: (c, grid) for g, c, grid in (("minilm", minilm_configs, minilm_grid),
@@ -85,7 +86,7 @@ for geometry, (configs, grid) in plan.items():
     print(geometry, "->", records[geometry]["path"], "(cached)" if records[geometry]["cached"] else "(computed)")
 
 # %% [markdown]
-# The theoretical limit from the shapes alone (`tdlib.ranks.mac_ratio`, seq 128): stable numbers that nbval checks.
+# The theoretical limit from the shapes alone (`tdlib.core.ranks.mac_ratio`, seq 128): stable numbers that nbval checks.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -128,7 +129,7 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
-from tdlib.bench import breakdown, time_tucker
+from tdlib.studies.speed import breakdown, time_tucker
 
 sweep_configs = [[72, d] for d in sweep_rank_dims]
 sweep = cached("04_speed", {"geometry": "bert-base", "sweep": sweep_configs, "grid": [headline], "threads": threads,
@@ -234,7 +235,7 @@ checks
 # %% [markdown]
 # ## Training throughput (what the distillation budget buys)
 #
-# Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.bench_train`,
+# Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.studies.train_speed`,
 # `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
 # profile's (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager
 # attention on a CPU, where SDPA's backward is slow), both with foreach AdamW, timed in one process
@@ -244,14 +245,14 @@ checks
 # padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and times stage 2 of task
 # distillation of every student on that batch twice: with the teacher's forward every step (the paper's recipe),
 # and with the teacher's logits read from the file that every student and seed of a task shares (this profile's,
-# `tdlib.teacher_cache.teacher_logits`). Step times of one run vary by
+# `tdlib.distill.teacher_cache.teacher_logits`). Step times of one run vary by
 # tens of percent on a shared 2-core machine: read a ratio from one run. Parity compares fp32 and bf16 losses of
 # the same steps.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
-from tdlib.bench_train import profile_train_bench
+from tdlib.studies.train_speed import profile_train_bench
 
 train_params = {"teacher": "minilm", "students": minilm_configs, "baselines": train_baselines, "ops": "san_ffn",
                 "precision": precision, "distill_dropout": distill_dropout,

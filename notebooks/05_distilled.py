@@ -62,7 +62,7 @@ controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("05_distilled", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -75,9 +75,10 @@ import pandas as pd
 import torch
 
 from tdlib import load_model, stack_weights
-from tdlib.decompose import Tucker
-from tdlib.experiments import GLUE_DEFAULTS, glue_record
-from tdlib.results import cached
+from tdlib.core.decompose import Tucker
+from tdlib.studies.experiments import glue_record
+from tdlib.studies.records import cached
+from tdlib.studies.settings import GLUE_DEFAULTS
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 # force=False: under FORCE=1 notebook 03 has just recomputed this record; reuse it

@@ -17,7 +17,7 @@
 # # 06 · The claims table
 #
 # Each claim of Ren et al. (2022) beside our measured number, the profile it was measured on, and the results
-# file it comes from (`tdlib.report`, built from `results/*/*.json` only). With `update_readme = True` this
+# file it comes from (`tdlib.paper.report`, built from `results/*/*.json` only). With `update_readme = True` this
 # notebook rewrites the README's results table, so the README shows no number that a notebook did not write.
 # Another profile's run (e.g. `quick`) reads its own records (`results/<profile>/`) and writes its own table,
 # between the README's `<!-- claims:<profile>:start -->` markers.
@@ -28,7 +28,7 @@ update_readme = True
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("06_claims", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -37,7 +37,7 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 # %%
 import pandas as pd
 
-from tdlib.report import claims, markdown_table, write_readme_table
+from tdlib.paper.report import claims, markdown_table, write_readme_table
 
 rows = claims()
 pd.DataFrame(rows)

@@ -30,12 +30,12 @@
 # | `local` | the paper's Tucker fit, then a teacher-forced block-wise reconstruction (below) |
 # | `II`, `II-whitened` | the per-matrix peer at the same budget: SVD per matrix, plain and SVD-LLM-whitened |
 #
-# The block-wise reconstruction (`tdlib.fitting.BlockwiseFit`): each layer, given the teacher's input to that
+# The block-wise reconstruction (`tdlib.core.fitting.BlockwiseFit`): each layer, given the teacher's input to that
 # layer, is fitted to the teacher's output of that layer (MSE per hidden dimension, standardised by the
 # teacher's spread there), all layers at once through the shared bank; a few minutes of Adam on 2 cores.
 #
-# Calibration (`tdlib.calibrate`) reads held-out Wikipedia sequences *after* those the recovery proxies read;
-# the proxies (`tdlib.proxies`: embedding cosine to the teacher on held-out text, zero-shot STS-B on the whole
+# Calibration (`tdlib.core.calibrate`) reads held-out Wikipedia sequences *after* those the recovery proxies read;
+# the proxies (`tdlib.distill.proxies`: embedding cosine to the teacher on held-out text, zero-shot STS-B on the whole
 # dev set) and the per-layer hidden-state errors are measured on the proxies' text. Then general distillation
 # runs from the data-aware init and from the random and zero-map controls with notebook 03's settings, so their
 # recovery curves line up with 03's curves of the paper's init: the test of protocol 1.
@@ -56,7 +56,7 @@ seed = 0
 
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("07_init", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -68,10 +68,13 @@ print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tdlib.init_study import glue_curves, init_record
-from tdlib.plots import recovery_figure, savefig
+from tdlib.paper.plots import recovery_figure, savefig
+from tdlib.paper.reproduce import glue_params
+from tdlib.studies.inits import glue_curves, init_record
+from tdlib.studies.records import runs_dir
 
-record = init_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile, run.profile,
+record = init_record({k: v for k, v in run.params.items() if k != "profile"}, glue_params(run.base_profile),
+                     runs_dir(run.base_profile), run.profile,
                      extra=run.provenance())
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")

@@ -59,7 +59,7 @@ precision = "auto"
 extra_seeds = {"cola": [1, 2], "sst2": [1, 2], "mrpc": [1, 2], "stsb": [1, 2], "rte": [1, 2]}
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("08_teacher", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -72,10 +72,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from tdlib.experiments import GLUE_DEFAULTS, per_task, teacher_record, teacher_seed_records
-from tdlib.plots import savefig
-from tdlib.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
-from tdlib.report import records, seed_mean_glue, seed_spread
+from tdlib.paper.plots import savefig
+from tdlib.paper.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
+from tdlib.paper.report import seed_mean_glue, seed_spread
+from tdlib.studies.experiments import per_task, teacher_record, teacher_seed_records
+from tdlib.studies.records import records
+from tdlib.studies.settings import GLUE_DEFAULTS
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = teacher_record(params, run.profile, extra=run.provenance())

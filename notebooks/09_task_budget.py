@@ -26,7 +26,7 @@
 #
 # This notebook takes 03's fine-tuned teachers and general-distilled students (the same hashed runs: nothing is
 # retrained), runs stage 1 as 03 does, then stage 2 for `stage2_steps` with the dev score, the fidelity to the
-# teacher and the spread of the outputs taken at the `curve` steps (`tdlib.task_budget`). Where those equal 03's
+# teacher and the spread of the outputs taken at the `curve` steps (`tdlib.studies.budget`). Where those equal 03's
 # (its `stage2_steps`, `task_curve` and `task_lr`), 03's own task runs are read back, not trained again. The cpu
 # profile runs stage 2 for 640 steps, four times 03's 160, with the dev score at 03's points and at 320 and 640:
 # those runs are this notebook's own. Other task learning rates (`task_lrs`) are a parameter too; the record that
@@ -72,7 +72,7 @@ glue_overrides = {"max_train_examples": {"sst2": 8000},
                   "finetune_head_lr": None}
 
 # %%
-from tdlib.reproduce import notebook_parameters
+from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("09_task_budget", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -87,10 +87,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tdlib.plots import savefig
-from tdlib.report import records
-from tdlib.results import load_record, record_path
-from tdlib.task_budget import (
+from tdlib.paper.plots import savefig
+from tdlib.paper.reproduce import glue_params
+from tdlib.studies.budget import (
     STAGE1_KEYS,
     arm_changes,
     dense_baseline,
@@ -104,8 +103,10 @@ from tdlib.task_budget import (
     task_end_by_seed,
     vs_dense,
 )
+from tdlib.studies.records import load_record, record_path, records, runs_dir
 
-record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, run.base_profile,
+record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, glue_params(run.base_profile),
+                            runs_dir(run.base_profile),
                             run.profile, extra=run.provenance())
 result = record["result"]
 print(record["path"], "(cached)" if record["cached"] else "(computed)")
@@ -360,7 +361,7 @@ for name, r in arm_entries.items():
 # measures what the verdict above extrapolates. Per student and task: the dev score at the end of the study's stage 2
 # and at the end of the longer one, and the GLUE average as a % of the teacher, each the mean over the seeds both
 # lengths ran (`seeds`: the arm runs seed 0, the study may run more), so that one seed is never set against a mean.
-# The second table is the trend across the two lengths (`tdlib.task_budget.stage2_trend`: the end of each run, per
+# The second table is the trend across the two lengths (`tdlib.studies.budget.stage2_trend`: the end of each run, per
 # doubling of its length, the verdict's rule, on the same seeds), which the claims table cites in place of the trend
 # of one run's own curve.
 

@@ -7,11 +7,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from .errors import TdlibError
+from tdlib.core.baseline import ffn_for_budget
+from tdlib.core.errors import TdlibError
+from tdlib.core.fitting import BlockwiseFit
+from tdlib.core.heads import pooling_of
+from tdlib.core.io import write_json_atomic
+from tdlib.core.modeling import DATA_AWARE, INIT_ALIASES, INITS, compress, compression_spec, count_params, init_name
+from tdlib.core.pretrained import load_model, load_tokenizer, saved_pooling
+from tdlib.core.ranks import Geometry, pick_ranks
+from tdlib.data.calibration import cached_calibration
+from tdlib.data.glue import get_task, task_files
+from tdlib.distill.loop import TrainingInterrupted, is_main_process
+from tdlib.studies import experiments
+from tdlib.studies.experiments import (
+    Data,
+    baseline_spec,
+    dev_logits,
+    dev_metrics,
+    run_general,
+    run_task_student,
+    run_teacher,
+    tucker_budget,
+    tucker_spec,
+)
+from tdlib.studies.provenance import seed_everything
+from tdlib.studies.records import runs_dir, save_record
+from tdlib.studies.settings import settings
+from tdlib.studies.speed import GEOMETRIES, run_speed, time_tucker
+from tdlib.studies.train_speed import profile_train_bench
 
 
 def _print_counts(counts) -> None:
@@ -23,8 +52,6 @@ def _print_counts(counts) -> None:
 
 
 def cmd_compress(args) -> int:
-    from .modeling import DATA_AWARE, compress, count_params, init_name
-    from .models import load_model, load_tokenizer
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -34,9 +61,6 @@ def cmd_compress(args) -> int:
     model = load_model(args.teacher, num_labels=args.num_labels)
     calibration = fit_options = None
     if init_name(args.init) in DATA_AWARE:
-        from .calibrate import cached_calibration
-        from .fitting import BlockwiseFit
-        from .results import runs_dir
 
         print(f"calibrating on {args.calibration_sequences} held-out sequences (TDLIB_HELDOUT or the corpus's "
               "heldout folder)", flush=True)
@@ -61,7 +85,6 @@ def cmd_compress(args) -> int:
     except TdlibError:
         pass
     if out.exists():
-        import shutil
 
         shutil.rmtree(out)
     tmp.rename(out)
@@ -70,8 +93,6 @@ def cmd_compress(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .modeling import compression_spec, count_params
-    from .models import load_model
 
     model = load_model(args.path)
     spec = compression_spec(model)
@@ -86,8 +107,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_ranks(args) -> int:
-    from .models import load_model
-    from .ranks import Geometry, pick_ranks
 
     geom = Geometry.of(load_model(args.teacher))
     choices = pick_ranks(geom, ratio=args.ratio, budget=args.budget, ops=args.ops, rank_dim_step=args.step,
@@ -109,13 +128,9 @@ def _pairs(text: str, name: str) -> list[tuple[int, int]]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import GEOMETRIES, run_speed, time_tucker
-    from .provenance import seed_everything
-    from .results import save_record
 
     seed_everything(args.seed)
     if args.what == "train":
-        from .bench_train import profile_train_bench
 
         configs, baselines = _pairs(args.configs, "configs"), _pairs(args.baselines, "baselines")
         setting = {"precision": args.precision, "dropout": not args.no_dropout,
@@ -158,7 +173,6 @@ def cmd_bench(args) -> int:
 
 # -- training and evaluation ------------------------------------------------------------------------
 def _settings(args, **extra):
-    from .experiments import settings
 
     keys = ("teacher", "max_train_examples", "max_length", "batch_size", "seed", "checkpoint_every")
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
@@ -166,8 +180,6 @@ def _settings(args, **extra):
 
 
 def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=()) -> None:
-    from .results import save_record
-    from .train import is_main_process
 
     if not is_main_process():
         return
@@ -176,7 +188,6 @@ def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=
 
 
 def _task_files(task: str) -> list:
-    from .glue import task_files
 
     return task_files(task)
 
@@ -186,8 +197,6 @@ def _print_metrics(label: str, metrics: dict) -> None:
 
 
 def cmd_finetune(args) -> int:
-    from .experiments import Data, run_teacher
-    from .models import load_tokenizer
 
     s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr,
                   finetune_head_lr=args.head_lr, tasks=[args.task], pooling={args.task: args.pooling})
@@ -200,15 +209,6 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .experiments import (
-        Data,
-        baseline_spec,
-        run_general,
-        run_task_student,
-        tucker_budget,
-        tucker_spec,
-    )
-    from .models import load_model, load_tokenizer, saved_pooling
 
     out = Path(args.out)
     if args.stage == "general":
@@ -219,7 +219,6 @@ def cmd_distill(args) -> int:
         elif args.layers and args.hidden:
             ffn = args.ffn
             if ffn is None and args.budget_of:
-                from .baseline import ffn_for_budget
 
                 rl, rd = _pairs(args.budget_of, "budget-of")[0]
                 ffn = ffn_for_budget(tucker_budget(load_model(s.teacher), rl, rd, args.ops), args.layers,
@@ -231,7 +230,6 @@ def cmd_distill(args) -> int:
             raise TdlibError("distill general needs --rank-layer and --rank-dim (Tucker student) or --layers and "
                              "--hidden (dense baseline)")
         if args.corpus:
-            import os
 
             os.environ["TDLIB_CORPUS"] = args.corpus
         model_dir, info = run_general(s, spec, load_tokenizer(s.teacher), None, {}, out=out)
@@ -256,7 +254,6 @@ def cmd_distill(args) -> int:
 
 def _evaluation_tokenizer(args, s: dict):
     """The tokenizer a model directory was saved with; else ``--tokenizer``; else the teacher's, said aloud."""
-    from .models import load_tokenizer
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
@@ -268,10 +265,6 @@ def _evaluation_tokenizer(args, s: dict):
 
 
 def cmd_evaluate(args) -> int:
-    from .experiments import Data, dev_logits, dev_metrics
-    from .glue import get_task
-    from .heads import pooling_of
-    from .models import load_model
 
     get_task(args.task)  # an unknown or refused task fails before the model loads
     model = load_model(args.model)
@@ -289,9 +282,6 @@ def cmd_evaluate(args) -> int:
 
 def cmd_experiment(args) -> int:
     """One whole experiment in this process (what ``run_experiment`` starts under ``accelerate launch``)."""
-    from . import experiments
-    from .provenance import write_json_atomic
-    from .train import is_main_process
 
     params = json.loads(Path(args.params).read_text())
     result = getattr(experiments, experiments.EXPERIMENTS[args.kind])(params, args.workdir, progress=True)
@@ -312,7 +302,6 @@ def _common_training(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .modeling import INIT_ALIASES, INITS
 
     parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-dim", type=int, required=True, help="d: dimension rank")
     p.add_argument("--ops", default="san_ffn", choices=["san", "ffn", "san_ffn"])
     p.add_argument("--init", default="pretrained", choices=[*INITS, *INIT_ALIASES],
-                   help="pretrained (= tucker, the paper's); whitened, local: data-aware (tdlib.fitting); controls")
+                   help="pretrained (= tucker, the paper's); whitened, local: data-aware (tdlib.core.fitting); "
+                        "controls")
     p.add_argument("--calibration-sequences", type=int, default=128,
                    help="held-out sequences of 128 tokens for the data-aware inits")
     p.add_argument("--fit-steps", type=int, default=100, help="steps of the block-wise fit (init local)")
@@ -417,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="run a whole GLUE or method experiment from a params JSON (what "
                                           "notebooks launch on several processes)")
     p.add_argument("kind", choices=["glue", "methods", "teacher"])
-    p.add_argument("--params", required=True, help="JSON of experiment settings (tdlib.experiments.GLUE_DEFAULTS)")
+    p.add_argument("--params", required=True, help="JSON of experiment settings (tdlib.studies.settings.GLUE_DEFAULTS)")
     p.add_argument("--workdir", required=True, help="where training runs live (resumable)")
     p.add_argument("--out", required=True, help="result JSON, written by the main process")
     p.set_defaults(func=cmd_experiment)
@@ -425,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     try:

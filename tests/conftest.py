@@ -42,7 +42,7 @@ def batch():
 
 @pytest.fixture(scope="session")
 def minilm():
-    from tdlib.models import load_model
+    from tdlib.core.pretrained import load_model
 
     return load_model("minilm").eval()
 
@@ -168,12 +168,12 @@ def env(monkeypatch, tiny_glue_dir, tiny_corpus, tiny_teacher_dir):
 @pytest.fixture
 def tiny_profile(tmp_path, monkeypatch):
     """``make(cells, {name: params})``: notebooks of two code cells (a parameters cell ``x = 1``, then ``cells``
-    joined) and ``params/t.yaml`` listing them, in scratch folders that :mod:`tdlib.reproduce` reads instead
+    joined) and ``params/t.yaml`` listing them, in scratch folders that :mod:`tdlib.paper.reproduce` reads instead
     of the project's: the reproduce loop on notebooks that take a second to run."""
     import nbformat
     import yaml
 
-    from tdlib import reproduce
+    from tdlib.paper import reproduce
 
     def make(code: str, plan: dict[str, dict]) -> str:
         nb = nbformat.v4.new_notebook()

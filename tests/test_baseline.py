@@ -3,9 +3,9 @@ import torch
 from conftest import tiny_config
 from transformers import BertModel
 
-from tdlib.baseline import encoder_weights, ffn_for_budget, shrink
-from tdlib.distill import distillation_step, task_model
-from tdlib.errors import ConfigError
+from tdlib.core.baseline import encoder_weights, ffn_for_budget, shrink
+from tdlib.core.errors import ConfigError
+from tdlib.distill.stages import distillation_step, task_model
 
 
 def test_full_size_shrink_is_the_teacher(tiny_bert, batch):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tdlib import compress
-from tdlib.bench import GEOMETRIES, count_macs, dense_model, low_rank_peer, run_speed, time_tucker, tltorch_peer
 from tdlib.cli import main
-from tdlib.layers import LowRankLinear
-from tdlib.ranks import encoder_macs
+from tdlib.core.layers import LowRankLinear
+from tdlib.core.ranks import encoder_macs
+from tdlib.studies.speed import GEOMETRIES, count_macs, dense_model, low_rank_peer, run_speed, time_tucker, tltorch_peer
 
 
 def _inputs(batch=2, seq=16):
@@ -48,7 +48,7 @@ def test_peers_replace_every_map_at_the_budget(tiny_dense):
     for peer in (low_rank_peer(tiny_dense, budget), tltorch_peer(tiny_dense, budget)):
         out = peer(**_inputs()).last_hidden_state
         assert out.shape == (2, 16, 64) and torch.isfinite(out).all()
-        from tdlib.bench import decomposed_params
+        from tdlib.studies.speed import decomposed_params
 
         assert 0.5 * budget < decomposed_params(peer) < 1.5 * budget
 
@@ -69,7 +69,7 @@ def test_a_forward_slower_than_min_run_time_is_still_timed_several_times():
     """A speed-up is a ratio of two medians: a slow model (BERT-base at 8 x 128) must not be one sample."""
     import time
 
-    from tdlib.bench import time_forward
+    from tdlib.studies.speed import time_forward
 
     class Slow(torch.nn.Module):
         def forward(self, **inputs):
@@ -80,7 +80,7 @@ def test_a_forward_slower_than_min_run_time_is_still_timed_several_times():
 
 
 def test_memory_probe_runs_in_a_fresh_process():
-    from tdlib.bench import peak_forward_memory_mb
+    from tdlib.studies.speed import peak_forward_memory_mb
 
     mb = peak_forward_memory_mb("tiny", "IV-6-16 factorized", 2, 16, config=(6, 16))
     assert mb is not None and mb >= 0
@@ -106,13 +106,13 @@ def test_bench_cli_writes_a_record_with_provenance(tmp_path, capsys):
 
 
 def test_bf16_column_where_native_and_skipped_where_not(monkeypatch):
-    from tdlib import precision
+    from tdlib.studies import speed
 
-    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(speed, "native_bf16", lambda device="cpu": False)
     result = run_speed("tiny", configs=[(6, 16)], grid=[(1, 8)], min_run_time=0.01, peers=False, memory=False)
     assert result["bf16"].startswith("skipped: this CPU has no native bf16")
     assert all("bf16_speedup" not in r for r in result["rows"])
-    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)  # emulated here: tiny shapes only
+    monkeypatch.setattr(speed, "native_bf16", lambda device="cpu": True)  # emulated here: tiny shapes only
     result = run_speed("tiny", configs=[(6, 16)], grid=[(1, 8)], min_run_time=0.01, peers=False, memory=False)
     timed = {r["model"]: r for r in result["rows"] if "bf16_speedup" in r}
     assert result["bf16"] == "measured" and set(timed) == {"dense", "IV-6-16 factorized"}
@@ -120,7 +120,7 @@ def test_bf16_column_where_native_and_skipped_where_not(monkeypatch):
 
 
 def test_padded_batches_look_like_dynamic_padding():
-    from tdlib.bench_train import padded, random_batch
+    from tdlib.studies.train_speed import padded, random_batch
 
     batch = padded(random_batch(8, 32, 2000, seed=0), seed=0)
     mask, ids = batch["attention_mask"], batch["input_ids"]
@@ -134,7 +134,7 @@ def test_train_bench_measures_each_stage_the_ablation_and_parity(monkeypatch):
     from conftest import tiny_config
     from transformers import BertForSequenceClassification, BertModel
 
-    from tdlib import bench_train
+    from tdlib.studies import train_speed as bench_train
 
     monkeypatch.setattr(bench_train, "matmul_rate", lambda dtype, threads, **kw: 1e10)  # measured in real runs
     torch.manual_seed(0)

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from tdlib.compare import (
+from tdlib.core.decompose import TensorTrain
+from tdlib.core.errors import RankError
+from tdlib.studies.methods import (
     COMPARED,
     budgets_from_ratios,
     compare_methods,
@@ -10,8 +12,6 @@ from tdlib.compare import (
     rank_for_energy,
     spectra,
 )
-from tdlib.decompose import TensorTrain
-from tdlib.errors import RankError
 
 SHAPE = (12, 16, 16)
 
@@ -59,7 +59,7 @@ def test_compare_methods_on_a_tucker_structured_tensor():
 
 
 def test_cp_memory_guard_skips_with_a_reason(monkeypatch):
-    import tdlib.compare as compare
+    import tdlib.studies.methods as compare
 
     monkeypatch.setattr(compare, "CP_MEMORY_LIMIT", 10)
     rows = compare_methods(torch.randn(SHAPE), [600], methods=("cp",), progress=False)

@@ -1,8 +1,8 @@
 import pytest
 from conftest import tiny_tokenizer
 
-from tdlib.corpus import corpus_files, load_corpus, pack, read_documents
-from tdlib.errors import DataError
+from tdlib.core.errors import DataError
+from tdlib.data.corpus import corpus_files, load_corpus, pack, read_documents
 
 
 def test_wikiextractor_and_plain_documents(tmp_path):

@@ -4,7 +4,9 @@ from conftest import tiny_config
 from transformers import BertModel
 
 from tdlib import compress
-from tdlib.distill import LastLayerTaps, distillation_step, prediction_loss, soft_cross_entropy
+from tdlib.distill.forward import LastLayerTaps
+from tdlib.distill.losses import prediction_loss, soft_cross_entropy
+from tdlib.distill.stages import distillation_step
 
 
 def test_tapped_scores_are_the_attention_logits(batch):
@@ -53,8 +55,8 @@ def test_prediction_losses():
 
 
 def test_prediction_step_and_vocab_check(tiny_classifier, batch):
-    from tdlib.distill import check_vocab, prediction_step
-    from tdlib.errors import ConfigError
+    from tdlib.core.errors import ConfigError
+    from tdlib.distill.stages import check_vocab, prediction_step
 
     labels = torch.tensor([0, 2, 1])
     out = prediction_step(tiny_classifier, tiny_classifier, {**batch, "labels": labels}, regression=False)
@@ -66,10 +68,10 @@ def test_prediction_step_and_vocab_check(tiny_classifier, batch):
 
 
 def test_every_method_trains_as_a_factor_stack(tiny_bert, batch):
-    from tdlib.decompose import make
-    from tdlib.layers import FactorStack
-    from tdlib.modeling import with_decomposition
-    from tdlib.stacking import stack_weights
+    from tdlib.core.decompose import make
+    from tdlib.core.layers import FactorStack
+    from tdlib.core.modeling import with_decomposition
+    from tdlib.core.stacking import stack_weights
 
     W = stack_weights(tiny_bert)
     full = with_decomposition(tiny_bert, make("tt", rank1=W.shape[0], rank2=32).fit(W)).eval()
@@ -91,7 +93,8 @@ def test_all_layer_objective_vanishes_for_the_teacher_itself_and_adds_to_the_pap
     import pytest
 
     from tdlib import compress
-    from tdlib.distill import distillation_step, layer_map
+    from tdlib.distill.losses import layer_map
+    from tdlib.distill.stages import distillation_step
 
     assert layer_map(6, 6) == [1, 2, 3, 4, 5, 6] and layer_map(1, 6) == [6] and layer_map(3, 6) == [2, 4, 6]
     tiny_bert.eval()

@@ -2,9 +2,10 @@
 
 import pytest
 
-from tdlib.errors import ConfigError
-from tdlib.experiments import epoch_ends, glue_experiment, method_experiment, settings, teacher_experiment
-from tdlib.models import load_model
+from tdlib.core.errors import ConfigError
+from tdlib.core.pretrained import load_model
+from tdlib.studies.experiments import epoch_ends, glue_experiment, method_experiment, teacher_experiment
+from tdlib.studies.settings import settings
 
 PAIR_HEADS = {"rte": "mean", "stsb": "cosine"}  # STS-B read by the cosine of its two sentence embeddings
 
@@ -101,7 +102,7 @@ def test_method_experiment_general_distils_each_method_from_the_pretrained_teach
     assert alone["methods"]["cp"]["init_error"] != result["methods"]["cp"]["init_error"]
     assert len(list((tmp_path / "methods" / "rte").iterdir())) == 4
     # a method student is built from the fit its rank search chose, never refitted from the spec alone
-    from tdlib.experiments import build_student, method_spec
+    from tdlib.studies.experiments import build_student, method_spec
 
     with pytest.raises(ConfigError, match="II-4 is a method student: build it from its fitted decomposition"):
         build_student(method_spec("II", {"rank_dim": 4}), load_model(env["teacher"]), 0)
@@ -113,7 +114,7 @@ def test_unknown_experiment_parameters_are_named():
 
 
 def test_baselines_are_optional_per_student(tiny_bert):
-    from tdlib.experiments import student_specs
+    from tdlib.studies.experiments import student_specs
 
     names = [s["name"] for s in student_specs(settings({"students": [[8, 16], [4, 8]], "baselines": [[1, 16]]}),
                                               tiny_bert)]
@@ -123,8 +124,8 @@ def test_baselines_are_optional_per_student(tiny_bert):
 
 
 def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, monkeypatch):
-    from tdlib import experiments
-    from tdlib.models import load_tokenizer
+    from tdlib.core.pretrained import load_tokenizer
+    from tdlib.studies import experiments
 
     s = settings(env)
     out = tmp_path / "gen"
@@ -167,8 +168,8 @@ def test_unknown_control_override_is_named(env, tmp_path):
 
 
 def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
-    from tdlib.experiments import curve_steps
-    from tdlib.proxies import milestone_label, milestones
+    from tdlib.distill.proxies import milestone_label, milestones
+    from tdlib.studies.experiments import curve_steps
 
     assert curve_steps(160, 5) == [0, 20, 40, 80, 160] and curve_steps(160, 0) == [] and curve_steps(3, 5) == [0, 1, 3]
     curve = [{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.5, "stsb": 70.0},
@@ -192,8 +193,8 @@ def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
 
 def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one(env, tmp_path, monkeypatch,
                                                                                  tiny_corpus):
-    from tdlib.init_study import init_experiment
-    from tdlib.modeling import from_pretrained
+    from tdlib.core.modeling import from_pretrained
+    from tdlib.studies.inits import init_experiment
 
     monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
     glue = {**env, "tasks": ["rte"], "pooling": "mean", "general_steps": 2, "curve_points": 2, "proxy_sequences": 8,
@@ -221,9 +222,9 @@ def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one
 def test_init_study_curves_share_03s_control_runs_and_keep_data_aware_options():
     """07's zero-map curve is 03's zero-map control (one spec, so one run folder); a data-aware init's spec
     carries its fit and calibration settings, which then key its run."""
-    from tdlib.experiments import control_specs
-    from tdlib.init_study import curve_spec
-    from tdlib.settings import settings
+    from tdlib.studies.experiments import control_specs
+    from tdlib.studies.inits import curve_spec
+    from tdlib.studies.settings import settings
 
     glue = settings({"teacher": "minilm", "students": [[36, 192]], "ops": "san_ffn", "proxy_sequences": 256,
                      "general_objective": "all_layers_cos", "controls": [{"init": "zero"}]})
@@ -278,12 +279,13 @@ def test_task_objective_trains_stage_1_on_every_layer_in_its_own_run(env, tmp_pa
 def test_a_glue_record_leaves_a_later_parameter_out_of_its_key_at_its_old_value(monkeypatch):
     """finetune_head_lr reached notebooks 03 and 05 after their records were made: at None it computes what they
     computed, so it stays out of the key (every earlier record, and 07's and 09's keys, hold); set, it is in it."""
-    import tdlib.results
-    from tdlib.experiments import glue_record
-    from tdlib.settings import keyed
+    import tdlib.studies.experiments as ex
+    from tdlib.studies.settings import keyed
 
     seen = []
-    monkeypatch.setattr(tdlib.results, "cached", lambda name, params, compute, **kw: seen.append(params))
+    monkeypatch.setattr(ex, "cached", lambda name, params, compute, **kw: seen.append(params))
+    monkeypatch.setattr(ex, "task_files", lambda task: [])  # the key alone: no data read
+    glue_record = ex.glue_record
     glue_record({"tasks": ["rte"], "finetune_head_lr": None}, "cpu")
     glue_record({"tasks": ["rte"], "finetune_head_lr": {"rte": 1e-3}}, "cpu")
     assert seen == [{"tasks": ["rte"]}, {"tasks": ["rte"], "finetune_head_lr": {"rte": 1e-3}}]
@@ -291,7 +293,7 @@ def test_a_glue_record_leaves_a_later_parameter_out_of_its_key_at_its_old_value(
 
 
 def test_teacher_seed_records_one_record_per_seed(monkeypatch):
-    import tdlib.experiments as ex
+    import tdlib.studies.experiments as ex
 
     calls = []
     monkeypatch.setattr(ex, "teacher_record", lambda params, profile, force=None, extra=None: calls.append(params)
@@ -308,7 +310,7 @@ def test_teacher_seed_records_one_record_per_seed(monkeypatch):
                                                  ({"rte": [1.5]}, "integer"), ({"rte": 1}, "list"),
                                                  ({"rte": [0]}, "own seed 0"), ({"rte": [1, 1]}, "distinct")])
 def test_teacher_seed_records_bad_input_is_one_error(extra_seeds, needle):
-    from tdlib.experiments import teacher_seed_records
+    from tdlib.studies.experiments import teacher_seed_records
 
     with pytest.raises(ConfigError, match=needle):
         teacher_seed_records({"tasks": ["cola", "rte"], "seed": 0}, extra_seeds, "cpu")

@@ -1,4 +1,4 @@
-"""Data-aware inits (tdlib.calibrate, tdlib.fitting): objectives with a known optimum, numerics guards, the
+"""Data-aware inits (tdlib.core.calibrate, tdlib.core.fitting): objectives with a known optimum, numerics guards, the
 checkpoint round trip, the calibration cache."""
 
 from __future__ import annotations
@@ -7,17 +7,11 @@ import pytest
 import torch
 
 from tdlib import compress, from_pretrained
-from tdlib.calibrate import Calibration, calibrate
-from tdlib.errors import ConfigError, DataError, RankError
-from tdlib.fitting import (
-    BlockwiseFit,
-    activation_error,
-    sqrt_and_inverse,
-    whitened_per_matrix,
-    whitened_tucker,
-)
-from tdlib.functional import hooi, tucker_to_tensor
-from tdlib.stacking import stack_weights
+from tdlib.core.calibrate import Calibration, calibrate
+from tdlib.core.errors import ConfigError, DataError, RankError
+from tdlib.core.fitting import BlockwiseFit, activation_error, sqrt_and_inverse, whitened_per_matrix, whitened_tucker
+from tdlib.core.functional import hooi, tucker_to_tensor
+from tdlib.core.stacking import stack_weights
 
 
 def weighted_objective(approx, tensor, gram):
@@ -165,8 +159,8 @@ def test_calibration_cache_round_trips_and_refuses_foreign_or_corrupt_files(tiny
 
 
 def test_the_study_measures_the_teacher_as_exact_and_the_peer_at_the_tucker_budget(tiny_bert):
-    from tdlib.decompose import Tucker
-    from tdlib.init_study import build, hidden_errors, per_matrix_rank
+    from tdlib.core.decompose import Tucker
+    from tdlib.studies.inits import build, hidden_errors, per_matrix_rank
 
     text = tiny_text()
     rows = {k: v for k, v in text.items()}

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdlib.errors import ConfigError, DataError
-from tdlib.glue import TASKS, compute_metrics, encode, glue_average, load_task, task_file
+from tdlib.core.errors import ConfigError, DataError
+from tdlib.data.glue import TASKS, compute_metrics, encode, glue_average, load_task, task_file
 
 SHARED = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
 needs_shared = pytest.mark.skipif(not (SHARED / "RTE" / "dev.tsv").exists(), reason="shared GLUE data not present")
@@ -94,7 +94,7 @@ def test_metrics_as_reported():
 
 
 def test_encode_uses_the_task_length(tmp_path):
-    from tdlib.models import load_tokenizer
+    from tdlib.core.pretrained import load_tokenizer
 
     write(tmp_path, "rte", "dev", "index\tsentence1\tsentence2\tlabel\n0\tA premise.\tA hypothesis.\tentailment\n")
     enc = encode(load_task("rte", "dev", tmp_path), load_tokenizer("minilm"), "rte", padding=True)
@@ -111,9 +111,9 @@ def test_unpadded_examples_batch_to_their_longest_and_predict_the_same(tmp_path)
     """Dynamic padding (the default) changes no prediction: the mask hides the padding either way."""
     import torch
 
-    from tdlib.distill import predict
-    from tdlib.models import load_tokenizer
-    from tdlib.train import pad_collate
+    from tdlib.core.pretrained import load_tokenizer
+    from tdlib.data.collate import pad_collate
+    from tdlib.distill.forward import predict
 
     write(tmp_path, "sst2", "dev", "sentence\tlabel\ngreat film\t1\nan entirely forgettable film , sadly\t0\n")
     tok = load_tokenizer("minilm")
@@ -128,7 +128,7 @@ def test_unpadded_examples_batch_to_their_longest_and_predict_the_same(tmp_path)
                                                                                                   columns=cols)
     from transformers import BertConfig
 
-    from tdlib.heads import BertMeanPooledForSequenceClassification as MeanPoolingClassifier
+    from tdlib.core.heads import BertMeanPooledForSequenceClassification as MeanPoolingClassifier
 
     torch.manual_seed(0)
     model = MeanPoolingClassifier(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,

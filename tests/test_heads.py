@@ -7,9 +7,8 @@ import torch
 from conftest import tiny_config
 from transformers import BertForSequenceClassification, DistilBertConfig
 
-from tdlib.distill import task_model
-from tdlib.errors import ConfigError
-from tdlib.heads import (
+from tdlib.core.errors import ConfigError
+from tdlib.core.heads import (
     COSINE_SCALE,
     BertCosinePairForSequenceClassification,
     BertMeanPooledForSequenceClassification,
@@ -17,8 +16,9 @@ from tdlib.heads import (
     pair_inputs,
     pooling_of,
 )
-from tdlib.modeling import compress
-from tdlib.models import load_model
+from tdlib.core.modeling import compress
+from tdlib.core.pretrained import load_model
+from tdlib.distill.stages import task_model
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_students_inherit_the_head_and_round_trip_compressed(mean_head, batch, t
 
 
 def test_the_head_a_model_was_saved_with_is_read_from_its_config(tiny_teacher_dir, mean_head, tmp_path):
-    from tdlib.models import saved_pooling
+    from tdlib.core.pretrained import saved_pooling
 
     for pooling, labels in (("cosine", 1), ("mean", 2), ("cls", 2)):
         load_model(tiny_teacher_dir, num_labels=labels, pooling=pooling).save_pretrained(str(tmp_path / pooling))
@@ -158,8 +158,8 @@ def test_compressed_students_inherit_the_cosine_head(cosine_head):
 def test_separate_encoding_gives_each_sentence_its_own_cls(tiny_teacher_dir):
     from datasets import Dataset
 
-    from tdlib.glue import encode
-    from tdlib.models import load_tokenizer
+    from tdlib.core.pretrained import load_tokenizer
+    from tdlib.data.glue import encode
 
     tok = load_tokenizer(tiny_teacher_dir)
     data = Dataset.from_dict({"text_a": ["w1 w2"], "text_b": ["w3 w4 w5"], "label": [1.0]})
@@ -175,7 +175,7 @@ def test_separate_encoding_gives_each_sentence_its_own_cls(tiny_teacher_dir):
 
 
 def test_pooling_per_task_is_validated():
-    from tdlib.settings import settings
+    from tdlib.studies.settings import settings
 
     s = settings({"tasks": ["cola", "stsb"], "pooling": {"cola": "mean", "stsb": "cosine"}})
     assert (s.pooling_for("cola"), s.pooling_for("stsb")) == ("mean", "cosine")
@@ -213,7 +213,7 @@ def test_cosine_score_is_fp32_under_bf16_autocast(cosine_head):
 
 def test_head_names_are_what_a_head_adds_to_its_encoder(cosine_head, tiny_bert):
     """The cosine head has no pooler: its head is the scale and offset alone; a bare encoder has no head."""
-    from tdlib.heads import head_names
+    from tdlib.core.heads import head_names
 
     assert head_names(cosine_head) == {"classifier.weight", "classifier.bias"}
     with pytest.raises(ConfigError, match="no base model"):

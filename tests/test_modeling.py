@@ -17,7 +17,7 @@ from tdlib import (
     reconstruct_dense,
     set_implementation,
 )
-from tdlib.modeling import bank_of
+from tdlib.core.layers import bank_of
 
 
 def hidden(model, batch):
@@ -233,7 +233,7 @@ def test_fused_cache_follows_bias_updates(tiny_bert, batch):
 
 
 def test_set_implementation_on_a_dense_model_is_one_clear_error(tiny_bert):
-    from tdlib.errors import ConfigError
+    from tdlib.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="BertModel is not compressed by tdlib.*compress it first"):
         set_implementation(tiny_bert, "factorized")
@@ -242,7 +242,7 @@ def test_set_implementation_on_a_dense_model_is_one_clear_error(tiny_bert):
 def test_zero_init_starts_every_map_at_zero_and_still_trains(tiny_bert, batch):
     """The protocol-1 floor: W_i = 0 at the start (embeddings, biases, LayerNorms alone), a non-zero gradient
     (given non-zero biases, as a pre-trained model has: with zero biases and zero maps every gradient is zero)."""
-    from tdlib.modeling import bank_of
+    from tdlib.core.layers import bank_of
 
     with torch.no_grad():
         for name, p in tiny_bert.named_parameters():

@@ -7,8 +7,8 @@ import jupytext
 import nbformat
 import pytest
 
-from tdlib.errors import ConfigError, DataError
-from tdlib.reproduce import (
+from tdlib.core.errors import ConfigError, DataError
+from tdlib.paper.reproduce import (
     COMMITTED,
     NOTEBOOKS,
     check_committed_defaults,
@@ -88,7 +88,7 @@ def test_missing_data_is_found_before_anything_runs(monkeypatch):
 
 
 def test_a_failing_notebook_is_one_line(tmp_path, tiny_profile):
-    from tdlib import reproduce
+    from tdlib.paper import reproduce
 
     profile = tiny_profile("raise RuntimeError('boom')", {"99_fail": {"x": 2}})
     assert reproduce.main(["--profile", profile, "--out", str(tmp_path / "out")]) == 2
@@ -96,7 +96,7 @@ def test_a_failing_notebook_is_one_line(tmp_path, tiny_profile):
 
 def test_notebook_07_finds_the_glue_record_its_curves_are_compared_with():
     """07 distils with 03's settings and draws 03's curves beside its own: the key must be 03's own record key."""
-    from tdlib.init_study import glue_params
-    from tdlib.results import ROOT, record_path
+    from tdlib.paper.reproduce import glue_params
+    from tdlib.studies.records import ROOT, record_path
 
     assert record_path("03_glue", glue_params(COMMITTED), ROOT / "results").is_file()

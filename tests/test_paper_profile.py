@@ -4,10 +4,11 @@ splits), a tiny BERT, a few steps per stage, and the multi-process path (2 CPU p
 
 import pytest
 
-from tdlib.errors import ConfigError, DataError
-from tdlib.experiments import GLUE_DEFAULTS, glue_record, resolve_processes
-from tdlib.glue import PAPER_TASKS, dev_splits, get_task, task_files
-from tdlib.reproduce import load_profile
+from tdlib.core.errors import ConfigError, DataError
+from tdlib.data.glue import PAPER_TASKS, dev_splits, get_task, task_files
+from tdlib.paper.reproduce import load_profile
+from tdlib.studies.experiments import glue_record, resolve_processes
+from tdlib.studies.settings import GLUE_DEFAULTS
 
 STAND_INS = dict(students=[[8, 16]], baselines=[[1, 16]], max_train_examples=None, max_length=16, batch_size=4,
                  finetune_steps=2, general_steps=2, general_sequences=16, general_max_length=16, stage1_steps=1,
@@ -20,7 +21,7 @@ def test_paper_profile_runs_end_to_end_on_two_processes(monkeypatch, tmp_path, t
     monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
     monkeypatch.setenv("TDLIB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("TDLIB_NUM_PROCESSES", "2")
-    monkeypatch.setattr("tdlib.results.RESULTS", tmp_path / "results")
+    monkeypatch.setattr("tdlib.studies.records.RESULTS", tmp_path / "results")
     paper = {k: v for k, v in load_profile("paper")["03_glue"].items() if k in GLUE_DEFAULTS}
     assert sorted(paper["tasks"]) == sorted(PAPER_TASKS) and paper["teacher"] == "bert-base-uncased"
     params = {**paper, **STAND_INS, "teacher": str(tiny_teacher_dir)}  # the paper's settings, tiny sizes

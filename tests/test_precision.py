@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tdlib import precision
-from tdlib.errors import ConfigError
+from tdlib.core import precision
+from tdlib.core.errors import ConfigError
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
@@ -40,8 +40,8 @@ def test_a_bf16_run_tracks_the_fp32_run(tmp_path):
     """Same seed, same data, 12 steps of general distillation: losses agree to bf16's precision."""
     from test_train import _data, _pair
 
-    from tdlib.distill import distillation_step
-    from tdlib.train import TrainConfig, train
+    from tdlib.distill.loop import TrainConfig, train
+    from tdlib.distill.stages import distillation_step
 
     histories = {}
     for p in ("fp32", "bf16"):

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from tdlib.provenance import git_state
+from tdlib.studies.provenance import git_state
 
 
 def _git(root, *args):
@@ -34,7 +34,7 @@ def test_dirty_ignores_reproduce_outputs_but_not_code(tmp_path):
 
 
 def test_code_changed_since_a_commit(tmp_path):
-    from tdlib.provenance import code_changed_since
+    from tdlib.studies.provenance import code_changed_since
 
     (tmp_path / "tdlib").mkdir()
     (tmp_path / "tdlib" / "m.py").write_text("x = 1\n")
@@ -52,7 +52,7 @@ def test_code_changed_since_a_commit(tmp_path):
 
 
 def test_records_name_data_relative_to_their_root(tmp_path, monkeypatch):
-    from tdlib.provenance import data_label, provenance
+    from tdlib.studies.provenance import data_label, provenance
 
     root = tmp_path / "somewhere" / "glue"
     (root / "CoLA").mkdir(parents=True)
@@ -69,7 +69,7 @@ def test_records_name_data_relative_to_their_root(tmp_path, monkeypatch):
 
 
 def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch, capsys):
-    from tdlib import results
+    from tdlib.studies import records as results
 
     data = tmp_path / "d.tsv"
     data.write_text("one\n")
@@ -92,7 +92,7 @@ def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch,
 
 
 def test_device_info_names_the_cpu_and_its_bf16_instructions(tmp_path):
-    from tdlib.provenance import cpu_model, device_info
+    from tdlib.studies.provenance import cpu_model, device_info
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 amx_bf16\n")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from tdlib.errors import ConfigError
-from tdlib.reproduce import check_parameters, load_profile, notebook_path
+from tdlib.core.errors import ConfigError
+from tdlib.paper.reproduce import check_parameters, load_profile, notebook_path
 
 
 def test_profiles_name_existing_notebooks_with_valid_parameters():
@@ -14,7 +14,7 @@ def test_profiles_name_existing_notebooks_with_valid_parameters():
 
 def test_the_committed_profile_is_every_notebooks_own_defaults():
     """Run All on a committed notebook must hit the record `make reproduce` wrote: no drift between the two."""
-    from tdlib.reproduce import COMMITTED, check_committed_defaults
+    from tdlib.paper.reproduce import COMMITTED, check_committed_defaults
 
     for name, params in load_profile(COMMITTED).items():
         check_committed_defaults(name, params)
@@ -38,8 +38,8 @@ def test_unknown_profile():
 
 
 def test_claims_table_reads_records_and_reports_losses(tmp_path):
-    from tdlib.report import claims, markdown_table, write_readme_table
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims, markdown_table, write_readme_table
+    from tdlib.studies.records import save_record
 
     rows = [{"method": m, "budget_ratio": 48.0, "rel_error": e} for m, e in (("IV", 0.93), ("cp", 0.92), ("II", 0.96))]
     save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"}, rows, seed=0, profile="cpu")
@@ -65,7 +65,7 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
 
 
 def test_each_profile_has_its_own_claims_table_in_the_readme(tmp_path):
-    from tdlib.report import write_readme_table
+    from tdlib.paper.report import write_readme_table
 
     readme = tmp_path / "README.md"
     readme.write_text("<!-- claims:start -->\ncpu\n<!-- claims:end -->\n"
@@ -81,8 +81,8 @@ def test_each_profile_has_its_own_claims_table_in_the_readme(tmp_path):
 
 
 def test_a_profile_other_than_the_committed_one_writes_its_own_results_and_figures(monkeypatch, tmp_path):
-    from tdlib.reproduce import COMMITTED, output_roots
-    from tdlib.results import ROOT
+    from tdlib.paper.reproduce import COMMITTED, output_roots
+    from tdlib.studies.records import ROOT
 
     monkeypatch.delenv("TDLIB_RESULTS", raising=False)
     monkeypatch.delenv("TDLIB_FIGURES", raising=False)
@@ -97,8 +97,8 @@ def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_sta
                                                                                             tiny_profile):
     import nbformat
 
-    from tdlib import reproduce
-    from tdlib.results import load_record
+    from tdlib.paper import reproduce
+    from tdlib.studies.records import load_record
 
     tiny_profile("import os\nprint(os.environ['TDLIB_FIGURES'])", {"98_a": {"x": 2}, "99_b": {"x": 3}})
     for var, sub in (("TDLIB_RESULTS", "res"), ("TDLIB_FIGURES", "fig"), ("TDLIB_RUNS", "runs")):
@@ -118,7 +118,7 @@ def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_sta
 
 
 def _glue_record(root, pct, teacher_glue=None):
-    from tdlib.results import save_record
+    from tdlib.studies.records import save_record
 
     students = {"IV-36-192": {"kind": "tucker", "ratio": 7.19},
                 "dense-1L-384-1155": {"kind": "baseline", "ratio": 7.19, "budget_of": "IV-36-192"},
@@ -130,7 +130,7 @@ def _glue_record(root, pct, teacher_glue=None):
 
 
 def test_method_ranking_keeps_ties_and_ranks_fidelity_lowest_first():
-    from tdlib.report import method_ranking
+    from tdlib.paper.report import method_ranking
 
     res = {"methods": {
         "IV": {"metrics": {"score": 0.8}, "fidelity": {"soft_ce": 0.40},
@@ -144,7 +144,7 @@ def test_method_ranking_keeps_ties_and_ranks_fidelity_lowest_first():
     assert ranks["soft_ce"]["order"] == ["II", "IV", "cp"] and ranks["soft_ce"]["tucker_place"] == 2
     assert ranks["zero_shot"]["best"] == ["cp"] and ranks["zero_shot"]["tucker_place"] == 2
     assert "tt-first" not in ranks["score"]["values"]
-    from tdlib.report import _c1_distilled
+    from tdlib.paper.report import _c1_distilled
 
     for m, lo, hi in (("IV", 0.78, 0.82), ("cp", 0.79, 0.81), ("II", 0.69, 0.71)):
         res["methods"][m].update(seeds={"0": {}, "1": {}}, range={"score": [lo, hi]})
@@ -156,8 +156,8 @@ def test_method_ranking_keeps_ties_and_ranks_fidelity_lowest_first():
 
 
 def test_c1_row_reads_the_task_only_and_the_general_distillation_records(tmp_path):
-    from tdlib.report import claim_c1
-    from tdlib.results import save_record
+    from tdlib.paper.report import claim_c1
+    from tdlib.studies.records import save_record
 
     save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"},
                 [{"method": "IV", "budget_ratio": 48.0, "rel_error": 0.9},
@@ -185,8 +185,8 @@ def test_c1_row_reads_the_task_only_and_the_general_distillation_records(tmp_pat
 
 
 def test_glue_claims_pick_students_by_compression(tmp_path):
-    from tdlib.report import claims, markdown_table
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims, markdown_table
+    from tdlib.studies.records import save_record
 
     _glue_record(tmp_path, [99.5, 90.0, 97.0])
     save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"},
@@ -243,7 +243,7 @@ def _teacher_rec(seed: int, scores: dict[str, float]) -> dict:
 
 
 def test_seed_spread_and_glue_at_the_seed_mean():
-    from tdlib.report import seed_mean_glue, seed_spread
+    from tdlib.paper.report import seed_mean_glue, seed_spread
 
     record = _teacher_rec(0, {"cola": 0.30, "sst2": 0.90, "rte": 0.60})
     seeds = {1: _teacher_rec(1, {"cola": 0.36, "rte": 0.56}), 2: _teacher_rec(2, {"rte": 0.55})}
@@ -256,8 +256,8 @@ def test_seed_spread_and_glue_at_the_seed_mean():
 
 
 def test_teacher_level_gives_notebook_08s_seed_mean(tmp_path):
-    from tdlib.report import claims, seed_records_of
-    from tdlib.results import load_record, save_record
+    from tdlib.paper.report import claims, seed_records_of
+    from tdlib.studies.records import load_record, save_record
 
     _glue_record(tmp_path, [95.0, 90.0, 80.0], teacher_glue=0.6)
     recipe = {"teacher": "minilm", "tasks": ["rte", "mrpc"], "finetune_lr": 3e-5, "seed": 0}
@@ -286,8 +286,8 @@ def test_teacher_level_gives_notebook_08s_seed_mean(tmp_path):
 
 
 def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
-    from tdlib.report import claims, trend
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims, trend
+    from tdlib.studies.records import save_record
 
     assert trend([{"step": 0, "stsb": 50}, {"step": 40, "stsb": 60}, {"step": 80, "stsb": 63}]) == "closing"
     assert trend([{"step": 0, "stsb": 50}, {"step": 40, "stsb": 60}, {"step": 80, "stsb": 60.5}]) == "flat"
@@ -316,7 +316,7 @@ def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
     assert "pretrained 75.0 / 0.750, zero 74.5 / 0.745" in table["C6"]["ours"]
     # notebook 07: the data-aware init before distillation, and its curve against 03's plain student (found by
     # the hash of 03's parameters, as 07 records them)
-    from tdlib.results import record_path
+    from tdlib.studies.records import record_path
 
     glue_params = {"teacher": "minilm"}
     record_path("03_glue", glue_params, tmp_path).write_text((tmp_path / "03_glue" / "g.json").read_text())
@@ -338,8 +338,8 @@ def test_curves_give_trends_zero_shot_and_the_protocol_1_verdict(tmp_path):
 
 
 def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
-    from tdlib.report import claims
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims
+    from tdlib.studies.records import save_record
 
     glue_params = {"teacher": "minilm", "stage2_steps": 30, "task_lr": 2e-3}
     tasks = {"rte": {"students": {n: {"steps": [10, 30]} for n in ("IV-36-192", "IV-16-96")}}}
@@ -368,8 +368,8 @@ def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
 
 
 def test_c2_and_c3_read_03s_own_stage_2_curve_and_cite_09_only_when_it_goes_further(tmp_path):
-    from tdlib.report import claims
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims
+    from tdlib.studies.records import save_record
 
     glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 2e-3}
     tasks = {"rte": {"students": {n: {"steps": [10, 160]} for n in ("IV-36-192", "IV-16-96")}}}
@@ -396,8 +396,8 @@ def test_c2_and_c3_read_03s_own_stage_2_curve_and_cite_09_only_when_it_goes_furt
 
 
 def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
-    from tdlib.report import claims
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims
+    from tdlib.studies.records import save_record
 
     glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
     tasks = {"rte": {"students": {n: {"steps": [10, 160]} for n in ("IV-36-192", "IV-16-96")}}}
@@ -428,7 +428,7 @@ def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
 
 def save_03_record(root, student: str, ratio: float, percent: float) -> dict:
     """A minimal notebook-03 record of one Tucker student under 03's cpu settings; returns those settings."""
-    from tdlib.results import save_record
+    from tdlib.studies.records import save_record
 
     glue_params = {"teacher": "minilm", "stage2_steps": 160, "task_lr": 1e-3, "general_steps": 256}
     tasks = {"rte": {"students": {student: {"steps": [10, 160]}}}}
@@ -440,8 +440,8 @@ def save_03_record(root, student: str, ratio: float, percent: float) -> dict:
 
 
 def test_the_stage_2_citation_gives_the_tucker_student_against_its_dense_baseline_on_shared_seeds(tmp_path):
-    from tdlib.report import claims
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims
+    from tdlib.studies.records import save_record
 
     glue_params = save_03_record(tmp_path, "IV-36-192", 7.19, 84.0)
 
@@ -466,8 +466,8 @@ def test_the_stage_2_citation_gives_the_tucker_student_against_its_dense_baselin
 
 
 def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_budgets(tmp_path):
-    from tdlib.report import claims
-    from tdlib.results import save_record
+    from tdlib.paper.report import claims
+    from tdlib.studies.records import save_record
 
     glue_params = save_03_record(tmp_path, "IV-16-96", 47.75, 80.0)
 
@@ -505,9 +505,9 @@ def test_the_stage_2_citation_names_a_task_arm_and_leaves_out_longer_general_bud
 def test_c2_and_c3_cite_09_under_03s_earlier_teacher_named_as_such_until_09_runs_under_the_current_one(tmp_path):
     """A new teacher in 03 reaches notebook 09 a run later: meanwhile the claims table cites 09's study of the
     earlier teacher, with that teacher's average, and never a study of other students or general settings."""
-    from tdlib.report import claims
-    from tdlib.results import save_record
-    from tdlib.task_budget import studies_for
+    from tdlib.paper.report import claims
+    from tdlib.studies.budget import studies_for
+    from tdlib.studies.records import save_record
 
     old = {"teacher": "minilm", "stage2_steps": 30, "finetune_lr": 1e-4, "max_train_examples": {"sst2": 8000}}
     new = {**old, "finetune_lr": 3e-5, "max_train_examples": None, "finetune_head_lr": {"mrpc": 1e-3}}

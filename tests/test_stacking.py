@@ -5,7 +5,7 @@ from torch import nn
 from transformers import BertModel
 
 from tdlib import UnsupportedModelError, stack_weights, unstack_weights
-from tdlib.stacking import geometry, model_slots, slots
+from tdlib.core.stacking import geometry, model_slots, slots
 
 
 @pytest.mark.parametrize("ops,per_layer", [("san", 4), ("ffn", 8), ("san_ffn", 12)])

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tdlib.errors import ConfigError
-from tdlib.experiments import glue_experiment
-from tdlib.settings import check_curve
-from tdlib.task_budget import curve_glue, task_budget_experiment
+from tdlib.core.errors import ConfigError
+from tdlib.studies.budget import task_budget_experiment
+from tdlib.studies.experiments import curve_glue, glue_experiment
+from tdlib.studies.settings import check_curve
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_the_glue_experiments_own_task_curve_is_the_studys_curve_and_its_runs_ar
 
 def test_a_longer_general_budget_trains_one_general_run_per_student_and_reads_03s_back(glue, tmp_path, monkeypatch,
                                                                                        tiny_corpus):
-    from tdlib.task_budget import general_trend
+    from tdlib.studies.budget import general_trend
 
     monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3], "curve_points": 2, "proxy_sequences": 4}
@@ -89,7 +89,7 @@ def test_general_budgets_must_be_positive_step_counts(glue, tmp_path, bad):
 
 
 def test_a_task_curve_is_checked_where_the_settings_are_made(glue):
-    from tdlib.settings import settings
+    from tdlib.studies.settings import settings
 
     with pytest.raises(ConfigError, match="task_curve must end at stage2_steps \\(3\\)"):
         settings({**glue, "task_curve": [0, 2]})
@@ -123,7 +123,7 @@ def test_the_glue_average_is_taken_at_the_steps_every_task_measured():
 
 
 def test_the_trend_over_the_last_doubling_and_its_extrapolation_to_a_target():
-    from tdlib.task_budget import doubling_trend
+    from tdlib.studies.budget import doubling_trend
 
     pts = [{"step": s, "percent_of_teacher": p} for s, p in ((0, 50.0), (80, 60.0), (160, 64.0))]
     assert doubling_trend(pts, 90.0) == {"gain": pytest.approx(4.0), "trend": "closing",
@@ -135,7 +135,7 @@ def test_the_trend_over_the_last_doubling_and_its_extrapolation_to_a_target():
 
 
 def test_the_stage_2_trend_compares_lengths_on_the_seeds_both_ran():
-    from tdlib.task_budget import stage2_trend
+    from tdlib.studies.budget import stage2_trend
 
     def entry(steps, end, **extra):
         return {"student": "IV-36-192", "task_lr": 1e-3, "general_steps": 256, "stage2_steps": steps, **extra,
@@ -160,7 +160,7 @@ def test_the_stage_2_trend_compares_lengths_on_the_seeds_both_ran():
 
 
 def test_the_gain_is_per_doubling_when_the_last_two_points_are_further_apart():
-    from tdlib.task_budget import doubling_trend
+    from tdlib.studies.budget import doubling_trend
 
     pts = [{"step": 256, "percent_of_teacher": 82.0}, {"step": 1024, "percent_of_teacher": 86.0}]  # 2 doublings
     assert doubling_trend(pts, 90.0) == {"gain": pytest.approx(2.0), "trend": "closing",
@@ -170,7 +170,7 @@ def test_the_gain_is_per_doubling_when_the_last_two_points_are_further_apart():
 
 
 def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_general_trend(glue, tmp_path):
-    from tdlib.task_budget import general_trend
+    from tdlib.studies.budget import general_trend
 
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
     glue_experiment(glue, tmp_path, progress=False)
@@ -192,7 +192,7 @@ def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_genera
 
 
 def test_a_task_arm_can_lengthen_stage_2_its_curve_the_studys_points_then_its_end(glue, tmp_path):
-    from tdlib.task_budget import arm_curve, arm_label, vs_dense
+    from tdlib.studies.budget import arm_curve, arm_label, vs_dense
 
     assert arm_curve([0, 40, 80, 160, 320, 640], 1280) == [0, 40, 80, 160, 320, 640, 1280]
     assert arm_curve([0, 40, 80, 160], 100) == [0, 40, 80, 100]
@@ -263,7 +263,7 @@ def test_task_seeds_are_checked_before_anything_trains(glue, tmp_path, bad, matc
 
 
 def test_vs_dense_pairs_each_tucker_entry_with_its_baseline_seed_by_seed():
-    from tdlib.task_budget import dense_baseline, vs_dense
+    from tdlib.studies.budget import dense_baseline, vs_dense
 
     models = ["IV-36-192", "dense-1L-384-1155", "IV-16-96", "dense-1L-144-484"]
     assert [dense_baseline(models, m) for m in models] == ["dense-1L-384-1155", None, "dense-1L-144-484", None]
@@ -289,21 +289,18 @@ def test_vs_dense_pairs_each_tucker_entry_with_its_baseline_seed_by_seed():
 def test_glue_overrides_key_a_study_by_the_03_settings_it_ran_under_and_bad_ones_fail(monkeypatch):
     """An override of 03's settings lands in the record's ``glue``: a study under an earlier teacher has the key it
     had when those were the profile's settings. A misspelt setting is one error, before anything runs."""
-    import tdlib.glue
-    import tdlib.proxies
-    import tdlib.results
-    from tdlib.init_study import glue_params
-    from tdlib.task_budget import task_budget_record
+    import tdlib.studies.budget as budget
+    from tdlib.paper.reproduce import glue_params
 
     seen = []
-    monkeypatch.setattr(tdlib.results, "cached", lambda name, params, compute, **kw: seen.append(params))
-    monkeypatch.setattr(tdlib.glue, "task_files", lambda task: [])  # the key alone: no data read
-    monkeypatch.setattr(tdlib.proxies, "proxy_files", lambda: [])
+    monkeypatch.setattr(budget, "cached", lambda name, params, compute, **kw: seen.append(params))
+    monkeypatch.setattr(budget, "task_files", lambda task: [])  # the key alone: no data read
+    monkeypatch.setattr(budget, "proxy_files", lambda: [])
     base = {"models": ["IV-16-96"], "stage2_steps": 640}
-    task_budget_record({**base, "glue_overrides": None}, "cpu", "cpu")
-    task_budget_record({**base, "glue_overrides": {"finetune_lr": 1.0}}, "cpu", "cpu")
+    budget.task_budget_record({**base, "glue_overrides": None}, glue_params("cpu"), "runs", "cpu")
+    budget.task_budget_record({**base, "glue_overrides": {"finetune_lr": 1.0}}, glue_params("cpu"), "runs", "cpu")
     assert "glue_overrides" not in seen[0] and "glue_overrides" not in seen[1]
     assert seen[0]["glue"] == glue_params("cpu") and seen[1]["glue"] == {**glue_params("cpu"), "finetune_lr": 1.0}
     for bad in ({"finetune_lrs": 1.0}, [1.0]):
         with pytest.raises(ConfigError, match="glue_overrides must be a dict of notebook 03's settings"):
-            task_budget_record({**base, "glue_overrides": bad}, "cpu", "cpu")
+            budget.task_budget_record({**base, "glue_overrides": bad}, glue_params("cpu"), "runs", "cpu")

@@ -10,8 +10,8 @@ from conftest import tiny_config
 from transformers import BertModel
 
 from tdlib import compress
-from tdlib.distill import cached_distillation_step, distillation_step
-from tdlib.teacher_cache import TeacherCache
+from tdlib.distill.stages import cached_distillation_step, distillation_step
+from tdlib.distill.teacher_cache import TeacherCache
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_reused_then_rebuilt_when_corrupt_or_foreign(tmp_path, setup):
 
 def test_all_layer_cache_gives_the_live_all_layer_loss(tmp_path, setup):
     """The all-layer objective reads every intermediate layer from the cache; the last-layer one refuses without."""
-    from tdlib.errors import ConfigError
+    from tdlib.core.errors import ConfigError
 
     teacher, data = setup
     rows = data.add_column("idx", list(range(len(data)))).with_format("torch")
@@ -100,8 +100,8 @@ def classifier_setup(tmp_path):
 
 
 def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
-    from tdlib.distill import prediction_step
-    from tdlib.teacher_cache import teacher_logits
+    from tdlib.distill.stages import prediction_step
+    from tdlib.distill.teacher_cache import teacher_logits
 
     teacher, teacher_dir, data = classifier_setup
     targets = torch.from_numpy(teacher_logits(teacher, teacher_dir, data, progress=False))
@@ -112,7 +112,7 @@ def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
     live = prediction_step(student, teacher, batch, regression=False)["loss"]
     cached = prediction_step(student, teacher, batch, regression=False, targets=targets)["loss"]
     assert float(cached) == pytest.approx(float(live), rel=1e-4)
-    from tdlib.errors import ConfigError
+    from tdlib.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'idx' column"):
         prediction_step(student, teacher, {k: v for k, v in batch.items() if k != "idx"}, regression=False,
@@ -120,16 +120,17 @@ def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
 
 
 def test_teacher_logits_reused_then_recomputed_when_corrupt_or_other(classifier_setup, monkeypatch):
-    import tdlib.distill
-    from tdlib.teacher_cache import teacher_logits
+    import tdlib.distill.forward
+    import tdlib.distill.teacher_cache
+    from tdlib.distill.teacher_cache import teacher_logits
 
     teacher, teacher_dir, data = classifier_setup
     first = teacher_logits(teacher, teacher_dir, data, progress=False)
     files = list((teacher_dir.parent / "logits").glob("*.npy"))
     assert len(files) == 1 and not list(files[0].parent.glob("*partial*"))
     calls = []
-    real = tdlib.distill.predict
-    monkeypatch.setattr(tdlib.distill, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = tdlib.distill.forward.predict
+    monkeypatch.setattr(tdlib.distill.teacher_cache, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
     np.testing.assert_array_equal(teacher_logits(teacher, teacher_dir, data, progress=False), first)
     assert calls == []  # read back, not recomputed
     files[0].write_bytes(b"not an array")

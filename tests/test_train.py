@@ -12,10 +12,10 @@ import torch
 from conftest import tiny_config
 from transformers import BertModel
 
-from tdlib.distill import distillation_step
-from tdlib.errors import ConfigError
-from tdlib.modeling import compress
-from tdlib.train import TrainConfig, TrainingInterrupted, train
+from tdlib.core.errors import ConfigError
+from tdlib.core.modeling import compress
+from tdlib.distill.loop import TrainConfig, TrainingInterrupted, train
+from tdlib.distill.stages import distillation_step
 
 
 def _data(n=24, t=10, seed=0):
@@ -113,9 +113,9 @@ import sys, torch, datasets
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
 from transformers import BertModel
-from tdlib.modeling import compress
-from tdlib.distill import distillation_step
-from tdlib.train import TrainConfig, TrainingInterrupted, train
+from tdlib.core.modeling import compress
+from tdlib.distill.stages import distillation_step
+from tdlib.distill.loop import TrainConfig, TrainingInterrupted, train
 torch.manual_seed(0)
 teacher = BertModel(tiny_config()).eval()
 student = compress(teacher, 4, 8)
@@ -143,7 +143,7 @@ def test_two_cpu_processes_with_accelerate(tmp_path):
 
 
 def test_the_optimizer_bumps_parameter_versions_so_eval_caches_see_training(tmp_path):
-    """The eval caches of tdlib.layers key on version counters: training must change them (fused AdamW did not)."""
+    """The eval caches of tdlib.core.layers key on version counters: training must change them (fused AdamW did not)."""
     teacher, student = _pair()
     student.eval()
     before = student(input_ids=torch.tensor([[5, 6, 7]])).last_hidden_state
@@ -159,7 +159,7 @@ def test_the_optimizer_bumps_parameter_versions_so_eval_caches_see_training(tmp_
 
 def test_a_changed_checkpoint_frequency_resumes_the_same_run(tmp_path):
     """checkpoint_every does not change what a run computes, so it is not part of the run's identity."""
-    from tdlib.train import TrainConfig, check_run, result_fields
+    from tdlib.distill.loop import TrainConfig, check_run, result_fields
 
     a, b = TrainConfig(steps=4, checkpoint_every=2), TrainConfig(steps=4, checkpoint_every=0)
     assert result_fields(a) == result_fields(b) and "checkpoint_every" not in result_fields(a)
@@ -170,7 +170,7 @@ def test_a_changed_checkpoint_frequency_resumes_the_same_run(tmp_path):
 def test_the_attention_kernel_is_a_training_choice_not_part_of_a_run(tmp_path):
     """'auto' trains with eager attention on a CPU (SDPA's CPU backward is slow) and SDPA on a GPU; the kernel
     switches for the stage only and is not in the run's key, since both compute the same attention."""
-    from tdlib.train import check_run, resolve_attention, result_fields, stage_settings
+    from tdlib.distill.loop import check_run, resolve_attention, result_fields, stage_settings
 
     assert resolve_attention("auto", "cpu") == "eager" and resolve_attention("auto", "cuda") == "sdpa"
     assert resolve_attention("sdpa", "cpu") == "sdpa"
@@ -209,7 +209,7 @@ def test_training_leaves_the_saved_model_on_its_inference_kernel(tmp_path):
 
 def test_the_head_trains_at_its_own_learning_rate(tmp_path, tiny_classifier):
     """head_lr: the pooler and classifier move at their lr while the encoder, at a negligible lr, stays put."""
-    from tdlib.heads import head_names
+    from tdlib.core.heads import head_names
 
     model = tiny_classifier.train()
     assert head_names(model) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
@@ -231,7 +231,7 @@ def test_the_head_trains_at_its_own_learning_rate(tmp_path, tiny_classifier):
 
 def test_head_lr_keys_a_run_only_when_set(tmp_path):
     """Runs recorded before head_lr existed keep their key and resume; a run with a head lr is another run."""
-    from tdlib.train import check_run, result_fields
+    from tdlib.distill.loop import check_run, result_fields
 
     plain = TrainConfig(steps=4)
     assert "head_lr" not in result_fields(plain)
@@ -247,7 +247,7 @@ def test_head_lr_keys_a_run_only_when_set(tmp_path):
 
 
 def test_finetune_head_lr_is_validated_per_task():
-    from tdlib.settings import settings
+    from tdlib.studies.settings import settings
 
     assert settings({"finetune_head_lr": {"cola": 1e-3}}).finetune_head_lr == {"cola": 1e-3}
     for bad in (-1.0, "fast", {"cola": 0}, True):

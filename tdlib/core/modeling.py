@@ -1,0 +1,357 @@
+"""The compressed model: a Hugging Face BERT-family model whose decomposed maps read one Tucker bank.
+
+``compress(model, rank_layer, rank_dim, ops)`` returns a copy of ``model`` (any head: BertModel,
+BertForSequenceClassification, ...) in which the n = 4L / 8L / 12L decomposed D x D maps are
+``BankLinear`` modules over one ``TuckerBank`` stored at ``base_model.encoder.tdlib_bank``.
+Biases, LayerNorms, embeddings, pooler and heads are the original modules, untouched.
+
+Protocol 1 (decomposition): ``init="pretrained"`` fits Tucker (HOOI) to the stacked pre-trained
+weights and starts the bank from it; distillation (``tdlib.distill.stages``) then trains every factor.
+Protocol 2 (reconstruction): ``implementation="factorized"`` runs x -> xU -> M -> V^T.
+
+The model stays a ``transformers`` model: ``save_pretrained`` writes safetensors plus a config
+whose ``tdlib`` entry records the ranks, ops and base architecture; :func:`from_pretrained`
+rebuilds the structure from that entry and loads the weights, offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from tdlib.core.decompose import Tucker
+from tdlib.core.errors import CheckpointError, ConfigError, check_choice, check_rank
+from tdlib.core.fitting import BlockwiseFit, whitened_tucker
+from tdlib.core.heads import HEADS
+from tdlib.core.io import _read_state_dict
+from tdlib.core.layers import BANK_NAME, IMPLEMENTATIONS, BankLinear, FactorStack, StackLinear, TuckerBank
+from tdlib.core.stacking import OPS, encoder_layers, geometry, get_module, set_module, slots, stack_weights
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """What ``config.tdlib`` stores: enough to rebuild the structure without the original model."""
+
+    rank_layer: int
+    rank_dim: int
+    ops: str
+    n_layers: int
+    d_model: int
+    ffn_blocks: int
+    base_model_type: str
+    implementation: str = "factorized"
+    format_version: int = 1
+    # how the bank was initialised (INITS); changes nothing in the forward pass. None: a checkpoint saved before
+    # tdlib recorded it (its init is unknown, not necessarily the paper's)
+    init: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(slots(self.n_layers, self.ffn_blocks, self.ops))
+
+    def validate(self) -> CompressionSpec:
+        check_choice("ops", self.ops, OPS)
+        check_choice("implementation", self.implementation, IMPLEMENTATIONS)
+        check_rank("rank_dim", self.rank_dim, self.d_model, "the hidden size D")
+        check_rank("rank_layer", self.rank_layer, self.n, f"the number of {self.ops} matrices n")
+        if self.init is not None:
+            init_name(self.init)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompressionSpec:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
+        if unknown or missing:
+            raise ConfigError(
+                f"config 'tdlib' entry has unknown keys {sorted(unknown)} / lacks {sorted(missing)}; "
+                f"expected keys {sorted(names)} (re-save the model with tdlib.compress(...).save_pretrained)"
+            )
+        return cls(**data).validate()
+
+
+def compression_spec(model: nn.Module) -> CompressionSpec | None:
+    """The spec of a compressed model, or None for a dense one."""
+    data = getattr(model.config, "tdlib", None)
+    return CompressionSpec.from_dict(data) if data else None
+
+
+
+def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | None = None) -> nn.Module:
+    """Swap the decomposed nn.Linear modules for BankLinear over one bank, in place."""
+    layers = encoder_layers(model)
+    bank = bank or TuckerBank(spec.n, spec.d_model, spec.rank_layer, spec.rank_dim)
+    index = {(s.layer, s.role, s.block): s.index for s in slots(spec.n_layers, spec.ffn_blocks, spec.ops)}
+    k = spec.ffn_blocks
+    for layer_id, layer in enumerate(layers):
+        if spec.ops in ("san", "san_ffn"):
+            members = []
+            for role in ("query", "key", "value"):
+                lin = get_module(layer, f"attention.self.{role}")
+                members.append(BankLinear.from_linear(
+                    lin, bank, [[index[layer_id, role, 0]]], group=f"{layer_id}.qkv", group_uses=3,
+                    implementation=spec.implementation))
+                set_module(layer, f"attention.self.{role}", members[-1])
+            bank.register_group(f"{layer_id}.qkv", members)
+            lin = get_module(layer, "attention.output.dense")
+            set_module(layer, "attention.output.dense", BankLinear.from_linear(
+                lin, bank, [[index[layer_id, "attn_out", 0]]], implementation=spec.implementation))
+        if spec.ops in ("ffn", "san_ffn"):
+            up = get_module(layer, "intermediate.dense")
+            set_module(layer, "intermediate.dense", BankLinear.from_linear(
+                up, bank, [[index[layer_id, "ffn_up", b] for b in range(k)]], implementation=spec.implementation))
+            down = get_module(layer, "output.dense")
+            set_module(layer, "output.dense", BankLinear.from_linear(
+                down, bank, [[index[layer_id, "ffn_down", b]] for b in range(k)], implementation=spec.implementation))
+    base = getattr(model, "base_model", model)
+    base.encoder.add_module(BANK_NAME, bank)
+    model.config.tdlib = asdict(spec)
+    return model
+
+
+# protocol 1 (the paper's Tucker fit of the weights), two data-aware fits (tdlib.core.fitting), and two controls
+INITS = ("pretrained", "whitened", "local", "random", "zero")
+INIT_ALIASES = {"tucker": "pretrained"}
+DATA_AWARE = ("whitened", "local")
+
+
+def init_name(init: str) -> str:
+    """The canonical init name (``"tucker"`` is the paper's ``"pretrained"``), or one error listing them."""
+    return check_choice("init", INIT_ALIASES.get(init, init), (*INITS, *INIT_ALIASES))
+
+
+def compress(
+    model: nn.Module,
+    rank_layer: int,
+    rank_dim: int,
+    ops: str = "san_ffn",
+    init: str = "pretrained",
+    implementation: str = "factorized",
+    seed: int = 0,
+    n_iter_max: int = 100,
+    tol: float = 1e-4,
+    inplace: bool = False,
+    progress: bool = False,
+    calibration=None,
+    fit=None,
+) -> nn.Module:
+    """Compress a BERT-family model to Tucker rank (rank_layer, rank_dim) on the ``ops`` maps.
+
+    ``init="pretrained"`` (alias ``"tucker"``) starts from the Tucker decomposition of the model's own weights
+    (the paper's decomposition protocol; the fit is kept as ``model.tdlib_decomposition``). Two data-aware
+    inits need ``calibration`` (a :class:`tdlib.core.calibrate.Calibration` of this model): ``"whitened"`` fits
+    Tucker in the input-whitened space (:func:`tdlib.core.fitting.whitened_tucker`), ``"local"`` starts from the
+    Tucker fit and runs a teacher-forced block-wise reconstruction (``fit``: a
+    :class:`tdlib.core.fitting.BlockwiseFit`, default settings when None; its report is kept as
+    ``model.tdlib_fit``). Controls: ``"random"`` starts from random factors of BERT's init scale, ``"zero"``
+    from random factors with a zero core, so every compressed map starts at W_i = 0 (the floor an init must
+    beat: embeddings, biases and LayerNorms alone) yet trains: the core's gradient is not zero given non-zero
+    biases, as a pre-trained model has. The init is recorded in ``config.tdlib["init"]``; it changes nothing
+    in the forward pass or the parameter count. Returns a new model unless ``inplace``.
+    """
+    init = init_name(init)
+    if init in DATA_AWARE and calibration is None:
+        raise ConfigError(f"init={init!r} fits the teacher's activations: pass calibration=tdlib.calibrate(teacher, "
+                          "texts) (or tdlib.data.calibration.cached_calibration), or use init='pretrained'")
+    check_choice("ops", ops, OPS)
+    n_layers, d_model, k = geometry(model, ops)
+    if compression_spec(model) is not None:
+        raise ConfigError("model is already compressed; compress the dense teacher instead")
+    spec = CompressionSpec(rank_layer, rank_dim, ops, n_layers, d_model, k, model.config.model_type,
+                           implementation, init=init).validate()
+    if calibration is not None and calibration.ops != ops:
+        raise ConfigError(f"the calibration was collected for ops={calibration.ops!r}, not {ops!r}; recalibrate")
+    bank = TuckerBank(spec.n, d_model, rank_layer, rank_dim)
+    decomposition = None
+    if init in ("pretrained", "local"):
+        decomposition = Tucker(rank_layer, rank_dim, n_iter_max=n_iter_max, tol=tol, seed=seed,
+                               progress=progress).fit(stack_weights(model, ops))
+        bank.init_from(decomposition.P, decomposition.C, decomposition.U, decomposition.V)
+    elif init == "whitened":
+
+        bank.init_from(**whitened_tucker(stack_weights(model, ops), calibration.grams, rank_layer, rank_dim,
+                                         n_iter_max=n_iter_max, tol=tol))
+    else:
+        bank.init_random(seed)
+        if init == "zero":
+            with torch.no_grad():
+                bank.C.zero_()
+    ref = next(model.parameters())
+    out = model if inplace else copy.deepcopy(model)
+    apply_structure(out, spec, bank.to(device=ref.device, dtype=ref.dtype))
+    out.tdlib_decomposition = decomposition
+    out.tdlib_fit = None
+    if init == "local":
+
+        out.tdlib_fit = (fit or BlockwiseFit(seed=seed, progress=progress)).fit(out, calibration)
+    return out
+
+
+def with_decomposition(model: nn.Module, fit, ops: str = "san_ffn") -> nn.Module:
+    """A copy of ``model`` whose ``ops`` maps read from ``fit`` (any method) as trainable factors.
+
+    The model side of the C1 comparison: ``fit`` is a fitted :mod:`tdlib.core.decompose` object of the
+    model's own stacked weights. Not saved by ``save_pretrained`` in a reloadable form; it exists to
+    be distilled and evaluated in one process.
+    """
+    n_layers, _, k = geometry(model, ops)
+    out = copy.deepcopy(model)
+    stack = FactorStack(fit)
+    index = {(s.layer, s.role, s.block): s.index for s in slots(n_layers, k, ops)}
+    roles = sorted({(s.role, s.path) for s in slots(n_layers, k, ops)})
+    for layer_id, layer in enumerate(encoder_layers(out)):
+        for role, path in roles:
+            if role == "ffn_up":
+                grid = [[index[layer_id, role, b] for b in range(k)]]
+            elif role == "ffn_down":
+                grid = [[index[layer_id, role, b]] for b in range(k)]
+            else:
+                grid = [[index[layer_id, role, 0]]]
+            set_module(layer, path, StackLinear(stack, grid, get_module(layer, path).bias))
+    getattr(out, "base_model", out).encoder.add_module("tdlib_stack", stack)
+    return out
+
+
+def set_implementation(model: nn.Module, implementation: str) -> nn.Module:
+    """Switch every BankLinear of a compressed model between 'factorized' and 'reconstructed'."""
+    check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if getattr(model.config, "tdlib", None) is None:
+        raise ConfigError(f"{type(model).__name__} is not compressed by tdlib, so it has no implementation to set; "
+                          "compress it first (tdlib.compress) or load a tdlib checkpoint")
+    for module in model.modules():
+        if isinstance(module, BankLinear):
+            module.implementation = implementation
+    model.config.tdlib = {**model.config.tdlib, "implementation": implementation}
+    return model
+
+
+@torch.no_grad()
+def reconstruct_dense(model: nn.Module) -> nn.Module:
+    """A dense copy of a compressed model: each BankLinear replaced by the nn.Linear it computes."""
+    out = copy.deepcopy(model).eval()
+    for layer in encoder_layers(out):
+        for name, module in list(layer.named_modules()):
+            if isinstance(module, BankLinear):
+                module.implementation = "reconstructed"
+                lin = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+                lin.weight.copy_(module.weight_for_forward())
+                if module.bias is not None:
+                    lin.bias.copy_(module.bias)
+                set_module(layer, name, lin.to(module.bias if module.bias is not None else lin.weight))
+    base = getattr(out, "base_model", out)
+    delattr(base.encoder, BANK_NAME)
+    del out.config.tdlib
+    return out
+
+
+
+def from_pretrained(path: str | Path, implementation: str | None = None) -> nn.Module:
+    """Load a model written by ``compress(...).save_pretrained(path)`` (offline, safetensors)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a saved model directory (no config.json); "
+                              "pass the directory given to save_pretrained")
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}/config.json cannot be read ({exc}); re-save the model") from None
+    data = getattr(config, "tdlib", None)
+    if not data:
+        raise CheckpointError(f"{path} holds a dense model (its config has no 'tdlib' entry); "
+                              "load it with transformers, or compress it with tdlib.compress")
+    spec = CompressionSpec.from_dict(dict(data))
+    arch = (config.architectures or ["AutoModel"])[0]
+    cls = HEADS.get(arch) or getattr(transformers, arch, None)
+    if cls is None:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r} in config.json")
+    model = cls(config)
+    apply_structure(model, spec)
+    state = _read_state_dict(path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        raise CheckpointError(f"{path} does not match its config: {str(exc).splitlines()[-1].strip()}; "
+                              "the checkpoint is corrupt or from another configuration") from None
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not match its config: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}; "
+            "the checkpoint is corrupt or from another configuration"
+        )
+    if tied:
+        model.tie_weights()
+    if implementation:
+        set_implementation(model, implementation)
+    return model.eval()
+
+
+# -- parameter accounting --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts by role; ratios as the paper states them (encoder weights only, and with biases/LN)."""
+
+    decomposed: int  # bank (compressed) or the raw decomposable weights (dense)
+    raw_decomposable: int  # n D^2 of the same maps in the dense model
+    encoder_other_weights: int  # encoder weights outside ``ops`` (e.g. the FFN when ops='san')
+    encoder_bias_ln: int
+    embeddings: int
+    head: int  # pooler, classifier and anything else
+    total: int
+
+    @property
+    def ratio(self) -> float:
+        """Compression of the decomposed weights: n D^2 / parameters that replace them."""
+        return self.raw_decomposable / self.decomposed
+
+    @property
+    def encoder(self) -> int:
+        return self.decomposed + self.encoder_other_weights + self.encoder_bias_ln
+
+    @property
+    def ratio_with_bias_ln(self) -> float:
+        dense = self.raw_decomposable + self.encoder_other_weights + self.encoder_bias_ln
+        return dense / self.encoder
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "ratio_with_bias_ln": self.ratio_with_bias_ln,
+                "encoder": self.encoder}
+
+
+def count_params(model: nn.Module, ops: str = "san_ffn") -> ParamCount:
+    """Count parameters by role; for a compressed model ``ops`` is read from its config."""
+    spec = compression_spec(model)
+    ops = spec.ops if spec else ops
+    n_layers, d_model, k = geometry(model, ops)
+    n = len(slots(n_layers, k, ops))
+    base = getattr(model, "base_model", model)
+    enc_prefix = "encoder."
+    decomposed = other = bias_ln = emb = head = 0
+    roles = {"san": ("attention.self.", "attention.output.dense."), "ffn": ("intermediate.dense.", "output.dense.")}
+    chosen = roles["san"] + roles["ffn"] if ops == "san_ffn" else roles[ops]
+    for name, p in base.named_parameters():
+        if name.startswith(enc_prefix + BANK_NAME):
+            decomposed += p.numel()
+        elif name.startswith(enc_prefix):
+            if name.endswith(".weight") and p.ndim == 2:
+                inner = name.split(".", 3)[3]  # encoder.layer.<i>.<inner>
+                if any(inner.startswith(r) for r in chosen):
+                    decomposed += p.numel()
+                else:
+                    other += p.numel()
+            else:
+                bias_ln += p.numel()
+        elif name.startswith("embeddings."):
+            emb += p.numel()
+        else:
+            head += p.numel()
+    total = sum(p.numel() for p in model.parameters())
+    head += total - sum(p.numel() for p in base.parameters())
+    return ParamCount(decomposed, n * d_model * d_model, other, bias_ln, emb, head, total)

@@ -1,0 +1,161 @@
+"""Tensor <-> weights: gather a BERT encoder's D x D maps into one (n, D, D) tensor and write it back.
+
+Layout (../shared/PAPER.md): per layer, in this order, Q, K, V, O, the k blocks of the FFN
+up-projection, then the k blocks of the FFN down-projection (k = FFN width / D, 4 for BERT), each
+oriented as y = x W + b (so W is ``linear.weight.T``). ``ops`` picks the attention maps (``san``,
+4 per layer), the FFN blocks (``ffn``, 2k per layer) or both (``san_ffn``). The slots are described
+once, by :func:`slots`, and both directions (gather and scatter) and the compressed model use it,
+so the three can never disagree about which matrix is where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tdlib.core.errors import UnsupportedModelError, check_choice
+
+OPS = ("san", "ffn", "san_ffn")
+
+# module path inside one encoder layer, for each role
+ATTENTION_PATHS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+}
+FFN_PATHS = {"ffn_up": "intermediate.dense", "ffn_down": "output.dense"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One D x D matrix of the stacked tensor: which layer/module it lives in and which block."""
+
+    index: int  # position along mode 0 of the stacked tensor
+    layer: int
+    role: str  # query | key | value | attn_out | ffn_up | ffn_down
+    block: int  # block of the FFN up (output columns) or down (input rows) projection; 0 otherwise
+
+    @property
+    def path(self) -> str:
+        return {**ATTENTION_PATHS, **FFN_PATHS}[self.role]
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's layer list of any model with BERT's module layout (BertModel, heads, RoBERTa...)."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no BERT-style encoder (expected base_model.encoder.layer[i]); "
+            "pass a BERT-family model such as BertModel, RobertaModel or all-MiniLM-L6-v2"
+        )
+    for path in (*ATTENTION_PATHS.values(), *FFN_PATHS.values()):
+        if not isinstance(_get(layers[0], path), nn.Module):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} layer 0 lacks module '{path}': not BERT's layout; "
+                "tdlib decomposes models whose layers look like transformers' BertLayer"
+            )
+    return layers
+
+
+def geometry(model: nn.Module, ops: str = "san_ffn") -> tuple[int, int, int]:
+    """(L, D, k): layers, hidden size, FFN width / D (0 when not a multiple of D and ``ops='san'``).
+
+    Raises if the FFN must be cut into D x D blocks (``ops`` includes ffn) and its width is not a
+    multiple of D.
+    """
+    layers = encoder_layers(model)
+    q = _get(layers[0], ATTENTION_PATHS["query"])
+    up = _get(layers[0], FFN_PATHS["ffn_up"])
+    d_model, width = q.in_features, up.out_features
+    if q.out_features != d_model:
+        raise UnsupportedModelError(f"query map is {d_model}->{q.out_features}; tdlib needs square attention maps")
+    if width % d_model and ops == "san":
+        return len(layers), d_model, 0
+    if width % d_model:
+        raise UnsupportedModelError(
+            f"FFN width {width} is not a multiple of the hidden size {d_model}, so the FFN cannot be cut into "
+            f"D x D blocks; use ops='san' to decompose the attention maps only"
+        )
+    return len(layers), d_model, width // d_model
+
+
+def slots(n_layers: int, k: int, ops: str = "san_ffn") -> list[Slot]:
+    """Every slot of the stacked tensor, in stacking order (layer-major)."""
+    check_choice("ops", ops, OPS)
+    roles: list[tuple[str, int]] = []
+    if ops in ("san", "san_ffn"):
+        roles += [(r, 0) for r in ATTENTION_PATHS]
+    if ops in ("ffn", "san_ffn"):
+        roles += [("ffn_up", b) for b in range(k)] + [("ffn_down", b) for b in range(k)]
+    out = []
+    for layer in range(n_layers):
+        for role, block in roles:
+            out.append(Slot(len(out), layer, role, block))
+    return out
+
+
+def model_slots(model: nn.Module, ops: str = "san_ffn") -> list[Slot]:
+    n_layers, _, k = geometry(model, ops)
+    return slots(n_layers, k, ops)
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None  # type: ignore[return-value]
+    return module
+
+
+def get_module(layer: nn.Module, path: str) -> nn.Module:
+    return _get(layer, path)
+
+
+def set_module(layer: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(_get(layer, parent) if parent else layer, name, new)
+
+
+def _block(weight: torch.Tensor, slot: Slot, d_model: int) -> torch.Tensor:
+    """The slot's D x D block of an nn.Linear weight (out, in), as a view in y = x W orientation."""
+    cut = slice(slot.block * d_model, (slot.block + 1) * d_model)
+    if slot.role == "ffn_up":  # weight (kD, D): output rows cut
+        return weight[cut, :].T
+    if slot.role == "ffn_down":  # weight (D, kD): input columns cut
+        return weight[:, cut].T
+    return weight.T
+
+
+@torch.no_grad()
+def stack_weights(model: nn.Module, ops: str = "san_ffn") -> torch.Tensor:
+    """Gather the (n, D, D) tensor of decomposable weights (a copy, float32, on CPU)."""
+    layers = encoder_layers(model)
+    _, d_model, _ = geometry(model, ops)
+    mats = [
+        _block(get_module(layers[s.layer], s.path).weight, s, d_model).detach().float().cpu()
+        for s in model_slots(model, ops)
+    ]
+    return torch.stack(mats).contiguous()
+
+
+@torch.no_grad()
+def unstack_weights(model: nn.Module, tensor: torch.Tensor, ops: str = "san_ffn") -> nn.Module:
+    """Write an (n, D, D) tensor back into the model's dense linear maps, in place; returns the model."""
+    layers = encoder_layers(model)
+    _, d_model, _ = geometry(model, ops)
+    sl = model_slots(model, ops)
+    if tuple(tensor.shape) != (len(sl), d_model, d_model):
+        raise UnsupportedModelError(
+            f"tensor shape {tuple(tensor.shape)} does not match this model's {ops} tensor "
+            f"({len(sl)}, {d_model}, {d_model})"
+        )
+    for s in sl:
+        lin = get_module(layers[s.layer], s.path)
+        if not isinstance(lin, nn.Linear):
+            raise UnsupportedModelError(f"layer {s.layer} '{s.path}' is {type(lin).__name__}, not a dense nn.Linear")
+        _block(lin.weight, s, d_model).copy_(tensor[s.index].to(lin.weight))
+    return model
