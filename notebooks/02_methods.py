@@ -196,6 +196,7 @@ from tdlib.distill.proxies import proxy_files
 from tdlib.paper.report import method_ranking
 from tdlib.studies.experiments import run_experiment
 from tdlib.studies.records import runs_dir
+from tdlib.studies.settings import settings
 
 base = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=distill_ratio,
             methods=distill_methods,
@@ -215,7 +216,7 @@ for general in distill_general:
     dparams = {**base, **general_settings} if general else base
     files = task_files(distill_task) + (proxy_files() if general and curve_points else [])
     drecs[general] = cached("02_methods_distilled", dparams,
-                            lambda p=dparams: run_experiment("methods", p, runs_dir(run.base_profile)),
+                            lambda p=dparams: run_experiment("methods", settings(p), runs_dir(run.base_profile)),
                             seed=seed, data_files=files, **run.record_kwargs())
     print(VARIANTS[general], "->", drecs[general]["path"], "(cached)" if drecs[general]["cached"] else "(computed)")
 

@@ -31,7 +31,7 @@
 #    notebook 09 reads from these same runs to say whether more task distillation would still pay;
 # 4. evaluate on the dev sets with the GLUE metrics.
 #
-# The task heads (`pooling`, `tdlib/heads.py`): the cpu profile reads the classification tasks through the masked
+# The task heads (`pooling`, `tdlib/core/heads.py`): the cpu profile reads the classification tasks through the masked
 # mean of the last hidden states, and STS-B through the cosine of its two sentences' mean embeddings (each sentence
 # encoded on its own, scaled to 0-5): all-MiniLM-L6-v2's own use. The paper (and the `paper` profile) uses BERT's
 # [CLS] head, a cross-encoder, on every task; README lists both as departures.
@@ -114,12 +114,11 @@ for name, s in result["students"].items():
     print(f"{name:22} {s['params']:>10,} weights  {s['ratio']:6.2f}x  {s['kind']}")
 
 # %%
+from tdlib.paper.tables import by_task, fidelity_columns, glue_scores
+
 names = list(result["students"])
-rows = {}
-for task, r in result["tasks"].items():
-    rows[task] = {"teacher": r["metrics"]["score"], **{n: r["students"][n]["metrics"]["score"] for n in names},
-                  "majority class": r["majority"]["score"]}
-table = pd.DataFrame(rows).T * 100
+scores = glue_scores(result)  # one row per (task, model): metrics, fidelity, logit spread, seed ranges
+table = by_task(scores) * 100
 table.loc["GLUE avg"] = [result["summary"][c]["glue"] * 100 for c in table.columns]
 table.loc["% of teacher"] = [result["summary"][c]["percent_of_teacher"] for c in table.columns]
 table.loc["encoder weights"] = ([result["teacher_encoder_weights"]] + [result["students"][n]["params"] for n in names]
@@ -161,12 +160,8 @@ pd.DataFrame(teacher_rows).set_index("task").round(1)
 # (STS-B), and the spread of the student's logits across dev inputs (a student stuck on one answer has ~0).
 
 # %%
-fid = []
-for task, r in result["tasks"].items():
-    for n in names:
-        st = r["students"][n]
-        fid.append({"task": task, "model": n, **st.get("fidelity", {}), "logit std": st.get("logit_std")})
-pd.DataFrame(fid).set_index(["task", "model"]).round(4)
+students = scores[scores["kind"].isin(["tucker", "baseline"])]
+students[["task", "model", *fidelity_columns(scores)]].set_index(["task", "model"]).round(4)
 
 # %% [markdown]
 # The paper's numbers beside ours. The paper's result tables are not available to us (see `../shared/PAPER.md`);

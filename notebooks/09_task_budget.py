@@ -21,7 +21,7 @@
 # cross-encoder head (Spearman below 10 at every point of this notebook's record made with that head,
 # `results/09_task_budget/84f8c6a8cd34.json`), while the same general-distilled encoders
 # rank its pairs far above the floor zero-shot (03's zero-shot table); the cpu profile now reads STS-B with the
-# cosine of the two sentences' embeddings (`pooling: cosine`, `tdlib/heads.py`). Is the task-distillation
+# cosine of the two sentences' embeddings (`pooling: cosine`, `tdlib/core/heads.py`). Is the task-distillation
 # budget the limit on the other tasks, or does the student lack what the task head needs?
 #
 # This notebook takes 03's fine-tuned teachers and general-distilled students (the same hashed runs: nothing is

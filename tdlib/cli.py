@@ -27,18 +27,17 @@ from tdlib.distill.loop import TrainingInterrupted, is_main_process
 from tdlib.studies import experiments
 from tdlib.studies.experiments import (
     Data,
-    baseline_spec,
     dev_logits,
     dev_metrics,
     run_general,
     run_task_student,
     run_teacher,
     tucker_budget,
-    tucker_spec,
 )
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import runs_dir, save_record
 from tdlib.studies.settings import settings
+from tdlib.studies.specs import BaselineSpec, GivenSpec, TuckerSpec
 from tdlib.studies.speed import GEOMETRIES, run_speed, time_tucker
 from tdlib.studies.train_speed import profile_train_bench
 
@@ -52,7 +51,6 @@ def _print_counts(counts) -> None:
 
 
 def cmd_compress(args) -> int:
-
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise TdlibError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
@@ -61,7 +59,6 @@ def cmd_compress(args) -> int:
     model = load_model(args.teacher, num_labels=args.num_labels)
     calibration = fit_options = None
     if init_name(args.init) in DATA_AWARE:
-
         print(f"calibrating on {args.calibration_sequences} held-out sequences (TDLIB_HELDOUT or the corpus's "
               "heldout folder)", flush=True)
         calibration = cached_calibration(model, load_tokenizer(args.teacher), runs_dir("cli") / "calibration",
@@ -85,7 +82,6 @@ def cmd_compress(args) -> int:
     except TdlibError:
         pass
     if out.exists():
-
         shutil.rmtree(out)
     tmp.rename(out)
     print(f"saved to {out} ({time.perf_counter() - start:.1f} s)")
@@ -93,7 +89,6 @@ def cmd_compress(args) -> int:
 
 
 def cmd_info(args) -> int:
-
     model = load_model(args.path)
     spec = compression_spec(model)
     print(f"{args.path}: {type(model).__name__}")
@@ -107,7 +102,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_ranks(args) -> int:
-
     geom = Geometry.of(load_model(args.teacher))
     choices = pick_ranks(geom, ratio=args.ratio, budget=args.budget, ops=args.ops, rank_dim_step=args.step,
                          seq_len=args.seq_len)
@@ -128,10 +122,8 @@ def _pairs(text: str, name: str) -> list[tuple[int, int]]:
 
 
 def cmd_bench(args) -> int:
-
     seed_everything(args.seed)
     if args.what == "train":
-
         configs, baselines = _pairs(args.configs, "configs"), _pairs(args.baselines, "baselines")
         setting = {"precision": args.precision, "dropout": not args.no_dropout,
                    "train_word_embeddings": not args.freeze_word_embeddings}
@@ -173,14 +165,12 @@ def cmd_bench(args) -> int:
 
 # -- training and evaluation ------------------------------------------------------------------------
 def _settings(args, **extra):
-
     keys = ("teacher", "max_train_examples", "max_length", "batch_size", "seed", "checkpoint_every")
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     return settings({**given, **{k: v for k, v in extra.items() if v is not None}})
 
 
 def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=()) -> None:
-
     if not is_main_process():
         return
     save_record(out / "results.json", params, result, seed=seed, data_files=data_files)
@@ -188,7 +178,6 @@ def _write_results(out: Path, params: dict, result: dict, seed: int, data_files=
 
 
 def _task_files(task: str) -> list:
-
     return task_files(task)
 
 
@@ -197,7 +186,6 @@ def _print_metrics(label: str, metrics: dict) -> None:
 
 
 def cmd_finetune(args) -> int:
-
     s = _settings(args, finetune_steps=args.steps, finetune_epochs=args.epochs, finetune_lr=args.lr,
                   finetune_head_lr=args.head_lr, tasks=[args.task], pooling={args.task: args.pooling})
     out = Path(args.out)
@@ -209,40 +197,37 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_distill(args) -> int:
-
     out = Path(args.out)
     if args.stage == "general":
         s = _settings(args, general_steps=args.steps, general_sequences=args.sequences, general_lr=args.lr,
                       general_max_length=args.corpus_max_length)
         if args.rank_layer and args.rank_dim:
-            spec = tucker_spec(args.rank_layer, args.rank_dim, args.ops)
+            spec = TuckerSpec(args.rank_layer, args.rank_dim, args.ops)
         elif args.layers and args.hidden:
             ffn = args.ffn
             if ffn is None and args.budget_of:
-
                 rl, rd = _pairs(args.budget_of, "budget-of")[0]
                 ffn = ffn_for_budget(tucker_budget(load_model(s.teacher), rl, rd, args.ops), args.layers,
                                      args.hidden)
             if ffn is None:
                 raise TdlibError("a dense baseline needs --ffn, or --budget-of LxD to match a Tucker student")
-            spec = baseline_spec(args.layers, args.hidden, ffn, args.budget_of)
+            spec = BaselineSpec(args.layers, args.hidden, ffn, args.budget_of)
         else:
             raise TdlibError("distill general needs --rank-layer and --rank-dim (Tucker student) or --layers and "
                              "--hidden (dense baseline)")
         if args.corpus:
-
             os.environ["TDLIB_CORPUS"] = args.corpus
         model_dir, info = run_general(s, spec, load_tokenizer(s.teacher), None, {}, out=out)
-        print(f"{spec['name']}: {info['params']:,} encoder weights, final loss {info['final_loss']:.4f}, "
+        print(f"{spec.name}: {info['params']:,} encoder weights, final loss {info['final_loss']:.4f}, "
               f"{info['seconds']:.0f} s -> {model_dir}")
-        _write_results(out, {"command": "distill general", "student": spec, **s.as_dict()}, info, s.seed)
+        _write_results(out, {"command": "distill general", "student": spec.as_dict(), **s.as_dict()}, info, s.seed)
         return 0
     if not (args.student and args.task):
         raise TdlibError("distill task needs --student (a general-distilled model dir) and --task; "
                          "--teacher is the fine-tuned teacher's dir")
     s = _settings(args, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, task_lr=args.lr,
                   tasks=[args.task], pooling={args.task: saved_pooling(args.teacher)})
-    spec = {"kind": "given", "name": Path(args.student).name}
+    spec = GivenSpec(Path(args.student).name)
     info = run_task_student(s, spec, Data(s, load_tokenizer(s.teacher)), args.task, Path(args.student),
                             Path(args.teacher), None, out=out)
     _print_metrics(f"{args.task} dev ({info['model']})", info["metrics"])
@@ -265,7 +250,6 @@ def _evaluation_tokenizer(args, s: dict):
 
 
 def cmd_evaluate(args) -> int:
-
     get_task(args.task)  # an unknown or refused task fails before the model loads
     model = load_model(args.model)
     if not hasattr(model, "classifier"):
@@ -284,7 +268,7 @@ def cmd_experiment(args) -> int:
     """One whole experiment in this process (what ``run_experiment`` starts under ``accelerate launch``)."""
 
     params = json.loads(Path(args.params).read_text())
-    result = getattr(experiments, experiments.EXPERIMENTS[args.kind])(params, args.workdir, progress=True)
+    result = experiments.EXPERIMENTS[args.kind](settings(params), args.workdir, progress=True)
     if is_main_process():
         write_json_atomic(args.out, result)
     return 0
@@ -302,7 +286,6 @@ def _common_training(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     parser = argparse.ArgumentParser(prog="python -m tdlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -415,7 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

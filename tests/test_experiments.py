@@ -6,12 +6,13 @@ from tdlib.core.errors import ConfigError
 from tdlib.core.pretrained import load_model
 from tdlib.studies.experiments import epoch_ends, glue_experiment, method_experiment, teacher_experiment
 from tdlib.studies.settings import settings
+from tdlib.studies.specs import TuckerSpec
 
 PAIR_HEADS = {"rte": "mean", "stsb": "cosine"}  # STS-B read by the cosine of its two sentence embeddings
 
 
 def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
-    result = glue_experiment({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}, tmp_path, progress=False)
+    result = glue_experiment(settings({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}), tmp_path, progress=False)
     assert set(result["tasks"]) == {"rte", "stsb"}
     assert list(result["students"]) == ["IV-8-16", "dense-1L-16-70"]
     tucker, dense = result["students"].values()
@@ -32,7 +33,7 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
     assert summary["IV-8-16"]["percent_of_teacher"] == pytest.approx(
         100 * summary["IV-8-16"]["glue"] / summary["teacher"]["glue"])
     # every run is finished: reloaded, not retrained
-    again = glue_experiment({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}, tmp_path, progress=False)
+    again = glue_experiment(settings({**env, "pooling": PAIR_HEADS, "finetune_steps": 7}), tmp_path, progress=False)
     assert again["tasks"] == result["tasks"] and again["summary"] == result["summary"]
     student = result["tasks"]["stsb"]["students"]["IV-8-16"]["model"]
     assert type(load_model(student)).__name__ == "BertCosinePairForSequenceClassification"
@@ -43,14 +44,14 @@ def test_glue_experiment_end_to_end_and_rerun(env, tmp_path):
 
 def test_the_teacher_study_records_curves_and_its_runs_are_the_glue_experiments(env, tmp_path):
     params = {**env, "pooling": "mean", "finetune_steps": 7}
-    study = teacher_experiment(params, tmp_path, progress=False)
+    study = teacher_experiment(settings(params), tmp_path, progress=False)
     assert set(study["tasks"]) == {"rte", "stsb"}
     for task in study["tasks"].values():
         assert [p["step"] for p in task["curve"]] == [6, 7] and task["epochs"] == pytest.approx(7 / 6)
         assert task["curve"][-1]["score"] == pytest.approx(task["metrics"]["score"], abs=1e-6)
     assert study["glue"] == pytest.approx(sum(t["metrics"]["score"] for t in study["tasks"].values()) / 2)
     # notebook 03 with the same settings finds these runs finished: the same teachers, not trained again
-    glue = glue_experiment({**params, "curve_points": 0}, tmp_path, progress=False)
+    glue = glue_experiment(settings({**params, "curve_points": 0}), tmp_path, progress=False)
     for name, task in glue["tasks"].items():
         assert task["metrics"] == study["tasks"][name]["metrics"]
         assert task["seconds"] == study["tasks"][name]["seconds"]  # the finished run's history, reloaded
@@ -63,16 +64,16 @@ def test_epoch_ends_mark_every_epoch_and_the_last_step():
 
 
 def test_method_experiment_trains_each_method_identically(env, tmp_path):
-    result = method_experiment({**env, "task": "rte", "ratio": 8.0, "methods": ["IV", "cp", "tt-first"]}, tmp_path,
-                               progress=False)
+    s = settings({**env, "task": "rte", "ratio": 8.0, "methods": ["IV", "cp", "tt-first"]})
+    result = method_experiment(s, tmp_path, progress=False)
     assert set(result["methods"]) == {"IV", "cp", "tt-first"}
     for row in result["methods"].values():
         assert row["params"] <= result["budget"] and 0 <= row["metrics"]["acc"] <= 1 and row["init_error"] > 0
         assert 0 <= row["fidelity"]["agreement"] <= 1 and row["fidelity"]["soft_ce"] > 0
     # with task_seeds: one run per seed, the seed-0 run read back (its folder is the one above), the mean kept
     before = sorted((tmp_path / "methods" / "rte").iterdir())
-    seeded = method_experiment({**env, "task": "rte", "ratio": 8.0, "methods": ["IV", "cp", "tt-first"],
-                                "task_seeds": [0, 1]}, tmp_path, progress=False)
+    seeded = method_experiment(settings({**env, "task": "rte", "ratio": 8.0, "methods": ["IV", "cp", "tt-first"],
+                                "task_seeds": [0, 1]}), tmp_path, progress=False)
     assert len(list((tmp_path / "methods" / "rte").iterdir())) == 2 * len(before)
     for method, row in seeded["methods"].items():
         seeds = row["seeds"]
@@ -87,7 +88,7 @@ def test_method_experiment_general_distils_each_method_from_the_pretrained_teach
     monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
     params = {**env, "task": "rte", "ratio": 8.0, "methods": ["II", "cp"], "general": True, "curve_points": 2,
               "proxy_sequences": 4, "general_objective": "all_layers_cos", "teacher_cache": True}
-    result = method_experiment(params, tmp_path, progress=False)
+    result = method_experiment(settings(params), tmp_path, progress=False)
     assert result["proxies"]["teacher"]["cosine"] == 1.0
     for method, row in result["methods"].items():
         general = row["general"]
@@ -97,15 +98,16 @@ def test_method_experiment_general_distils_each_method_from_the_pretrained_teach
         run = next((tmp_path / "methods" / "rte").glob(f"{method}-*"))
         assert str(tmp_path / "general") in (run / "stage1" / "run.json").read_text()  # its encoder
     # the task-only variant decomposes the fine-tuned teacher instead: other fits, other runs
-    alone = method_experiment({**params, "general": False}, tmp_path, progress=False)
+    alone = method_experiment(settings({**params, "general": False}), tmp_path, progress=False)
     assert "general" not in alone["methods"]["II"] and "proxies" not in alone
     assert alone["methods"]["cp"]["init_error"] != result["methods"]["cp"]["init_error"]
     assert len(list((tmp_path / "methods" / "rte").iterdir())) == 4
     # a method student is built from the fit its rank search chose, never refitted from the spec alone
-    from tdlib.studies.experiments import build_student, method_spec
+    from tdlib.studies.experiments import build_student
+    from tdlib.studies.specs import MethodSpec
 
     with pytest.raises(ConfigError, match="II-4 is a method student: build it from its fitted decomposition"):
-        build_student(method_spec("II", {"rank_dim": 4}), load_model(env["teacher"]), 0)
+        build_student(MethodSpec("II", {"rank_dim": 4}), load_model(env["teacher"]), 0)
 
 
 def test_unknown_experiment_parameters_are_named():
@@ -116,10 +118,10 @@ def test_unknown_experiment_parameters_are_named():
 def test_baselines_are_optional_per_student(tiny_bert):
     from tdlib.studies.experiments import student_specs
 
-    names = [s["name"] for s in student_specs(settings({"students": [[8, 16], [4, 8]], "baselines": [[1, 16]]}),
+    names = [s.name for s in student_specs(settings({"students": [[8, 16], [4, 8]], "baselines": [[1, 16]]}),
                                               tiny_bert)]
     assert names == ["IV-8-16", "dense-1L-16-70", "IV-4-8"]
-    assert [s["name"] for s in student_specs(settings({"students": [[8, 16]], "baselines": []}), tiny_bert)] == [
+    assert [s.name for s in student_specs(settings({"students": [[8, 16]], "baselines": []}), tiny_bert)] == [
         "IV-8-16"]
 
 
@@ -137,7 +139,7 @@ def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, mon
 
     monkeypatch.setattr(experiments, "load_model", no_loading)
     with pytest.raises(ConfigError, match="holds a run with a different configuration"):
-        experiments.run_general(s, experiments.tucker_spec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out,
+        experiments.run_general(s, TuckerSpec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out,
                                 progress=False)
 
 
@@ -147,7 +149,7 @@ def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, mon
     params = {**env, "tasks": ["rte"], "pooling": "mean", "general_steps": 4, "curve_points": 3, "proxy_sequences": 8,
               "general_objective": "all_layers_cos", "teacher_cache": True,
               "controls": [{"init": "zero"}, {"objective": "last_layer"}]}
-    result = glue_experiment(params, tmp_path, progress=False)
+    result = glue_experiment(settings(params), tmp_path, progress=False)
     assert result["proxies"]["teacher"]["cosine"] == 1.0 and result["proxies"]["stsb_pairs"] == 24
     assert list(result["controls"]) == ["IV-8-16 init=zero", "IV-8-16 objective=last_layer"]
     for group in ("students", "controls"):
@@ -164,7 +166,7 @@ def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, mon
 
 def test_unknown_control_override_is_named(env, tmp_path):
     with pytest.raises(ConfigError, match="not \\['ranks'\\]"):
-        glue_experiment({**env, "controls": [{"ranks": 3}]}, tmp_path, progress=False)
+        glue_experiment(settings({**env, "controls": [{"ranks": 3}]}), tmp_path, progress=False)
 
 
 def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
@@ -231,16 +233,16 @@ def test_init_study_curves_share_03s_control_runs_and_keep_data_aware_options():
     params = {"ops": "san_ffn", "fit_steps": 100, "fit_lr": 3e-3, "fit_batch": 16, "calibration_sequences": 128}
     assert curve_spec(params, glue, 36, 192, "zero") == control_specs(glue)[0]
     local = curve_spec(params, glue, 36, 192, "local")
-    assert local["fit"] == {"steps": 100, "lr": 3e-3, "batch_size": 16}
-    assert local["calibration"] == {"sequences": 128, "skip": 256} and local["name"] == "IV-36-192 init=local"
-    assert "fit" not in curve_spec(params, glue, 36, 192, "random")
+    assert local.fit == {"steps": 100, "lr": 3e-3, "batch_size": 16}
+    assert local.calibration == {"sequences": 128, "skip": 256} and local.name == "IV-36-192 init=local"
+    assert "fit" not in curve_spec(params, glue, 36, 192, "random").as_dict()
 
 
 def test_task_seeds_give_the_mean_the_range_and_each_seeds_runs(env, tmp_path):
     """task_seeds repeats task distillation per seed; the seed-``seed`` run is the run without task_seeds."""
     params = {**env, "pooling": PAIR_HEADS, "tasks": ["rte"], "task_curve": [0, 3]}
-    one = glue_experiment(params, tmp_path, progress=False)
-    many = glue_experiment({**params, "task_seeds": [0, 1]}, tmp_path, progress=False)
+    one = glue_experiment(settings(params), tmp_path, progress=False)
+    many = glue_experiment(settings({**params, "task_seeds": [0, 1]}), tmp_path, progress=False)
     entry, single = many["tasks"]["rte"]["students"]["IV-8-16"], one["tasks"]["rte"]["students"]["IV-8-16"]
     assert set(entry["seeds"]) == {"0", "1"}
     assert entry["seeds"]["0"]["metrics"] == single["metrics"], "seed 0 is read back, not retrained"
@@ -266,8 +268,8 @@ def test_task_objective_trains_stage_1_on_every_layer_in_its_own_run(env, tmp_pa
     import json
 
     params = {**env, "pooling": PAIR_HEADS, "tasks": ["rte"]}
-    glue_experiment(params, tmp_path, progress=False)
-    glue_experiment({**params, "task_objective": "all_layers_cos"}, tmp_path, progress=False)
+    glue_experiment(settings(params), tmp_path, progress=False)
+    glue_experiment(settings({**params, "task_objective": "all_layers_cos"}), tmp_path, progress=False)
     runs = sorted(tmp_path.glob("task/rte/IV-8-16-*"))
     assert len(runs) == 2
     terms = [set(json.loads((run / "stage1" / "history.json").read_text())["loss"]) for run in runs]

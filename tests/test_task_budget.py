@@ -5,7 +5,7 @@ import pytest
 from tdlib.core.errors import ConfigError
 from tdlib.studies.budget import task_budget_experiment
 from tdlib.studies.experiments import curve_glue, glue_experiment
-from tdlib.studies.settings import check_curve
+from tdlib.studies.settings import check_curve, settings
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def glue(env):
 
 
 def test_stage2_curves_reuse_the_glue_experiments_runs_and_end_at_the_final_model(glue, tmp_path):
-    first = glue_experiment(glue, tmp_path, progress=False)
+    first = glue_experiment(settings(glue), tmp_path, progress=False)
     params = {"glue": glue, "models": ["IV-8-16"], "task_lrs": [1e-3, 1e-4], "stage2_steps": 4, "curve": [4, 0, 2]}
     study = task_budget_experiment(params, tmp_path, progress=False)
     # the same teachers as the GLUE experiment: its finished runs, reloaded
@@ -39,7 +39,7 @@ def test_stage2_curves_reuse_the_glue_experiments_runs_and_end_at_the_final_mode
 def test_the_glue_experiments_own_task_curve_is_the_studys_curve_and_its_runs_are_read_not_trained(glue,
                                                                                                    tmp_path):
     glue = {**glue, "task_lr": 1e-3, "task_curve": [3, 0, 1]}  # the env's stage2_steps is 3
-    first = glue_experiment(glue, tmp_path, progress=False)
+    first = glue_experiment(settings(glue), tmp_path, progress=False)
     ours = first["tasks"]["rte"]["students"]["IV-8-16"]
     assert [p["step"] for p in ours["curve"]] == [0, 1, 3]
     assert ours["curve"][-1]["metrics"] == pytest.approx(ours["metrics"], abs=1e-6)
@@ -58,7 +58,7 @@ def test_a_longer_general_budget_trains_one_general_run_per_student_and_reads_03
 
     monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3], "curve_points": 2, "proxy_sequences": 4}
-    first = glue_experiment(glue, tmp_path, progress=False)
+    first = glue_experiment(settings(glue), tmp_path, progress=False)
     general = sorted(p.parent for p in (tmp_path / "general").rglob("history.json"))
     study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
                                     "general_budgets": [6], "stage2_steps": 3, "curve": [0, 3]}, tmp_path,
@@ -173,7 +173,7 @@ def test_a_task_arm_changes_stage_1_from_03s_student_and_stays_out_of_the_genera
     from tdlib.studies.budget import general_trend
 
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
-    glue_experiment(glue, tmp_path, progress=False)
+    glue_experiment(settings(glue), tmp_path, progress=False)
     general = sorted((tmp_path / "general").rglob("history.json"))
     arm = {"stage1_steps": 4, "task_objective": "all_layers_cos", "models": ["IV-8-16"]}
     study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
@@ -198,7 +198,7 @@ def test_a_task_arm_can_lengthen_stage_2_its_curve_the_studys_points_then_its_en
     assert arm_curve([0, 40, 80, 160], 100) == [0, 40, 80, 100]
     assert arm_label({"stage2_steps": 1280, "models": ["IV-36-192"]}) == "stage2=1280"
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
-    glue_experiment(glue, tmp_path, progress=False)
+    glue_experiment(settings(glue), tmp_path, progress=False)
     models = ["IV-8-16", "dense-1L-16-70"]
     study = task_budget_experiment({"glue": glue, "models": models, "task_lrs": [1e-3],
                                     "task_arms": [{"stage2_steps": 5}], "stage2_steps": 3, "curve": [0, 3]},
@@ -234,7 +234,7 @@ def test_task_arms_are_checked_before_anything_trains(glue, tmp_path, bad, match
 
 def test_task_seeds_average_a_models_stage_2_over_seeds_and_read_03s_seed_back(glue, tmp_path):
     glue = {**glue, "task_lr": 1e-3, "task_curve": [0, 3]}
-    glue_experiment(glue, tmp_path, progress=False)
+    glue_experiment(settings(glue), tmp_path, progress=False)
     before = {p.parent for p in (tmp_path / "task").rglob("stage2/history.json")}
     study = task_budget_experiment({"glue": glue, "models": ["IV-8-16", "dense-1L-16-70"], "task_lrs": [1e-3],
                                     "task_seeds": {"IV-8-16": [0, 1]}, "stage2_steps": 3, "curve": [0, 3]},

@@ -213,7 +213,6 @@ class Tucker(Decomposition):
         if self.solver == "hooi":
             core, factors, errors = hooi(tensor, rank, self.init, self.n_iter_max, self.tol, self.seed, self.progress)
         else:
-
             (core, factors), errors = tucker(tensor, rank=list(rank), init=self.init, n_iter_max=self.n_iter_max,
                                              tol=self.tol, random_state=self.seed, return_errors=True)
             errors = [float(e) for e in errors]

@@ -180,7 +180,6 @@ class BlockwiseFit:
         return {"steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed}
 
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
-
         params = list(bank_of(model).parameters())
         params += [m.bias for m in model.modules() if isinstance(m, BankLinear) and m.bias is not None]
         return params

@@ -21,6 +21,14 @@ from torch import nn
 
 from tdlib.core.errors import CheckpointError, ConfigError
 
+
+def key_of(obj, length: int = 12) -> str:
+    """The short, stable name of a configuration: sha256 of its JSON (keys sorted, anything else by ``str``), cut to
+    ``length`` hex digits. Run folders, records, calibration and teacher caches are all named by it, so equal
+    settings always find the same file."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 _SHA_CACHE: dict[tuple[str, float, int], str] = {}
 
 
@@ -67,7 +75,6 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
 
 # -- loading -----------------------------------------------------------------------------------------
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-
     index = path / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [
         "model.safetensors"]
@@ -95,7 +102,6 @@ def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     if extra:
-
         save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / EXTRA_FILE))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

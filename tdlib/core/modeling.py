@@ -175,7 +175,6 @@ def compress(
                                progress=progress).fit(stack_weights(model, ops))
         bank.init_from(decomposition.P, decomposition.C, decomposition.U, decomposition.V)
     elif init == "whitened":
-
         bank.init_from(**whitened_tucker(stack_weights(model, ops), calibration.grams, rank_layer, rank_dim,
                                          n_iter_max=n_iter_max, tol=tol))
     else:
@@ -189,7 +188,6 @@ def compress(
     out.tdlib_decomposition = decomposition
     out.tdlib_fit = None
     if init == "local":
-
         out.tdlib_fit = (fit or BlockwiseFit(seed=seed, progress=progress)).fit(out, calibration)
     return out
 

@@ -3,8 +3,6 @@ them (:func:`tdlib.core.calibrate.calibrate`) cached on disk by the teacher's we
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from torch import nn
 
 from tdlib.core.calibrate import PROXY_SEQUENCES, Calibration, calibrate, weights_fingerprint
 from tdlib.core.errors import DataError
-from tdlib.core.io import sha256_file
+from tdlib.core.io import key_of, sha256_file
 from tdlib.data.corpus import heldout_path, load_corpus
 
 
@@ -45,7 +43,7 @@ def cached_calibration(teacher: nn.Module, tokenizer, root: str | os.PathLike, s
     data, files = calibration_text(tokenizer, sequences, max_length, heldout, skip, progress=progress)
     identity = {"teacher": weights_fingerprint(teacher), "text": [sha256_file(f)[:16] for f in files],
                 "skip": skip, "sequences": sequences, "max_length": max_length, "ops": ops}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    key = key_of(identity)
     path = Path(root) / key
     found = Calibration.load(path, identity)
     if found is not None:

@@ -8,7 +8,6 @@ again, refusing to resume a directory written by another configuration, tqdm pro
 loss, and a final model written atomically with ``save_pretrained`` (safetensors).
 
 Run directory layout::
-
     out_dir/run.json         what this run is (config + identity); a rerun must match it
     out_dir/checkpoint/      accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
     out_dir/model/           the final model (save_pretrained), written last; its presence = done

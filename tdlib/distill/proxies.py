@@ -59,7 +59,6 @@ def embed(model: nn.Module, dataset, batch_size: int = 64, precision: str = "fp3
 
 
 def _tokenised(tokenizer, texts: list[str], max_length: int):
-
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     return datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
                                       ).with_format("torch")
@@ -90,7 +89,6 @@ class Proxies:
         self.teacher = self(teacher, reference=True)
 
     def __call__(self, model: nn.Module, reference: bool = False) -> dict[str, float]:
-
         a, b = (embed(model, p, self.batch_size, self.precision) for p in self.pairs)
         out = {"stsb": stsb_spearman(a, b, self.gold)}
         if reference:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tdlib.core.io import sha256_file, write_json_atomic
+from tdlib.core.io import key_of, sha256_file, write_json_atomic
 from tdlib.core.precision import autocast
 from tdlib.distill.forward import MODEL_INPUTS, LastLayerTaps, inputs, predict
 
@@ -43,7 +43,7 @@ class TeacherCache:
 
     @staticmethod
     def key(identity: dict) -> str:
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return key_of(identity)
 
     @classmethod
     def build_or_open(cls, root: str | Path, identity: dict, teacher: nn.Module, dataset, precision: str = "fp32",

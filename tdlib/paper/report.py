@@ -599,7 +599,6 @@ def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None
     text = path.read_text()
     start, end = markers(profile)
     if start not in text or end not in text:
-
         raise ConfigError(f"{path} lacks the {start} / {end} markers that hold profile {profile or 'cpu'}'s "
                           "claims table: add the pair where the table belongs, or run notebook 06 with "
                           "update_readme=False")

@@ -60,11 +60,11 @@ from tdlib.studies.experiments import (
 )
 from tdlib.studies.records import cached, records
 from tdlib.studies.settings import GLUE_DEFAULTS, check_curve, keyed, settings
+from tdlib.studies.specs import StudentSpec
 
 
-def _student_specs(glue, names: list[str], teacher_model) -> list[dict]:
-
-    specs = {spec["name"]: spec for spec in student_specs(glue, teacher_model)}
+def _student_specs(glue, names: list[str], teacher_model) -> list[StudentSpec]:
+    specs = {spec.name: spec for spec in student_specs(glue, teacher_model)}
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ConfigError(f"models {unknown} are not notebook 03's students under these settings; choose from "
@@ -218,7 +218,7 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
         out["proxies_teacher"] = proxies.teacher
     corpus_cache: dict = {}
 
-    def study_entry(s, spec: dict, encoder_dir, general: dict, arm: dict | None = None,
+    def study_entry(s, spec: StudentSpec, encoder_dir, general: dict, arm: dict | None = None,
                     run_seeds: list[int] | None = None) -> None:
         run_seeds = run_seeds or [s.seed]
         runs = {task: over_seeds({seed: run_task_student(s, spec, data, task, encoder_dir, teachers[task], workdir,
@@ -229,8 +229,8 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
             for run in (entry, *entry.get("seeds", {}).values()):
                 run.pop("model", None)
         per_seed = seed_percents(runs, out["teacher_glue"])
-        out["students"][entry_name(spec["name"], s.task_lr, s.general_steps, glue.general_steps, arm)] = {
-            "student": spec["name"], "kind": spec["kind"], "task_lr": s.task_lr, "general_steps": s.general_steps,
+        out["students"][entry_name(spec.name, s.task_lr, s.general_steps, glue.general_steps, arm)] = {
+            "student": spec.name, "kind": spec.kind, "task_lr": s.task_lr, "general_steps": s.general_steps,
             "general": general, "stage1_steps": s.stage1_steps, "task_objective": s.task_objective,
             "stage2_steps": s.stage2_steps, "task_seeds": run_seeds, "tasks": runs,
             "glue": curve_glue(runs, tasks, out["teacher_glue"]),
@@ -244,9 +244,9 @@ def task_budget_experiment(params: dict, workdir: str | os.PathLike, progress: b
                        "final_loss": info["final_loss"], **({"proxies": info["curve"][-1]} if "curve" in info else {})}
             for lr in params["task_lrs"]:
                 study_entry(g.replace(task_lr=float(lr), stage2_steps=steps, task_curve=curve), spec, encoder_dir,
-                            general, run_seeds=seeds[spec["name"]])
+                            general, run_seeds=seeds[spec.name])
             if budget == glue.general_steps:  # the arms start from 03's student, at the first task lr
-                for arm in (a for a in arms if arm_runs_for(a, spec["name"])):
+                for arm in (a for a in arms if arm_runs_for(a, spec.name)):
                     changes = {"stage2_steps": steps, **arm_changes(arm)}
                     study_entry(g.replace(task_lr=float(params["task_lrs"][0]), **changes,
                                           task_curve=arm_curve(curve, changes["stage2_steps"])),

@@ -16,7 +16,6 @@ Parameters arrive as dicts (a notebook's ``parameters`` cell) and become one val
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -32,7 +31,7 @@ from accelerate import PartialState
 from tdlib.core.baseline import encoder_weights, ffn_for_budget, shrink
 from tdlib.core.errors import ConfigError, TdlibError
 from tdlib.core.fitting import BlockwiseFit
-from tdlib.core.io import load_weights, sha256_file, write_json_atomic
+from tdlib.core.io import key_of, load_weights, sha256_file, write_json_atomic
 from tdlib.core.modeling import DATA_AWARE, compress, count_params, init_name, with_decomposition
 from tdlib.core.precision import resolve_precision
 from tdlib.core.pretrained import load_model, load_tokenizer
@@ -60,6 +59,7 @@ from tdlib.studies.methods import compare_methods, method_class
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import cached, runs_dir
 from tdlib.studies.settings import Settings, keyed, settings
+from tdlib.studies.specs import BaselineSpec, MethodSpec, StudentSpec, TuckerSpec
 
 
 def _hash(obj) -> str:
@@ -71,7 +71,7 @@ def _hash(obj) -> str:
 
     if isinstance(obj, list):
         obj = [result_fields(o) if isinstance(o, TrainConfig) else o for o in obj]
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return key_of(obj, 10)
 
 
 def per_task(value, task: str):
@@ -164,29 +164,28 @@ def epoch_ends(steps: int, steps_per_epoch: int) -> list[int]:
     return sorted({*range(max(1, steps_per_epoch), steps, max(1, steps_per_epoch)), steps})
 
 
-def student_specs(s: Settings, teacher_model) -> list[dict]:
+def student_specs(s: Settings, teacher_model) -> list[StudentSpec]:
     """Every student: the Tucker configs and, for each, its equal-budget dense baseline."""
     specs, baselines = [], list(s.baselines or [])
     for i, (rl, rd) in enumerate(s.students):
-        tucker = tucker_spec(rl, rd, s.ops, s.init, s.general_objective)
+        tucker = TuckerSpec(rl, rd, s.ops, s.init, s.general_objective)
         specs.append(tucker)
         if i < len(baselines) and baselines[i]:  # a baseline per student, in order; fewer is fine
             layers, hidden = baselines[i]
             ffn = ffn_for_budget(tucker_budget(teacher_model, rl, rd, s.ops), layers, hidden)
-            specs.append(baseline_spec(layers, hidden, ffn, tucker["name"], s.general_objective))
+            specs.append(BaselineSpec(layers, hidden, ffn, tucker.name, s.general_objective))
     return specs
 
 
-def control_specs(s: Settings) -> list[dict]:
+def control_specs(s: Settings) -> list[TuckerSpec]:
     """The first Tucker student with each of ``s.controls``' overrides (init, objective): curve-only runs."""
     if not s.controls or not s.students:
         return []
     rl, rd = s.students[0]
     out = []
     for override in s.controls:
-        spec = tucker_spec(rl, rd, s.ops, override.get("init", s.init),
-                           override.get("objective", s.general_objective))
-        out.append({**spec, "name": spec["name"] + "".join(f" {k}={v}" for k, v in sorted(override.items()))})
+        spec = TuckerSpec(rl, rd, s.ops, override.get("init", s.init), override.get("objective", s.general_objective))
+        out.append(spec.renamed(spec.name + "".join(f" {k}={v}" for k, v in sorted(override.items()))))
     return out
 
 
@@ -209,50 +208,25 @@ def tucker_budget(teacher_model, rank_layer: int, rank_dim: int, ops: str) -> in
     return method_class("IV").param_count((n, d, d), rank_layer=rank_layer, rank_dim=rank_dim)
 
 
-def tucker_spec(rank_layer: int, rank_dim: int, ops: str = "san_ffn", init: str = "pretrained",
-                objective: str = "last_layer", **init_options) -> dict:
-    """A Tucker student; ``init_options`` (data-aware inits): ``fit`` (BlockwiseFit's settings as a dict) and
-    ``calibration`` (cached_calibration's: sequences, skip). They enter the run's identity, so other options train
-    in another run directory."""
-    return {"kind": "tucker", "name": f"IV-{rank_layer}-{rank_dim}", "rank_layer": rank_layer, "rank_dim": rank_dim,
-            "ops": ops, "init": init, "objective": objective, **init_options}
-
-
-def baseline_spec(num_layers: int, hidden_size: int, intermediate_size: int, budget_of: str | None = None,
-                  objective: str = "last_layer") -> dict:
-    return {"kind": "baseline", "name": f"dense-{num_layers}L-{hidden_size}-{intermediate_size}",
-            "num_layers": num_layers, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
-            "budget_of": budget_of, "objective": objective}
-
-
-def method_spec(method: str, ranks: dict, ops: str = "san_ffn", objective: str = "last_layer") -> dict:
-    """A student of any compared method (notebook 02's C1 comparison): the teacher with its maps read from a
-    decomposition of ``ranks``, trained through its factors. Its model is built from the fit the caller chose
-    (:func:`tdlib.core.modeling.with_decomposition`) and passed to :func:`run_general` as ``student``."""
-    tag = "-".join(str(v) for k, v in ranks.items() if k != "matrix_mode")
-    return {"kind": "method", "name": f"{method}-{tag}", "method": method, "ranks": dict(ranks), "ops": ops,
-            "objective": objective}
-
-
-def build_student(spec: dict, teacher_model, seed: int, calibration=None):
-    if spec["kind"] == "method":
-        raise ConfigError(f"{spec['name']} is a method student: build it from its fitted decomposition "
+def build_student(spec: StudentSpec, teacher_model, seed: int, calibration=None):
+    """The model of a Tucker or baseline spec, built from ``teacher_model`` (a method student comes from its fit)."""
+    if not isinstance(spec, TuckerSpec | BaselineSpec):
+        raise ConfigError(f"{spec.name} is a {spec.kind} student: build it from its fitted decomposition "
                           "(tdlib.core.modeling.with_decomposition) and pass it to run_general as student=")
-    if spec["kind"] == "tucker":
+    if isinstance(spec, TuckerSpec):
+        fit = BlockwiseFit(**spec.fit, seed=seed) if spec.fit else None
+        return compress(teacher_model, spec.rank_layer, spec.rank_dim, spec.ops, init=spec.init, seed=seed,
+                        calibration=calibration, fit=fit)
+    return shrink(teacher_model, spec.num_layers, spec.hidden_size, spec.intermediate_size)
 
-        fit = BlockwiseFit(**spec["fit"], seed=seed) if spec.get("fit") else None
-        return compress(teacher_model, spec["rank_layer"], spec["rank_dim"], spec["ops"],
-                        init=spec.get("init", "pretrained"), seed=seed, calibration=calibration, fit=fit)
-    return shrink(teacher_model, spec["num_layers"], spec["hidden_size"], spec["intermediate_size"])
 
-
-def student_params(model, spec: dict) -> int:
-    if spec["kind"] == "method":  # counted as the budget counts it (CP's weights vector folds into a factor)
+def student_params(model, spec: StudentSpec) -> int:
+    if isinstance(spec, MethodSpec):  # counted as the budget counts it (CP's weights vector folds into a factor)
         return getattr(model, "base_model", model).encoder.tdlib_stack.fit.n_params()
-    return count_params(model, spec["ops"]).decomposed if spec["kind"] == "tucker" else encoder_weights(model)
+    return count_params(model, spec.ops).decomposed if isinstance(spec, TuckerSpec) else encoder_weights(model)
 
 
-def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus_cache: dict,
+def run_general(s: Settings, spec: StudentSpec, tokenizer, workdir: Path | None, corpus_cache: dict,
                 progress: bool = True, out: Path | None = None, proxies=None, student=None) -> tuple[Path, dict]:
     """General distillation of one student from the pre-trained teacher (with ``proxies``, a
     :class:`tdlib.distill.proxies.Proxies`: its recovery curve at :func:`curve_steps`). ``student``: the model of
@@ -268,7 +242,7 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
     corpus, files = corpus_cache["corpus"]
     corpus.set_format("torch")
     cfg = _config(s, int(s.general_steps), s.general_lr, "linear", 0.1)
-    identity = {"teacher": str(s.teacher), "student": spec, "corpus_files": len(files),
+    identity = {"teacher": str(s.teacher), "student": spec.as_dict(), "corpus_files": len(files),
                 "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
                 "sequences": len(corpus), "max_length": s.general_max_length}
     if s.teacher_cache:
@@ -276,14 +250,13 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
     evaluate_at = curve_steps(cfg.steps, s.curve_points) if proxies is not None else []
     if evaluate_at:
         identity["curve"] = {"steps": evaluate_at, "proxy_sequences": s.proxy_sequences}
-    name = spec["name"].replace(" ", "_").replace("=", "-")
+    name = spec.name.replace(" ", "_").replace("=", "-")
     out = Path(out) if out else workdir / "general" / f"{name}-{_hash([identity, cfg])}"
     check_run(out, cfg, identity)
     seed_everything(s.seed)
     teacher = load_model(s.teacher).eval()
     cache = None
     if s.teacher_cache:
-
         if "idx" not in corpus.column_names:
             corpus = corpus.add_column("idx", list(range(len(corpus))))
             corpus.set_format("torch")
@@ -295,14 +268,13 @@ def run_general(s: Settings, spec: dict, tokenizer, workdir: Path | None, corpus
                                                resolve_precision(s.precision), progress=progress,
                                                all_layers=needs_all_layers(s))
     calibration = None
-    if spec["kind"] == "tucker" and init_name(spec.get("init", "pretrained")) in DATA_AWARE:
-
+    if isinstance(spec, TuckerSpec) and init_name(spec.init) in DATA_AWARE:
         calibration = cached_calibration(teacher, tokenizer, (workdir or out.parent) / "calibration",
-                                         ops=spec["ops"], progress=progress, **spec.get("calibration", {}))
+                                         ops=spec.ops, progress=progress, **(spec.calibration or {}))
     if student is None:
         student = build_student(spec, teacher, s.seed, calibration)
     history = general_distill(student, teacher, corpus, out, cfg, identity=identity, progress=progress, cache=cache,
-                              objective=spec.get("objective", "last_layer"), evaluate=proxies,
+                              objective=spec.objective, evaluate=proxies,
                               evaluate_at=evaluate_at)
     if is_main_process():
         tokenizer.save_pretrained(str(out / "model"))
@@ -320,7 +292,7 @@ def stage1_identity(s: Settings) -> dict:
     return {} if s.task_objective == "last_layer" else {"stage1_objective": s.task_objective}
 
 
-def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
+def run_task_student(s: Settings, spec: StudentSpec, data: Data, task: str, encoder_dir: Path, teacher_dir: Path,
                      workdir: Path | None, progress: bool = True, out: Path | None = None,
                      curve: list[int] | None = None, seed: int | None = None) -> dict:
     """Two-stage task distillation of a general-distilled student; dev metrics (and fidelity to the teacher).
@@ -333,12 +305,12 @@ def run_task_student(s: Settings, spec: dict, data: Data, task: str, encoder_dir
     train_data = data.split(task, "train")
     seed = s.seed if seed is None else seed
     cfg1, cfg2 = (dataclasses.replace(c, seed=seed) for c in task_configs(s, task, len(train_data)))
-    identity = {"student": spec, "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task,
+    identity = {"student": spec.as_dict(), "encoder": str(encoder_dir), "teacher": str(teacher_dir), "task": task,
                 "padding": "dynamic"}
     if curve:
         identity["curve"] = sorted(curve)
     identity.update(stage1_identity(s))
-    out = Path(out) if out else workdir / "task" / task / f"{spec['name']}-{_hash([identity, cfg1, cfg2])}"
+    out = Path(out) if out else workdir / "task" / task / f"{spec.name}-{_hash([identity, cfg1, cfg2])}"
     check_run(out / "stage1", cfg1, identity)  # before any model loads: a refusal comes at once
     check_run(out / "stage2", cfg2, {**identity, "after": "stage1"})
     seed_everything(seed)
@@ -404,23 +376,21 @@ def teacher_entry(s: Settings, data: Data, task: str, workdir: Path, progress: b
     return model_dir, info
 
 
-def teacher_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+def teacher_experiment(s: Settings, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """The teacher alone, fine-tuned on every task with its dev score at each epoch's end (notebook 08).
 
     Why apart from the GLUE experiment: the teacher's recipe (epochs, training-set size) is chosen from these
     curves, and a longer recipe costs the teacher's fine-tuning only. Its runs are hashed like notebook 03's
     (same workdir), so a GLUE experiment that adopts the recipe reuses them instead of training them again.
     """
-    s = settings(params)
     data = Data(s, load_tokenizer(s.teacher))
     tasks = {task: teacher_entry(s, data, task, Path(workdir), progress)[1] for task in s.tasks}
     return {"tasks": tasks, "glue": average_over(tasks, lambda e: e["metrics"]),
             "majority_glue": average_over(tasks, lambda e: e["majority"])}
 
 
-def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+def glue_experiment(s: Settings, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Teacher vs Tucker students vs equal-budget baselines on every task: the C2/C3 table."""
-    s = settings(params)
     workdir = Path(workdir)
     start = time.perf_counter()
     tokenizer = load_tokenizer(s.teacher)
@@ -431,7 +401,6 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
 
     proxies = None
     if s.curve_points:
-
         proxies = Proxies.for_settings(s, teacher_model, tokenizer, progress)
     del teacher_model
 
@@ -446,17 +415,16 @@ def glue_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
     corpus_cache: dict = {}
     for spec in control_specs(s):  # curve-only runs: the first student's protocol-1 controls, the paper's loss
         _, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
-        out["controls"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
+        out["controls"][spec.name] = {**spec.as_dict(), **info, "ratio": raw / info["params"]}
     for spec in specs:
         encoder_dir, info = run_general(s, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
-        out["students"][spec["name"]] = {**spec, **info, "ratio": raw / info["params"]}
+        out["students"][spec.name] = {**spec.as_dict(), **info, "ratio": raw / info["params"]}
         for task in s.tasks:
-            out["tasks"][task]["students"][spec["name"]] = over_seeds({
+            out["tasks"][task]["students"][spec.name] = over_seeds({
                 seed: run_task_student(s, spec, data, task, encoder_dir, teacher_dirs[task], workdir, progress,
                                        curve=s.task_curve, seed=seed) for seed in s.seeds_for_tasks()})
     out["summary"] = summarise(out)
     if proxies is not None:
-
         for group in ("students", "controls"):
             for entry in out[group].values():
                 entry["milestones"] = milestones(entry["curve"], proxies.teacher)
@@ -484,10 +452,7 @@ def resolve_processes(value: int | str | None = None) -> int:
     return count
 
 
-EXPERIMENTS = {"glue": "glue_experiment", "methods": "method_experiment", "teacher": "teacher_experiment"}
-
-
-def run_experiment(kind: str, params: dict, workdir: str | os.PathLike, progress: bool = True,
+def run_experiment(kind: str, s: Settings, workdir: str | os.PathLike, progress: bool = True,
                    num_processes: int | str | None = None) -> dict:
     """Run an experiment (``glue`` or ``methods``) in this process, or across ``num_processes`` processes.
 
@@ -499,12 +464,11 @@ def run_experiment(kind: str, params: dict, workdir: str | os.PathLike, progress
 
     if kind not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {kind!r}; choose one of {sorted(EXPERIMENTS)}")
-    settings(params)  # unknown names fail here, before any process starts
     n = resolve_processes(num_processes)
     if n == 1:
-        return globals()[EXPERIMENTS[kind]](params, workdir, progress)
+        return EXPERIMENTS[kind](s, workdir, progress)
     with tempfile.TemporaryDirectory(prefix="tdlib-launch-") as tmp:
-        write_json_atomic(Path(tmp) / "params.json", params)
+        write_json_atomic(Path(tmp) / "params.json", s.as_dict())
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tdlib",
                "experiment", kind, "--params", str(Path(tmp) / "params.json"), "--workdir", str(workdir),
@@ -531,13 +495,12 @@ def glue_record(params: dict, profile: str, force: bool | None = None, extra: di
     """
 
     params = keyed(params)
-    s = settings(params)
+    s = settings(params)  # the one Settings of this record: every stage below reads it
     files = [f for t in s.tasks for f in task_files(t)]
     if s.curve_points:
-
         files += [f for f in proxy_files() if f not in files]
     runs = runs_dir((extra or {}).get("base_profile", profile))  # a custom run reuses its base profile's runs
-    return cached("03_glue", params, lambda: run_experiment("glue", params, runs), seed=s.seed,
+    return cached("03_glue", params, lambda: run_experiment("glue", s, runs), seed=s.seed,
                   profile=profile, data_files=files, force=force, extra=extra)
 
 
@@ -547,7 +510,7 @@ def teacher_record(params: dict, profile: str, force: bool | None = None, extra:
 
     s = settings(params)
     runs = runs_dir((extra or {}).get("base_profile", profile))
-    return cached("08_teacher", params, lambda: run_experiment("teacher", params, runs), seed=s.seed,
+    return cached("08_teacher", params, lambda: run_experiment("teacher", s, runs), seed=s.seed,
                   profile=profile, data_files=[f for t in s.tasks for f in task_files(t)], force=force, extra=extra)
 
 
@@ -669,10 +632,10 @@ def summarise(result: dict) -> dict:
     return rows
 
 
-def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+def method_experiment(s: Settings, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """C1 after distillation: every method at one budget, task-distilled identically.
 
-    ``params``: the GLUE settings plus ``task``, ``ratio`` (budget = encoder weights / ratio), ``methods``
+    ``s``: the GLUE settings with ``task``, ``ratio`` (budget = encoder weights / ratio), ``methods``
     (names of :func:`tdlib.studies.methods.method_class`) and ``general``. Each method gets the ranks with the lowest
     weight error within the budget (as in the weight comparison). Students are identical except for the
     decomposition: the same init protocol and the same two-stage task recipe. Without ``general`` each is fitted
@@ -682,7 +645,6 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
     ``task_seeds`` each method's task distillation runs once per seed and its entry holds the mean (``range``
     and ``seeds`` as in notebook 03), because one seed's SST-2 score moves by about as much as the methods differ.
     """
-    s = settings(params)
     task, ratio = s.task, float(s.ratio)
     workdir = Path(workdir)
     tokenizer = load_tokenizer(s.teacher)
@@ -703,7 +665,6 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         pretrained = load_model(s.teacher).eval()
         source = stack_weights(pretrained, s.ops)
         if s.curve_points:
-
             proxies = Proxies.for_settings(s, pretrained, tokenizer, progress)
             out["proxies"] = {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),
                               "stsb_pairs": len(proxies.gold)}
@@ -718,7 +679,7 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
         entry: dict = {"ranks": ranks, "params": fit.n_params(), "ratio": tensor.numel() / fit.n_params(),
                        "init_error": fit.relative_error(source)}
         if s.general:
-            spec = method_spec(method, ranks, s.ops, s.general_objective)
+            spec = MethodSpec(method, ranks, s.ops, s.general_objective)
             encoder_dir, entry["general"] = run_general(s, spec, tokenizer, workdir, corpus_cache, progress,
                                                         proxies=proxies,
                                                         student=with_decomposition(pretrained, fit, s.ops))
@@ -740,11 +701,14 @@ def method_experiment(params: dict, workdir: str | os.PathLike, progress: bool =
                           "seconds": time.perf_counter() - start, "steps": [c1.steps, c2.steps]}
         out["methods"][method] = {**entry, **over_seeds(runs)}  # with task_seeds: the mean, the range, each seed
     if proxies is not None:
-
         for entry in out["methods"].values():
             if "curve" in entry.get("general", {}):
                 entry["general"]["milestones"] = milestones(entry["general"]["curve"], proxies.teacher)
     return out
+
+
+# the experiments run_experiment (and ``python -m tdlib experiment KIND``) can start, by kind
+EXPERIMENTS = {"glue": glue_experiment, "methods": method_experiment, "teacher": teacher_experiment}
 
 
 def curve_glue(runs: dict, tasks: list[str], teacher_glue: float) -> list[dict]:

@@ -33,10 +33,11 @@ from tdlib.core.stacking import stack_weights, unstack_weights
 from tdlib.data.calibration import cached_calibration
 from tdlib.data.corpus import corpus_files
 from tdlib.distill.proxies import Proxies, milestones, proxy_files
-from tdlib.studies.experiments import run_general, tucker_spec
+from tdlib.studies.experiments import run_general
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import cached, load_record, record_path
 from tdlib.studies.settings import settings
+from tdlib.studies.specs import TuckerSpec
 
 PEERS = ("II", "II-whitened")  # per-matrix SVD at the Tucker budget: plain and SVD-LLM-whitened
 
@@ -74,7 +75,6 @@ def per_matrix_rank(n: int, d_model: int, budget: int) -> int:
 
 
 def _dense_with(teacher: nn.Module, tensor: torch.Tensor, ops: str) -> nn.Module:
-
     return unstack_weights(copy.deepcopy(teacher), tensor, ops)
 
 
@@ -121,7 +121,7 @@ def fit_options(params: dict) -> dict:
     return {"steps": params["fit_steps"], "lr": params["fit_lr"], "batch_size": params["fit_batch"]}
 
 
-def curve_spec(params: dict, glue, rank_layer: int, rank_dim: int, init: str) -> dict:
+def curve_spec(params: dict, glue, rank_layer: int, rank_dim: int, init: str) -> TuckerSpec:
     """The general-distillation student of one of notebook 07's recovery curves.
 
     Only a data-aware init carries the fit's and the calibration's settings: they do not touch the others, and
@@ -133,9 +133,8 @@ def curve_spec(params: dict, glue, rank_layer: int, rank_dim: int, init: str) ->
     if init_name(init) in DATA_AWARE:
         options = {"fit": fit_options(params),
                    "calibration": {"sequences": params["calibration_sequences"], "skip": glue.proxy_sequences}}
-    spec = tucker_spec(rank_layer, rank_dim, params["ops"], init, glue.general_objective, **options)
-    spec["name"] += f" init={init}"
-    return spec
+    spec = TuckerSpec(rank_layer, rank_dim, params["ops"], init, glue.general_objective, **options)
+    return spec.renamed(f"{spec.name} init={init}")
 
 
 def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -171,7 +170,7 @@ def init_experiment(params: dict, workdir: str | os.PathLike, progress: bool = T
         for init in params["curve_inits"]:
             spec = curve_spec(params, glue, rl, rd, init)
             _, info = run_general(glue, spec, tokenizer, workdir, corpus_cache, progress, proxies=proxies)
-            curves[spec["name"]] = {**spec, **info, "milestones": milestones(info["curve"], proxies.teacher)}
+            curves[spec.name] = {**spec.as_dict(), **info, "milestones": milestones(info["curve"], proxies.teacher)}
     return {"calibration": {"sequences": params["calibration_sequences"], "tokens": calibration.tokens,
                             "max_length": int(calibration.attention_mask.shape[1]), "seconds": calibration_seconds},
             "proxies": {"teacher": proxies.teacher, "heldout_sequences": len(proxies.heldout),

@@ -8,7 +8,6 @@ result and a :func:`tdlib.studies.provenance.provenance` block; it is written at
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tdlib.core.errors import ConfigError
-from tdlib.core.io import write_json_atomic
+from tdlib.core.io import key_of, write_json_atomic
 from tdlib.studies.provenance import code_changed_since, data_checksums, project_root, provenance
 
 ROOT = project_root()
@@ -33,8 +32,7 @@ def runs_dir(profile: str) -> Path:
 
 
 def param_hash(params: dict) -> str:
-    blob = json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return key_of(params)
 
 
 def record_path(name: str, params: dict, root: str | os.PathLike | None = None) -> Path:
@@ -93,7 +91,6 @@ def cached(name: str, params: dict, compute: Callable[[], object], *, force: boo
             return record
         warn(f"not reusing {path}: {stale}; recomputing")
     if os.environ.get("TDLIB_CACHE_ONLY") == "1":
-
         raise ConfigError(f"no usable record {path} for these parameters, and TDLIB_CACHE_ONLY=1 forbids computing "
                           "it (make test re-runs notebooks from committed results only); make reproduce computes it")
     start = time.perf_counter()

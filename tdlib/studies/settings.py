@@ -92,7 +92,6 @@ class Settings:
     general: bool = False
 
     def validate(self) -> Settings:
-
         check_pooling(self.pooling, self.tasks)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)

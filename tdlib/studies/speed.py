@@ -51,7 +51,6 @@ MAPS = [("attention.self.query", 1, 1), ("attention.self.key", 1, 1), ("attentio
 def dense_model(geometry: str, seed: int = 0) -> BertModel:
     """The dense encoder: MiniLM's real weights, or a random BERT-base (speed is weight-independent)."""
     if geometry == "minilm":
-
         return load_model("minilm").eval()
     geom = GEOMETRIES[geometry]
     torch.manual_seed(seed)
@@ -129,7 +128,6 @@ def time_forward(model: nn.Module, inputs: dict, threads: int, min_run_time: flo
 
 
 def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 

@@ -256,7 +256,7 @@ def profile_train_bench(teacher_name: str, students: list, baselines: list, ops:
     teacher = load_model(teacher_name).eval()
     task_teacher = load_model(teacher_name, num_labels=2, pooling=setting.get("pooling", "cls"))
     specs = student_specs(settings({"students": students, "baselines": baselines, "ops": ops}), teacher)
-    models = {spec["name"]: build_student(spec, teacher, seed) for spec in specs}
+    models = {spec.name: build_student(spec, teacher, seed) for spec in specs}
     knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings", "attention") if k in setting}
     return run_train_bench(teacher, task_teacher, models, knobs, threads, batch, seq_len, task_seq_len,
                            min_run_time, seed=seed, progress=progress)
