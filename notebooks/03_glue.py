@@ -212,7 +212,7 @@ pd.DataFrame.from_dict(seed_rows, orient="index").round(1)
 # floor on every task where it ends there (`tasks at the floor`) and matched the teacher on all the others.
 
 # %%
-from tdlib.studies.experiments import average_over
+from tdlib.studies.aggregate import average_over
 
 
 def at_floor(task_entry: dict, name: str) -> bool:

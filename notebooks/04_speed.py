@@ -245,7 +245,7 @@ checks
 # padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and times stage 2 of task
 # distillation of every student on that batch twice: with the teacher's forward every step (the paper's recipe),
 # and with the teacher's logits read from the file that every student and seed of a task shares (this profile's,
-# `tdlib.distill.teacher_cache.teacher_logits`). Step times of one run vary by
+# `tdlib.distill.teacher_cache.cached_teacher_logits`). Step times of one run vary by
 # tens of percent on a shared 2-core machine: read a ratio from one run. Parity compares fp32 and bf16 losses of
 # the same steps.
 

@@ -75,8 +75,9 @@ from IPython.display import display
 from tdlib.paper.plots import savefig
 from tdlib.paper.published import MINILM_L6_H384_DEV, MINILM_L6_H384_SOURCE
 from tdlib.paper.report import seed_mean_glue, seed_spread
-from tdlib.studies.experiments import per_task, teacher_record, teacher_seed_records
+from tdlib.studies.experiments import teacher_record, teacher_seed_records
 from tdlib.studies.records import records
+from tdlib.studies.runs import per_task
 from tdlib.studies.settings import GLUE_DEFAULTS
 
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}

@@ -25,17 +25,9 @@ from tdlib.data.calibration import cached_calibration
 from tdlib.data.glue import get_task, task_files
 from tdlib.distill.loop import TrainingInterrupted, is_main_process
 from tdlib.studies import experiments
-from tdlib.studies.experiments import (
-    Data,
-    dev_logits,
-    dev_metrics,
-    run_general,
-    run_task_student,
-    run_teacher,
-    tucker_budget,
-)
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import runs_dir, save_record
+from tdlib.studies.runs import Data, dev_logits, dev_metrics, run_general, run_task_student, run_teacher, tucker_budget
 from tdlib.studies.settings import settings
 from tdlib.studies.specs import BaselineSpec, GivenSpec, TuckerSpec
 from tdlib.studies.speed import GEOMETRIES, run_speed, time_tucker

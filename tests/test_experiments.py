@@ -4,7 +4,8 @@ import pytest
 
 from tdlib.core.errors import ConfigError
 from tdlib.core.pretrained import load_model
-from tdlib.studies.experiments import epoch_ends, glue_experiment, method_experiment, teacher_experiment
+from tdlib.studies.experiments import glue_experiment, method_experiment, teacher_experiment
+from tdlib.studies.runs import epoch_ends
 from tdlib.studies.settings import settings
 from tdlib.studies.specs import TuckerSpec
 
@@ -103,7 +104,7 @@ def test_method_experiment_general_distils_each_method_from_the_pretrained_teach
     assert alone["methods"]["cp"]["init_error"] != result["methods"]["cp"]["init_error"]
     assert len(list((tmp_path / "methods" / "rte").iterdir())) == 4
     # a method student is built from the fit its rank search chose, never refitted from the spec alone
-    from tdlib.studies.experiments import build_student
+    from tdlib.studies.runs import build_student
     from tdlib.studies.specs import MethodSpec
 
     with pytest.raises(ConfigError, match="II-4 is a method student: build it from its fitted decomposition"):
@@ -116,7 +117,7 @@ def test_unknown_experiment_parameters_are_named():
 
 
 def test_baselines_are_optional_per_student(tiny_bert):
-    from tdlib.studies.experiments import student_specs
+    from tdlib.studies.runs import student_specs
 
     names = [s.name for s in student_specs(settings({"students": [[8, 16], [4, 8]], "baselines": [[1, 16]]}),
                                               tiny_bert)]
@@ -127,7 +128,7 @@ def test_baselines_are_optional_per_student(tiny_bert):
 
 def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, monkeypatch):
     from tdlib.core.pretrained import load_tokenizer
-    from tdlib.studies import experiments
+    from tdlib.studies import runs
 
     s = settings(env)
     out = tmp_path / "gen"
@@ -137,10 +138,9 @@ def test_a_refused_run_directory_fails_before_any_model_loads(env, tmp_path, mon
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the run directory was checked")
 
-    monkeypatch.setattr(experiments, "load_model", no_loading)
+    monkeypatch.setattr(runs, "load_model", no_loading)
     with pytest.raises(ConfigError, match="holds a run with a different configuration"):
-        experiments.run_general(s, TuckerSpec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out,
-                                progress=False)
+        runs.run_general(s, TuckerSpec(8, 16), load_tokenizer(env["teacher"]), None, {}, out=out, progress=False)
 
 
 def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, monkeypatch, tiny_corpus):
@@ -171,7 +171,7 @@ def test_unknown_control_override_is_named(env, tmp_path):
 
 def test_curve_steps_are_geometric_and_milestones_say_how_they_were_found():
     from tdlib.distill.proxies import milestone_label, milestones
-    from tdlib.studies.experiments import curve_steps
+    from tdlib.studies.runs import curve_steps
 
     assert curve_steps(160, 5) == [0, 20, 40, 80, 160] and curve_steps(160, 0) == [] and curve_steps(3, 5) == [0, 1, 3]
     curve = [{"step": 0, "cosine": 0.1, "stsb": 50.0}, {"step": 10, "cosine": 0.5, "stsb": 70.0},
@@ -224,8 +224,8 @@ def test_init_experiment_measures_every_init_and_distils_from_the_data_aware_one
 def test_init_study_curves_share_03s_control_runs_and_keep_data_aware_options():
     """07's zero-map curve is 03's zero-map control (one spec, so one run folder); a data-aware init's spec
     carries its fit and calibration settings, which then key its run."""
-    from tdlib.studies.experiments import control_specs
     from tdlib.studies.inits import curve_spec
+    from tdlib.studies.runs import control_specs
     from tdlib.studies.settings import settings
 
     glue = settings({"teacher": "minilm", "students": [[36, 192]], "ops": "san_ffn", "proxy_sequences": 256,

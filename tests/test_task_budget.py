@@ -3,8 +3,9 @@
 import pytest
 
 from tdlib.core.errors import ConfigError
+from tdlib.studies.aggregate import curve_glue
 from tdlib.studies.budget import task_budget_experiment
-from tdlib.studies.experiments import curve_glue, glue_experiment
+from tdlib.studies.experiments import glue_experiment
 from tdlib.studies.settings import check_curve, settings
 
 

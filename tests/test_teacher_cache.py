@@ -101,10 +101,10 @@ def classifier_setup(tmp_path):
 
 def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
     from tdlib.distill.stages import prediction_step
-    from tdlib.distill.teacher_cache import teacher_logits
+    from tdlib.distill.teacher_cache import cached_teacher_logits
 
     teacher, teacher_dir, data = classifier_setup
-    targets = torch.from_numpy(teacher_logits(teacher, teacher_dir, data, progress=False))
+    targets = torch.from_numpy(cached_teacher_logits(teacher, teacher_dir, data, progress=False))
     assert targets.shape == (10, 3) and targets.dtype == torch.float32
     torch.manual_seed(1)
     student = type(teacher)(tiny_config(num_labels=3)).eval()
@@ -122,23 +122,23 @@ def test_teacher_logits_give_the_live_stage2_loss(classifier_setup):
 def test_teacher_logits_reused_then_recomputed_when_corrupt_or_other(classifier_setup, monkeypatch):
     import tdlib.distill.forward
     import tdlib.distill.teacher_cache
-    from tdlib.distill.teacher_cache import teacher_logits
+    from tdlib.distill.teacher_cache import cached_teacher_logits
 
     teacher, teacher_dir, data = classifier_setup
-    first = teacher_logits(teacher, teacher_dir, data, progress=False)
+    first = cached_teacher_logits(teacher, teacher_dir, data, progress=False)
     files = list((teacher_dir.parent / "logits").glob("*.npy"))
     assert len(files) == 1 and not list(files[0].parent.glob("*partial*"))
     calls = []
     real = tdlib.distill.forward.predict
     monkeypatch.setattr(tdlib.distill.teacher_cache, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
-    np.testing.assert_array_equal(teacher_logits(teacher, teacher_dir, data, progress=False), first)
+    np.testing.assert_array_equal(cached_teacher_logits(teacher, teacher_dir, data, progress=False), first)
     assert calls == []  # read back, not recomputed
     files[0].write_bytes(b"not an array")
-    np.testing.assert_array_equal(teacher_logits(teacher, teacher_dir, data, progress=False), first)
+    np.testing.assert_array_equal(cached_teacher_logits(teacher, teacher_dir, data, progress=False), first)
     assert len(calls) == 1  # a corrupt file is recomputed (and rewritten)
-    teacher_logits(teacher, teacher_dir, data.select(range(6)), progress=False)
+    cached_teacher_logits(teacher, teacher_dir, data.select(range(6)), progress=False)
     assert len(calls) == 2 and len(list(files[0].parent.glob("*.npy"))) == 2  # other rows: another file
     with torch.no_grad():
         teacher.classifier.bias += 1.0
     teacher.save_pretrained(str(teacher_dir))  # a retrained teacher never reads the old logits
-    assert not np.allclose(teacher_logits(teacher, teacher_dir, data, progress=False), first)
+    assert not np.allclose(cached_teacher_logits(teacher, teacher_dir, data, progress=False), first)

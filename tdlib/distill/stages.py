@@ -79,7 +79,8 @@ def prediction_step(student: nn.Module, teacher: nn.Module, batch: dict, regress
                     temperature: float = 1.0, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Stage-2 forward: soft cross-entropy to the teacher's logits (regression: MSE to the gold score).
 
-    ``targets`` (the teacher's logits on every training row, :func:`tdlib.distill.teacher_cache.teacher_logits`) are
+    ``targets`` (the teacher's logits on every training row,
+    :func:`tdlib.distill.teacher_cache.cached_teacher_logits`) are
     read at the batch's ``idx`` instead of running the teacher."""
     x = inputs(batch)
     logits = student(**x).logits
@@ -88,7 +89,7 @@ def prediction_step(student: nn.Module, teacher: nn.Module, batch: dict, regress
     if targets is not None:
         if "idx" not in batch:
             raise ConfigError("cached teacher logits need the batch's row numbers: give the dataset an 'idx' "
-                              "column (tdlib.studies.experiments.Data does)")
+                              "column (tdlib.studies.runs.Data does)")
         t_logits = targets[batch["idx"].cpu()].to(logits.device)
     else:
         with torch.no_grad():

@@ -1,5 +1,5 @@
 """The teacher's distillation targets, computed once and shared by every student: general distillation's
-(:class:`TeacherCache`) and a fine-tuned teacher's logits for task distillation (:func:`teacher_logits`).
+(:class:`TeacherCache`) and a fine-tuned teacher's logits for task distillation (:func:`cached_teacher_logits`).
 
 Why: every student of a profile distils from the same pre-trained teacher on the same corpus sequences,
 and the teacher's forward is a quarter of a distillation step. The targets of the paper's loss are the
@@ -125,7 +125,7 @@ class TeacherCache:
         return {f: torch.from_numpy(np.asarray(a[rows], dtype=np.float32)[order]) for f, a in self.arrays.items()}
 
 
-def teacher_logits(teacher: nn.Module, teacher_dir: str | Path, dataset, precision: str = "fp32",
+def cached_teacher_logits(teacher: nn.Module, teacher_dir: str | Path, dataset, precision: str = "fp32",
                    progress: bool = True) -> np.ndarray:
     """The fine-tuned ``teacher``'s logits (fp32, in row order) on every row of ``dataset``, computed once and
     kept beside the teacher (``<teacher_dir>/../logits/<key>.npy``).

@@ -47,18 +47,9 @@ from tdlib.core.pretrained import load_model, load_tokenizer
 from tdlib.data.glue import task_files
 from tdlib.distill.losses import OBJECTIVES
 from tdlib.distill.proxies import Proxies, proxy_files
-from tdlib.studies.experiments import (
-    Data,
-    average_over,
-    curve_glue,
-    over_seeds,
-    run_general,
-    run_task_student,
-    seed_percents,
-    student_specs,
-    teacher_entry,
-)
+from tdlib.studies.aggregate import average_over, curve_glue, over_seeds, seed_percents
 from tdlib.studies.records import cached, records
+from tdlib.studies.runs import Data, run_general, run_task_student, student_specs, teacher_entry
 from tdlib.studies.settings import GLUE_DEFAULTS, check_curve, keyed, settings
 from tdlib.studies.specs import StudentSpec
 

@@ -33,9 +33,9 @@ from tdlib.core.stacking import stack_weights, unstack_weights
 from tdlib.data.calibration import cached_calibration
 from tdlib.data.corpus import corpus_files
 from tdlib.distill.proxies import Proxies, milestones, proxy_files
-from tdlib.studies.experiments import run_general
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import cached, load_record, record_path
+from tdlib.studies.runs import run_general
 from tdlib.studies.settings import settings
 from tdlib.studies.specs import TuckerSpec
 

@@ -38,8 +38,8 @@ from tdlib.distill.forward import inputs
 from tdlib.distill.loop import TrainConfig, fast_adamw, resolve_attention, stage_settings
 from tdlib.distill.stages import cached_distillation_step, distillation_step, prediction_step, task_model
 from tdlib.distill.teacher_cache import TeacherCache
-from tdlib.studies.experiments import build_student, student_specs
 from tdlib.studies.provenance import seed_everything
+from tdlib.studies.runs import build_student, student_specs
 from tdlib.studies.settings import settings
 
 
@@ -160,7 +160,8 @@ def parity(student: nn.Module, teacher: nn.Module, batches: list[dict], lr: floa
 def stage2_rows(students: dict[str, nn.Module], task_teacher: nn.Module, batch: dict, setting: dict, threads: int,
                 min_run_time: float, rates: dict[str, float], lr: float) -> list[dict]:
     """Stage 2 of task distillation, per student: the teacher's forward every step, then its logits read from
-    the file every student and seed shares (:func:`tdlib.distill.teacher_cache.teacher_logits`). Why per student: the
+    the file every student and seed shares (:func:`tdlib.distill.teacher_cache.cached_teacher_logits`). Why per
+    student: the
     teacher's share of a step is larger the smaller the student's own forward and backward."""
     task_teacher = task_teacher.eval().requires_grad_(False)
     with torch.no_grad(), autocast(resolve_precision(setting.get("precision", "auto"))):
