@@ -17,9 +17,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 endif
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
-.PHONY: setup test test-all reproduce lint lab clean
+.PHONY: setup test test-all reproduce lint lab clean clean-runs
 
 # A fresh .venv (torch's CPU build and its peers) takes about 2.1 GB, and pip unpacks wheels beside it: with
 # less than 3 GB free, pip would stop half-way with 'No space left on device' and leave a broken .venv.
@@ -69,6 +68,11 @@ lint: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
+
+# training runs (checkpoints, teacher caches): several GB after a cold cpu run; the records in results/ stay
+clean-runs:
+	@du -sh runs 2>/dev/null || true
+	rm -rf runs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .smoke notebooks/executed checkpoints runs

@@ -32,11 +32,13 @@ profile = "cpu"
 teacher = "minilm"
 ops = "san_ffn"
 energy_levels = [0.5, 0.7, 0.9]
+ranks = [[36, 192], [16, 96]]  # (rank_layer, rank_dim) of the Tucker students: the energy their factors keep
 seed = 0
 
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe
 
 run = notebook_parameters("01_decomposability", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -62,7 +64,7 @@ noise = torch.randn(weights.shape, generator=torch.Generator().manual_seed(seed)
 params = {"teacher": teacher, "ops": ops, "seed": seed}
 record = cached("01_decomposability", params,
                 lambda: {"teacher": spectra(weights), "random": spectra(noise)}, seed=seed, **run.record_kwargs())
-print(record["path"], "(cached)" if record["cached"] else "(computed)")
+print(describe(record))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -83,6 +85,22 @@ for source in ("teacher", "random"):
 table = pd.DataFrame(rows).round(3)
 table
 
+# %% [markdown]
+# At the students' ranks: the energy of each unfolding that a bank of `rank_layer` matrices (mode 0) and shared
+# factors of width `rank_dim` (modes 1 and 2) can hold, teacher against random. Energy per mode is an upper bound on
+# what the Tucker fit keeps, not the fit itself (notebook 02 measures that).
+
+# %%
+at_ranks = []
+for rank_layer, rank_dim in ranks:
+    for source in ("teacher", "random"):
+        s = res[source]
+        at_ranks.append({"ranks": f"IV-{rank_layer}-{rank_dim}", "tensor": source,
+                         "mode-0 energy at l": s["mode0"][min(rank_layer, len(s["mode0"])) - 1],
+                         "mode-1 energy at d": s["mode1"][min(rank_dim, len(s["mode1"])) - 1],
+                         "mode-2 energy at d": s["mode2"][min(rank_dim, len(s["mode2"])) - 1]})
+pd.DataFrame(at_ranks).set_index(["ranks", "tensor"]).round(3)
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 for ax, source in zip(axes, ("teacher", "random"), strict=True):
@@ -94,6 +112,10 @@ for ax, source in zip(axes, ("teacher", "random"), strict=True):
     ax.plot(x, s["mode1"], label="mode-1 unfolding (shared U)")
     ax.plot(x, s["mode2"], label="mode-2 unfolding (shared V)", ls="--")
     ax.plot(np.arange(1, n + 1) / n, s["mode0"], label="mode-0 unfolding (bank size l / n)")
+    for _, rank_dim in ranks:  # the students' ranks on the shared-factor curve
+        ax.plot(rank_dim / D, s["mode1"][min(rank_dim, D) - 1], "k.", ms=7)
+        ax.annotate(f"d={rank_dim}", (rank_dim / D, s["mode1"][min(rank_dim, D) - 1]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -10))
     ax.set_title(f"{teacher if source == 'teacher' else 'random Gaussian'} {tuple(s['shape'])}")
     ax.set_xlabel("rank / mode size")
     ax.grid(alpha=0.3)

@@ -74,6 +74,7 @@ task_seeds = [0, 1, 2]  # each method's task distillation once per seed, the tab
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe
 
 run = notebook_parameters("02_methods", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -106,7 +107,7 @@ for name, (tensor, rs) in runs.items():
     records[name] = cached("02_methods", params, lambda: compare_methods(tensor, budgets, seed=seed, cp_iters=cp_iters,
                                                                           cp_restarts=cp_restarts),
                            seed=seed, **run.record_kwargs())
-    print(name, "->", records[name]["path"], "(cached)" if records[name]["cached"] else "(computed)")
+    print(name, "->", describe(records[name]))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -218,7 +219,7 @@ for general in distill_general:
     drecs[general] = cached("02_methods_distilled", dparams,
                             lambda p=dparams: run_experiment("methods", settings(p), runs_dir(run.base_profile)),
                             seed=seed, data_files=files, **run.record_kwargs())
-    print(VARIANTS[general], "->", drecs[general]["path"], "(cached)" if drecs[general]["cached"] else "(computed)")
+    print(VARIANTS[general], "->", describe(drecs[general]))
 
 
 # %%

@@ -86,6 +86,7 @@ controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe
 
 run = notebook_parameters("03_glue", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -105,7 +106,7 @@ from tdlib.studies.settings import GLUE_DEFAULTS
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = glue_record(params, run.profile, extra=run.provenance())
 result = record["result"]
-print(record["path"], "(cached)" if record["cached"] else "(computed)")
+print(describe(record))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -55,6 +55,7 @@ train_attention = "auto"
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe
 
 run = notebook_parameters("04_speed", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -83,7 +84,7 @@ for geometry, (configs, grid) in plan.items():
     records[geometry] = cached("04_speed", params, lambda: run_speed(
         geometry, [tuple(c) for c in configs], [tuple(g) for g in grid], threads, min_run_time, peers, memory, seed),
         seed=seed, **run.record_kwargs())
-    print(geometry, "->", records[geometry]["path"], "(cached)" if records[geometry]["cached"] else "(computed)")
+    print(geometry, "->", describe(records[geometry]))
 
 # %% [markdown]
 # The theoretical limit from the shapes alone (`tdlib.core.ranks.mac_ratio`, seq 128): stable numbers that nbval checks.
@@ -265,7 +266,7 @@ trec = cached("04_train", train_params, lambda: profile_train_bench(
     threads=threads, min_run_time=train_min_run_time, seed=seed), seed=seed,
     **run.record_kwargs()) if train_bench else None
 if trec:
-    print(trec["path"], "(cached)" if trec["cached"] else "(computed)")
+    print(describe(trec))
 
 # %%
 if trec:

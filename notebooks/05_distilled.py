@@ -63,6 +63,7 @@ controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe
 
 run = notebook_parameters("05_distilled", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -84,7 +85,7 @@ params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 # force=False: under FORCE=1 notebook 03 has just recomputed this record; reuse it
 record = glue_record(params, run.profile, force=False, extra=run.provenance())
 result = record["result"]
-print(record["path"], "(cached: the 03 run)" if record["cached"] else "(computed)")
+print(describe(record), "(the 03 run)" if record["cached"] else "")
 
 # %%
 summary = result["summary"]

@@ -57,6 +57,7 @@ seed = 0
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe, shown
 
 run = notebook_parameters("07_init", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -77,9 +78,9 @@ record = init_record({k: v for k, v in run.params.items() if k != "profile"}, gl
                      runs_dir(run.base_profile), run.profile,
                      extra=run.provenance())
 result = record["result"]
-print(record["path"], "(cached)" if record["cached"] else "(computed)")
+print(describe(record))
 glue = glue_curves(record["params"]["glue"])
-print(glue["path"])
+print(shown(glue["path"]) if glue["path"] else "notebook 03 has no record for these settings")
 
 # %% [markdown]
 # ## Before distillation: weight, activation and function errors of every init

@@ -60,6 +60,7 @@ extra_seeds = {"cola": [1, 2], "sst2": [1, 2], "mrpc": [1, 2], "stsb": [1, 2], "
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe, shown
 
 run = notebook_parameters("08_teacher", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -83,18 +84,17 @@ from tdlib.studies.settings import GLUE_DEFAULTS
 params = {k: v for k, v in run.params.items() if k in GLUE_DEFAULTS}
 record = teacher_record(params, run.profile, extra=run.provenance())
 result = record["result"]
-print(record["path"], "(cached)" if record["cached"] else "(computed)")
+print(describe(record))
 seed_records = teacher_seed_records(params, extra_seeds, run.profile, extra=run.provenance())
 for s, rec in seed_records.items():
-    print(f"seed {s} ({', '.join(rec['result']['tasks'])}):", rec["path"],
-          "(cached)" if rec["cached"] else "(computed)")
+    print(f"seed {s} ({', '.join(rec['result']['tasks'])}):", describe(rec))
 
 # every teacher notebook 03 has recorded for this teacher and these tasks (read, not recomputed), oldest first:
 # the recipes measured so far, each with the commit its record was computed at
 glue_runs = [r for r in reversed(records("03_glue")) if r["params"].get("teacher") == teacher
              and set(r["result"]["tasks"]) == set(result["tasks"])]
 for r in glue_runs:
-    print(f"notebook 03 at {r['provenance']['git']['sha'][:7]}: {r['path']}")
+    print(f"notebook 03 at {r['provenance']['git']['sha'][:7]}: {shown(r['path'])}")
 
 # %% [markdown]
 # ## The teacher per task

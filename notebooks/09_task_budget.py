@@ -73,6 +73,7 @@ glue_overrides = {"max_train_examples": {"sst2": 8000},
 
 # %%
 from tdlib.paper.reproduce import notebook_parameters
+from tdlib.studies.records import describe, shown
 
 run = notebook_parameters("09_task_budget", globals())  # papermill -p strings are coerced; a wrong type stops here
 print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
@@ -103,17 +104,17 @@ from tdlib.studies.budget import (
     task_end_by_seed,
     vs_dense,
 )
-from tdlib.studies.records import load_record, record_path, records, runs_dir
+from tdlib.studies.records import load_record, locate, records, runs_dir
 
 record = task_budget_record({k: v for k, v in run.params.items() if k != "profile"}, glue_params(run.base_profile),
                             runs_dir(run.base_profile),
                             run.profile, extra=run.provenance())
 result = record["result"]
-print(record["path"], "(cached)" if record["cached"] else "(computed)")
-glue_path = record_path("03_glue", record["params"]["glue"])
+print(describe(record))
+glue_path = locate("03_glue", record["params"]["glue"])
 glue_rec = load_record(glue_path) if glue_path.is_file() else None
 glue = glue_rec["result"] if glue_rec else None
-print(glue_path if glue is not None else "notebook 03 has no record for these settings")
+print(shown(glue_path) if glue is not None else "notebook 03 has no record for these settings")
 if run.params.get("glue_overrides"):
     print("03's settings with these in place of the profile's (glue_overrides):", run.params["glue_overrides"])
 

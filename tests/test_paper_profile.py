@@ -21,7 +21,7 @@ def test_paper_profile_runs_end_to_end_on_two_processes(monkeypatch, tmp_path, t
     monkeypatch.setenv("TDLIB_CORPUS", str(tiny_corpus))
     monkeypatch.setenv("TDLIB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("TDLIB_NUM_PROCESSES", "2")
-    monkeypatch.setattr("tdlib.studies.records.RESULTS", tmp_path / "results")
+    monkeypatch.setenv("TDLIB_RESULTS", str(tmp_path / "results"))
     paper = {k: v for k, v in load_profile("paper")["03_glue"].items() if k in GLUE_DEFAULTS}
     assert sorted(paper["tasks"]) == sorted(PAPER_TASKS) and paper["teacher"] == "bert-base-uncased"
     params = {**paper, **STAND_INS, "teacher": str(tiny_teacher_dir)}  # the paper's settings, tiny sizes

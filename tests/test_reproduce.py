@@ -38,7 +38,7 @@ def test_unknown_profile():
 
 
 def test_claims_table_reads_records_and_reports_losses(tmp_path):
-    from tdlib.paper.report import claims, markdown_table, write_readme_table
+    from tdlib.paper.report import claims
     from tdlib.studies.records import save_record
 
     rows = [{"method": m, "budget_ratio": 48.0, "rel_error": e} for m, e in (("IV", 0.93), ("cp", 0.92), ("II", 0.96))]
@@ -56,28 +56,21 @@ def test_claims_table_reads_records_and_reports_losses(tmp_path):
     assert table["C1"]["status"] == "not supported (weights)" and "best cp, Tucker #2" in table["C1"]["ours"]
     assert table["C4"]["status"] == "reproduced" and table["C4"]["ours"].startswith("3.10x for IV-96-128")
     assert table["C2"]["status"] == "pending"
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nend\n")
-    assert write_readme_table(list(table.values()), readme)
-    text = readme.read_text()
-    assert "old" not in text and markdown_table(list(table.values())) in text and text.endswith("end\n")
-    assert not write_readme_table(list(table.values()), readme)  # idempotent
 
 
-def test_each_profile_has_its_own_claims_table_in_the_readme(tmp_path):
-    from tdlib.paper.report import write_readme_table
+def test_a_readme_block_is_rewritten_whole_literally_and_idempotently(tmp_path):
+    from tdlib.paper.readme import block_name, read_block, write_block
 
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- claims:start -->\ncpu\n<!-- claims:end -->\n"
-                      "<!-- claims:quick:start -->\nold\n<!-- claims:quick:end -->\n")
-    rows = [{"claim": "C1", "paper": "p", "ours": "a \\1 b", "status": "s", "source": "results/quick/x.json"}]
-    assert write_readme_table(rows, readme, profile="quick")
-    text = readme.read_text()
-    assert "\ncpu\n" in text and "old" not in text and "a \\1 b" in text  # the table is taken literally
-    # its notebooks: the sources, and where its run writes the executed copies (the committed ones are cpu's)
-    assert "| [02_methods](notebooks/02_methods.py) (executed: `notebooks/executed/quick/`) |" in text
+    readme.write_text("intro\n<!-- claims:start -->\ncpu\n<!-- claims:end -->\n"
+                      "<!-- claims:quick:start -->\nold\n<!-- claims:quick:end -->\nend\n")
+    assert block_name("claims", "quick") == "claims:quick" and block_name("claims", "cpu") == "claims"
+    assert write_block("claims:quick", "a \\1 b", readme)
+    assert read_block("claims:quick", readme) == "a \\1 b" and read_block("claims", readme) == "cpu"  # taken literally
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("end\n")
+    assert not write_block("claims:quick", "a \\1 b", readme)  # idempotent
     with pytest.raises(ConfigError, match=r"lacks the <!-- claims:paper:start --> / <!-- claims:paper:end -->"):
-        write_readme_table(rows, readme, profile="paper")
+        write_block("claims:paper", "x", readme)
 
 
 def test_a_profile_other_than_the_committed_one_writes_its_own_results_and_figures(monkeypatch, tmp_path):
@@ -93,28 +86,41 @@ def test_a_profile_other_than_the_committed_one_writes_its_own_results_and_figur
     assert output_roots("quick")["TDLIB_RESULTS"] == tmp_path
 
 
-def test_a_whole_profile_run_records_each_notebooks_wall_time_and_whether_it_started_cold(monkeypatch, tmp_path,
-                                                                                            tiny_profile):
+def test_a_whole_profile_run_that_computes_records_its_wall_time_and_whether_it_trained_from_nothing(
+        monkeypatch, tmp_path, tiny_profile):
+    """The timing record says what a run cost: written when a notebook computed a record, 'cold' when the run
+    trained with no training runs to reuse. A run that only read records writes nothing (git status stays clean)."""
     import nbformat
 
     from tdlib.paper import reproduce
     from tdlib.studies.records import load_record
 
-    tiny_profile("import os\nprint(os.environ['TDLIB_FIGURES'])", {"98_a": {"x": 2}, "99_b": {"x": 3}})
+    code = ("import os, pathlib\nfrom tdlib.studies.records import cached\ncached('tiny', {'x': x}, lambda: x)\n"
+            "if x == 3:  # a notebook that trains\n"
+            "    pathlib.Path(os.environ['TDLIB_RUNS'], 't', 'finetune').mkdir(parents=True, exist_ok=True)\n"
+            "print(os.environ['TDLIB_FIGURES'])")
+    tiny_profile(code, {"98_a": {"x": 2}, "99_b": {"x": 3}})
     for var, sub in (("TDLIB_RESULTS", "res"), ("TDLIB_FIGURES", "fig"), ("TDLIB_RUNS", "runs")):
         monkeypatch.setenv(var, str(tmp_path / sub))
+    timing = tmp_path / "res" / "reproduce" / "t.json"
     reproduce.run("t", out_dir=tmp_path / "out")
-    rec = load_record(tmp_path / "res" / "reproduce" / "t.json")
+    rec = load_record(timing)
     assert rec["result"]["complete"] and rec["result"]["cold"] and rec["provenance"]["profile"] == "t"
     assert sorted(rec["result"]["notebooks"]) == ["98_a", "99_b"]
     assert rec["result"]["total_seconds"] == pytest.approx(sum(rec["result"]["notebooks"].values()), abs=0.2)
-    assert str(tmp_path / "fig") in json.dumps(nbformat.read(tmp_path / "out" / "99_b.ipynb", 4).cells[-1].outputs)
-    (tmp_path / "runs" / "t").mkdir(parents=True)
-    (tmp_path / "runs" / "t" / "finetune").mkdir()
-    reproduce.run("t", out_dir=tmp_path / "out")  # training runs to reuse: not cold
-    assert not load_record(tmp_path / "res" / "reproduce" / "t.json")["result"]["cold"]
-    reproduce.run("t", only=["98_a"], out_dir=tmp_path / "out")  # a partial run leaves the record alone
-    assert sorted(load_record(tmp_path / "res" / "reproduce" / "t.json")["result"]["notebooks"]) == ["98_a", "99_b"]
+    executed = nbformat.read(tmp_path / "out" / "99_b.ipynb", 4)
+    assert str(tmp_path / "fig") in json.dumps(executed.cells[-1].outputs)
+    assert "papermill" not in executed.metadata and "execution" not in executed.cells[-1].metadata  # not volatile
+    first = (tmp_path / "out" / "99_b.ipynb").read_bytes()
+    timing.unlink()
+    reproduce.run("t", out_dir=tmp_path / "out")  # every record cached: nothing computed, nothing written
+    assert not timing.exists() and (tmp_path / "out" / "99_b.ipynb").read_bytes() == first
+    reproduce.run("t", out_dir=tmp_path / "out", force=True)  # recomputed, with training runs to reuse: not cold
+    monkeypatch.delenv("FORCE")
+    assert not load_record(timing)["result"]["cold"]
+    reproduce.run("t", only=["98_a"], out_dir=tmp_path / "out", force=True)  # a partial run leaves it alone
+    monkeypatch.delenv("FORCE")
+    assert sorted(load_record(timing)["result"]["notebooks"]) == ["98_a", "99_b"]
 
 
 def _glue_record(root, pct, teacher_glue=None):
@@ -185,7 +191,7 @@ def test_c1_row_reads_the_task_only_and_the_general_distillation_records(tmp_pat
 
 
 def test_glue_claims_pick_students_by_compression(tmp_path):
-    from tdlib.paper.report import claims, markdown_table
+    from tdlib.paper.report import claims
     from tdlib.studies.records import save_record
 
     _glue_record(tmp_path, [99.5, 90.0, 97.0])
@@ -233,8 +239,7 @@ def test_glue_claims_pick_students_by_compression(tmp_path):
     record.write_text(json.dumps(data))
     table = {r["claim"]: r for r in claims(tmp_path)}
     assert table["C2"]["ours"].startswith("IV-36-192 (7.2x) keeps 95.0% (mean of 3 seeds, 93.0-96.5) (equal-budget")
-    assert table["C6"]["status"] == "pending" and "[03_glue](notebooks/03_glue.ipynb)" in markdown_table(
-        [table["C6"]])
+    assert table["C6"]["status"] == "pending"
 
 
 def _teacher_rec(seed: int, scores: dict[str, float]) -> dict:

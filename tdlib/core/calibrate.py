@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.errors import DataError
 from tdlib.core.io import sha256_file, write_json_atomic

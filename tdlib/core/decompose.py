@@ -22,6 +22,7 @@ tt          TT cores, matrix mode first     n r1 + r1 D r2 + r2 D
 from __future__ import annotations
 
 import time
+import warnings
 from typing import ClassVar
 
 import tensorly as tl
@@ -321,8 +322,10 @@ class CP(Decomposition):
         best = None
         for k in range(self.n_restarts):
             init = self.init if k == 0 else "random"
-            cp, errors = parafac(tensor, rank=self.rank, n_iter_max=self.n_iter_max, tol=self.tol, init=init,
-                                 random_state=self.seed + k, linesearch=False, return_errors=True)
+            with warnings.catch_warnings():  # a rank beyond a mode's size: tensorly fills the rest, as designed
+                warnings.filterwarnings("ignore", "Trying to compute SVD with n_eigenvecs", UserWarning)
+                cp, errors = parafac(tensor, rank=self.rank, n_iter_max=self.n_iter_max, tol=self.tol, init=init,
+                                     random_state=self.seed + k, linesearch=False, return_errors=True)
             error = relative_error(tl.cp_to_tensor(cp), tensor)
             run = {"init": init, "seed": self.seed + k, "iterations": len(errors), "rel_error": error,
                    "stop_reason": "converged" if len(errors) < self.n_iter_max else "max_iter"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.calibrate import Calibration
 from tdlib.core.errors import ConfigError, DataError

@@ -17,7 +17,7 @@ import math
 import tensorly as tl
 import torch
 from tensorly.tenalg import multi_mode_dot
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 tl.set_backend("pytorch")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.errors import DataError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.precision import autocast
 from tdlib.core.stacking import encoder_layers

@@ -29,7 +29,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import get_scheduler
 
 from tdlib.core.errors import ConfigError, check_choice

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.heads import mean_pool
 from tdlib.core.precision import autocast

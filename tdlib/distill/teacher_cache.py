@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.io import key_of, sha256_file, write_json_atomic
 from tdlib.core.precision import autocast

@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
-import matplotlib.pyplot as plt  # noqa: E402
+from tdlib.studies.records import ROOT
 
-from tdlib.studies.records import ROOT  # noqa: E402
 
-FIGURES = Path(os.environ.get("TDLIB_FIGURES", ROOT / "figures"))
+def figures_root() -> Path:
+    """Where figures go: ``$TDLIB_FIGURES``, else ``figures/`` (read at each call, as records' folder is)."""
+    return Path(os.environ.get("TDLIB_FIGURES") or ROOT / "figures")
 
 
 def savefig(fig: plt.Figure, name: str, root: str | os.PathLike | None = None) -> list[Path]:
     """Write ``<root>/<name>.png`` and ``.pdf`` (atomically enough: matplotlib writes whole files)."""
-    root = Path(root or FIGURES)
+    root = Path(root or figures_root())
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):

@@ -15,3 +15,8 @@ MINILM_L6_H384_SOURCE = "MiniLM-L6-H384 dev scores as quoted in tdlib issue #15 
 # Zero-shot STS-B Spearman x 100 of all-MiniLM-L6-v2's cosine similarity (MTEB, **test** split), as quoted in
 # issue #15; our proxy uses the dev split, so the two are not the same measurement.
 ALL_MINILM_L6_V2_STSB_TEST = 82.0
+
+# The paper's general-distillation budget in tokens: 2 epochs of English Wikipedia (about 2.5B words, some 3B
+# WordPiece tokens) at length 128 (../shared/PAPER.md, "The paper's general-distillation budget": "on the order of 6B
+# tokens"). An order of magnitude, used only to say how far below it our budget is.
+PAPER_GENERAL_TOKENS = 6e9

@@ -1,22 +1,16 @@
 """The claims table (C1-C6): the paper's statement, our measured number, and where it comes from.
 
-Built only from results records (``results/<notebook>/*.json``), never typed: notebook 06 calls
-:func:`claims` and :func:`write_readme_table`, which rewrites the README between two markers.
-A claim whose experiment has not run yet says so instead of showing a number.
+Built only from results records (``results/<notebook>/*.json``), never typed. This is the long form, every
+measurement each claim rests on, which notebook 06 shows; the front page's short form is
+:mod:`tdlib.paper.claims`. A claim whose experiment has not run yet says so instead of showing a number.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 import numpy as np
 
-from tdlib.core.errors import ConfigError
 from tdlib.core.modeling import DATA_AWARE
 from tdlib.data.glue import dev_splits, glue_average, task_scores
-from tdlib.paper.reproduce import COMMITTED
 from tdlib.studies.budget import (
     STAGE1_KEYS,
     dense_baseline,
@@ -30,9 +24,8 @@ from tdlib.studies.budget import (
     studies_for,
     vs_dense,
 )
-from tdlib.studies.records import ROOT, load_record, record_path, records
+from tdlib.studies.records import load_record, record_path, records, shown
 
-START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 PAPER = {
     "C1": "Tucker is the most parameter-efficient decomposition for BERT's weights",
     "C2": "1/7 of the Transformer-layer parameters: on par with BERT-base on GLUE",
@@ -42,13 +35,6 @@ PAPER = {
     "C6": "the protocols help: decomposition init (effective), factorized reconstruction (efficient)",
 }
 
-
-
-def _rel(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return path
 
 
 def claim_c1(root=None) -> dict:
@@ -68,7 +54,7 @@ def claim_c1(root=None) -> dict:
               "not supported (weights)" if not wins else "partly (weights)")
     ours = (f"Tucker has the lowest weight error at {len(wins)}/{len(by_budget)} budgets on "
             f"{rec['params']['tensor']} ({detail})")
-    source = _rel(rec["path"])
+    source = shown(rec["path"])
     after = records("02_methods_distilled", root)
     variants = [(False, "after identical task distillation"),
                 (True, "after the same general distillation (decomposed from the pre-trained teacher) and task "
@@ -82,7 +68,7 @@ def claim_c1(root=None) -> dict:
         text, verdict = _c1_distilled(rec_after["result"], label)
         ours += text
         status += f", {verdict} ({'general + task distilled' if general else 'distilled'})"
-        source += f", {_rel(rec_after['path'])}"
+        source += f", {shown(rec_after['path'])}"
     if not found:
         ours += "; the post-distillation half is not measured yet"
     return {"ours": ours, "status": status, "source": source, "profile": rec["provenance"].get("profile")}
@@ -147,23 +133,30 @@ def _c1_distilled(res: dict, label: str) -> tuple[str, str]:
     return text, verdict
 
 
-def claim_c4(root=None) -> dict:
+def tiny_speed(root=None) -> tuple[dict, dict] | None:
+    """Notebook 04's newest BERT-base record (not a rank sweep) and, in it, the paper's tiny model at batch 8 x 128:
+    the factorized config whose compression is closest to 1/48. None before notebook 04 has run."""
     raw = 144 * 768 * 768  # BERT-base's decomposable weights
     for rec in records("04_speed", root):
         if rec["params"]["geometry"] != "bert-base" or "sweep" in rec["params"]:
             continue
         rows = [r for r in rec["result"]["rows"] if r["kind"] == "tucker-factorized" and r["batch"] == 8
                 and r["seq_len"] == 128]
-        if not rows:
-            continue
-        # the paper's tiny model: the config whose compression is closest to 1/48
-        tiny = min(rows, key=lambda r: abs(raw / r.get("decomposed_params", raw) - 48))
-        return {"ours": f"{tiny['speedup']:.2f}x for IV-{tiny['rank_layer']}-{tiny['rank_dim']} on BERT-base "
-                        f"geometry (batch 8 x 128, {rec['result']['threads']} CPU threads); "
-                        f"{tiny['fraction_of_mac_limit']:.2f} of its {tiny['mac_ratio']:.2f}x MAC limit",
-                "status": "reproduced" if tiny["speedup"] >= 2.7 else "falls short",
-                "source": _rel(rec["path"]), "profile": rec["provenance"].get("profile")}
-    return {"ours": "not measured yet (notebook 04)", "status": "pending"}
+        if rows:
+            return rec, min(rows, key=lambda r: abs(raw / r.get("decomposed_params", raw) - 48))
+    return None
+
+
+def claim_c4(root=None) -> dict:
+    found = tiny_speed(root)
+    if found is None:
+        return {"ours": "not measured yet (notebook 04)", "status": "pending"}
+    rec, tiny = found
+    return {"ours": f"{tiny['speedup']:.2f}x for IV-{tiny['rank_layer']}-{tiny['rank_dim']} on BERT-base "
+                    f"geometry (batch 8 x 128, {rec['result']['threads']} CPU threads); "
+                    f"{tiny['fraction_of_mac_limit']:.2f} of its {tiny['mac_ratio']:.2f}x MAC limit",
+            "status": "reproduced" if tiny["speedup"] >= 2.7 else "falls short",
+            "source": shown(rec["path"]), "profile": rec["provenance"].get("profile")}
 
 
 def _glue(root=None) -> dict | None:
@@ -344,7 +337,7 @@ def _task_budget(rec: dict, name: str, target: float, root=None) -> tuple[str, s
                  f"({across['gain']:+.1f} points per doubling)")
         best = _trend_label(across["doublings"], target)
     text += _against_dense(study[0], runs) if study else ""
-    return text, best, (_rel(study[0]["path"]) if runs else None)
+    return text, best, (shown(study[0]["path"]) if runs else None)
 
 
 def _earlier_teacher(study: dict) -> str:
@@ -391,7 +384,7 @@ def _general_budget(rec: dict, name: str, target: float, root=None) -> tuple[str
         points = ", ".join(f"{p['percent_of_teacher']:.1f}% after {p['step']:,}" for p in found["points"])
         where = _earlier_teacher(study) if earlier else ""
         return (f"; with more general distillation (notebook 09{where}, seed 0, task lr {lr:g}): {points} general "
-                f"steps ({found['gain']:+.1f} points per doubling)", label, _rel(study["path"]))
+                f"steps ({found['gain']:+.1f} points per doubling)", label, shown(study["path"]))
     return "", None, None
 
 
@@ -403,7 +396,7 @@ def claim_glue(cid: str, root=None) -> dict:
     res = rec["result"]
     tasks = ", ".join(res["tasks"])
     where = f"of the {rec['params']['teacher']} teacher's GLUE average ({tasks}; dev)"
-    out = {"source": _rel(rec["path"]), "profile": rec["provenance"].get("profile")}
+    out = {"source": shown(rec["path"]), "profile": rec["provenance"].get("profile")}
     if cid in ("C2", "C3"):
         pick = _student(res, 7.2 if cid == "C2" else 48.0)
         if pick is None:
@@ -484,7 +477,7 @@ def claim_c6(root=None) -> dict:
             statuses.append("decomposition init helps" if margin >= 1.0 else
                             "decomposition init: no gain over the controls" if margin > -1.0 else
                             "decomposition init: worse than a control")
-            sources.append(_rel(rec["path"]))
+            sources.append(shown(rec["path"]))
     init_part = _data_aware_init(root)
     if init_part is not None:
         parts.append(init_part["ours"])
@@ -503,7 +496,7 @@ def claim_c6(root=None) -> dict:
                          f"{tiny['speedup']:.2f}x dense for IV-{tiny['rank_layer']}-{tiny['rank_dim']}"
                          + (f", rebuilt dense W_i {rebuilt['speedup']:.2f}x" if rebuilt else ""))
             statuses.append("factorized reconstruction faster" if tiny["speedup"] > 1.1 else "no speed gain")
-            sources.append(_rel(srec["path"]))
+            sources.append(shown(srec["path"]))
         break
     if not parts:
         return {"ours": "not measured yet (notebooks 03 controls, 04)", "status": "pending"}
@@ -521,9 +514,9 @@ def _data_aware_init(root=None) -> dict | None:
     rows = res["rows"]
     config = rows[0]["config"]
     by_init = {r["init"]: r for r in rows if r["config"] == config}
-    shown = [i for i in ("zero", "pretrained", "whitened", "local", "II-whitened") if i in by_init]
+    inits = [i for i in ("zero", "pretrained", "whitened", "local", "II-whitened") if i in by_init]
     text = (f"inits before distillation ({config}, notebook 07): zero-shot STS-B / embedding cosine "
-            + ", ".join(f"{i} {by_init[i]['stsb']:.1f} / {by_init[i]['cosine']:.3f}" for i in shown))
+            + ", ".join(f"{i} {by_init[i]['stsb']:.1f} / {by_init[i]['cosine']:.3f}" for i in inits))
     status = "data-aware init starts closer" if (
         "local" in by_init and "pretrained" in by_init
         and by_init["local"]["stsb"] - by_init["pretrained"]["stsb"] >= 1.0) else "data-aware init: no gain at init"
@@ -546,7 +539,7 @@ def _data_aware_init(root=None) -> dict | None:
         text += f"; after the same {steps} general-distillation steps: " + ", ".join(after)
     if verdicts:
         status += "; after distillation: " + ", ".join(verdicts)
-    return {"ours": text, "status": status, "source": _rel(rec["path"])}
+    return {"ours": text, "status": status, "source": shown(rec["path"])}
 
 
 def claims(root=None) -> list[dict]:
@@ -554,58 +547,3 @@ def claims(root=None) -> list[dict]:
                 "C4": claim_c4(root), "C5": claim_glue("C5", root), "C6": claim_c6(root)}
     pending = {"ours": "not measured yet", "status": "pending"}
     return [{"claim": cid, "paper": text, **measured.get(cid, pending)} for cid, text in PAPER.items()]
-
-
-# where each claim is measured
-NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue", "08_teacher", "09_task_budget"],
-             "C3": ["03_glue", "08_teacher", "09_task_budget"], "C4": ["04_speed"],
-             "C5": ["05_distilled", "03_glue"], "C6": ["03_glue", "07_init", "04_speed"]}
-
-
-def markdown_table(rows: list[dict], profile: str | None = None) -> str:
-    """The claims table in markdown. The committed profile's notebook column links the committed executed
-    notebooks; another profile's links each notebook's source and names the folder its run writes the executed
-    copies to (not committed): the committed ones show the committed profile's numbers, not this table's."""
-
-    own = profile in (None, COMMITTED)
-    lines = ["| claim | paper | ours | status | notebook | source |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        src = f"`{r['source']}` ({r.get('profile')})" if r.get("source") else ""
-        nbs = ", ".join(f"[{n}](notebooks/{n}.ipynb)" if own else f"[{n}](notebooks/{n}.py)"
-                        for n in NOTEBOOKS.get(r["claim"], []))
-        if nbs and not own:
-            nbs += f" (executed: `notebooks/executed/{profile}/`)"
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['status']} | {nbs} | {src} |")
-    return "\n".join(lines)
-
-
-def markers(profile: str | None = None) -> tuple[str, str]:
-    """The README markers around a profile's claims table: the committed profile's table is the README's main
-    one (``<!-- claims:start -->``); another profile's has its own pair (``<!-- claims:quick:start -->``)."""
-
-    if profile in (None, COMMITTED):
-        return START, END
-    return f"<!-- claims:{profile}:start -->", f"<!-- claims:{profile}:end -->"
-
-
-def write_readme_table(rows: list[dict], readme: str | os.PathLike | None = None,
-                       profile: str | None = None) -> bool:
-    """Replace the README's claims table of ``profile`` between its markers; returns whether the file changed.
-
-    ``readme`` defaults to ``$TDLIB_README`` or the project's README.md (make test points it at a scratch copy).
-    """
-    readme = readme or os.environ.get("TDLIB_README") or ROOT / "README.md"
-    path = Path(readme)
-    text = path.read_text()
-    start, end = markers(profile)
-    if start not in text or end not in text:
-        raise ConfigError(f"{path} lacks the {start} / {end} markers that hold profile {profile or 'cpu'}'s "
-                          "claims table: add the pair where the table belongs, or run notebook 06 with "
-                          "update_readme=False")
-    table = markdown_table(rows, profile)
-    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, flags=re.S)
-    if new != text:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(new)
-        os.replace(tmp, path)
-    return new != text

@@ -18,13 +18,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import nbformat
 import papermill
+import transformers
 import yaml
+from jupyter_client.manager import KernelManager
 
 from tdlib.core.errors import ConfigError, DataError, TdlibError
+from tdlib.core.io import key_of
 from tdlib.data.corpus import corpus_files, heldout_path
 from tdlib.data.glue import get_task, task_files
-from tdlib.studies.records import ROOT, runs_dir, save_record
+from tdlib.studies.provenance import code_changed_since
+from tdlib.studies.records import ROOT, load_record, runs_dir, save_record, shown
 from tdlib.studies.settings import GLUE_DEFAULTS, keyed
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -128,22 +134,78 @@ class NotebookRun:
         """What :func:`tdlib.studies.records.cached` needs to label a record of this run: ``profile`` and ``extra``."""
         return {"profile": self.profile, "extra": self.provenance()}
 
+    def custom_key(self) -> str:
+        """The folder name of a custom run's records and figures: its base profile and overridden values."""
+        return key_of({"profile": self.base_profile, **{k: self.params[k] for k in self.overrides}})
+
+
+# where ../shared keeps the data beside a checkout (the Makefile and .ci/run point the variables at the same places)
+SHARED = ROOT.parent / "shared" / "data"
+DATA_DEFAULTS = {"GLUE_DIR": SHARED / "glue", "TDLIB_CORPUS": SHARED / "corpus" / "enwiki-2015-wikiextractor" / "train"}
+
+
+def use_shared_data() -> dict[str, str]:
+    """Point ``GLUE_DIR`` and ``TDLIB_CORPUS`` at ``../shared/data`` when they are unset and it is there, so a notebook
+    opened in JupyterLab with no environment variable finds the data the Makefile would give it. Returns what it
+    set."""
+    found = {var: str(path) for var, path in DATA_DEFAULTS.items() if not os.environ.get(var) and path.exists()}
+    os.environ.update(found)
+    return found
+
 
 def notebook_parameters(name: str, namespace: dict) -> NotebookRun:
-    """Validate and coerce a notebook's parameters in place (its globals); call right after the parameters cell."""
+    """Validate and coerce a notebook's parameters in place (its globals); call right after the parameters cell.
+
+    Under a ``profile`` other than the committed one, every parameter left at the notebook's default takes that
+    profile's value (``-p profile smoke`` is the whole smoke profile). A run whose values differ from its profile's
+    is ``custom``: its records and figures go to ``results/custom/<key>/`` and ``figures/custom/<key>/`` (another
+    profile's to ``results/<profile>/``, ``figures/<profile>/``), never beside the committed ones, unless
+    ``TDLIB_RESULTS`` / ``TDLIB_FIGURES`` say where. The data come from ``../shared/data`` when no variable names
+    them (:func:`use_shared_data`), and a notebook that cannot find its data stops here, saying where to put it.
+    """
     declared = declared_parameters(notebook_path(name))
     missing = sorted(set(declared) - set(namespace))
     if missing:
         raise ConfigError(f"{name}: parameters {missing} are not defined; run the parameters cell first")
     values = {k: coerce_parameter(f"{name}.ipynb", k, kind, namespace[k]) for k, kind in declared.items()}
-    namespace.update(values)
-    base = str(values.get("profile", "cpu"))
+    base = str(values.get("profile", COMMITTED))
     try:
-        expected = load_profile(base).get(name, {})
+        listed = load_profile(base).get(name)  # None: the profile does not run this notebook
     except ConfigError:
-        expected = {}
-    overrides = tuple(sorted(k for k, v in values.items() if k in expected and v != expected[k]))
-    return NotebookRun(name, values, "custom" if overrides or not expected else base, base, overrides)
+        listed = None
+    defaults = notebook_defaults(name)
+    if base != COMMITTED and listed:  # the profile's own values where the caller left the notebook's defaults
+        values.update({k: v for k, v in listed.items() if k in values and values[k] == defaults.get(k)})
+    namespace.update(values)
+    expected = {**defaults, **(listed or {})}  # a parameter the profile does not list is at the notebook's default
+    overrides = tuple(sorted(k for k, v in values.items() if k != "profile" and k in expected and v != expected[k]))
+    run = NotebookRun(name, values, "custom" if overrides or listed is None else base, base, overrides)
+    use_shared_data()
+    check_data(name, values)
+    # transformers' and datasets' own bars (loading weights, writing shards, map) would put their rates, which differ
+    # from run to run, into the notebook's outputs; tdlib's training loops keep theirs
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    sub = None if run.profile == COMMITTED else f"custom/{run.custom_key()}" if run.profile == "custom" else run.profile
+    for var, folder in (("TDLIB_RESULTS", "results"), ("TDLIB_FIGURES", "figures")):
+        _route(var, None if sub is None else str(ROOT / folder / sub))
+    return run
+
+
+_ROUTED: dict[str, str] = {}  # the output folders notebook_parameters set in this process (a kernel runs many cells)
+
+
+def _route(var: str, value: str | None) -> None:
+    """Set (or, with None, unset) an output-folder variable, unless the caller set it: a kernel that ran a custom
+    run and then the committed one writes the committed one's records where they belong."""
+    if os.environ.get(var) and os.environ[var] != _ROUTED.get(var):
+        return  # the caller's (make test, reproduce --profile): theirs to keep
+    if value is None:
+        if var in _ROUTED:
+            os.environ.pop(var, None)
+            del _ROUTED[var]
+    else:
+        os.environ[var] = _ROUTED[var] = value
 
 
 def notebook_defaults(name: str) -> dict:
@@ -225,32 +287,61 @@ def output_roots(profile: str) -> dict[str, Path]:
             for var, sub in (("TDLIB_RESULTS", "results"), ("TDLIB_FIGURES", "figures"))}
 
 
-def is_cold(profile: str) -> bool:
-    """Whether the profile's training runs folder holds nothing yet: a FORCE=1 run reuses finished training
-    runs (they resume), so only a run that starts without them measures the cold wall time."""
-
-    folder = runs_dir(profile)
-    return not folder.is_dir() or not any(folder.iterdir())
+def _records_state(folder: Path) -> dict[Path, int]:
+    """Every record under ``folder`` with its modification time: what a run computed is what this changed."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*.json")} if folder.is_dir() else {}
 
 
 def save_timing(path: Path, profile: str, force: bool, cold: bool, seconds: dict[str, float],
                 complete: bool) -> None:
-    """The wall time of a whole-profile run, per notebook, with provenance; rewritten after every notebook
-    (atomically), so an interrupted run still says how far it got."""
+    """The wall time of a whole-profile run that computed something, per notebook, with provenance; rewritten
+    after every notebook (atomically), so an interrupted run still says how far it got."""
 
     save_record(path, {"profile": profile, "force": force}, {
         "complete": complete, "cold": cold, "notebooks": {k: round(v, 1) for k, v in seconds.items()},
         "total_seconds": round(sum(seconds.values()), 1)}, profile=profile, seconds=sum(seconds.values()))
 
 
+class IPCKernelManager(KernelManager):
+    """The notebooks' kernels talk over local IPC sockets (beside the connection file), not TCP: nothing listens on
+    a port, and the kernel has no 'running over TCP without encryption' warning to print."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("transport", "ipc")
+        super().__init__(**kwargs)
+
+
+def strip_volatile(path: Path) -> None:
+    """Drop what differs between two executions of the same notebook from the same records: papermill's and the
+    kernel's timestamps and durations, papermill's input and output paths. A re-run from the cache then writes the
+    committed notebook byte for byte, and another profile's executed copy the same each time."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", ()):  # papermill draws it a random id each run
+            cell.id = "injected-parameters"
+    nbformat.write(nb, path)
+
+
+def older_records(folder: Path) -> list[Path]:
+    """The records under ``folder`` that an earlier commit of ``tdlib/`` computed (whose code has changed since)."""
+    recs = [(p, (load_record(p).get("provenance") or {}).get("git", {}).get("sha")) for p in folder.rglob("*.json")]
+    changed = {sha: code_changed_since(sha) for sha in {s for _, s in recs}}
+    return sorted(p for p, sha in recs if changed[sha])
+
+
 def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | None = None,
         force: bool = False) -> list[Path]:
     """Execute the profile's notebooks. The committed profile's land, executed, in ``notebooks/`` itself
     (via a scratch copy, so a failed run never leaves a half-executed notebook there); others in
-    ``notebooks/executed/<profile>/`` or ``out_dir``.
+    ``notebooks/executed/<profile>/`` or ``out_dir``. Volatile metadata is stripped (:func:`strip_volatile`), so a
+    run from the committed records leaves ``git status`` clean.
 
-    A run of the whole profile (no ``only``) records each notebook's wall time, and whether it started cold
-    (no training runs to reuse), in ``<results>/reproduce/<profile>.json``.
+    A run of the whole profile (no ``only``) that computes a record writes each notebook's wall time, and whether
+    it started cold (no training runs to reuse), to ``<results>/reproduce/<profile>.json``; a run that only read
+    records writes nothing.
     """
 
     plan = load_profile(profile)
@@ -259,6 +350,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         if missing:
             raise ConfigError(f"--only {missing}: not in params/{profile}.yaml ({sorted(plan)})")
         plan = {k: v for k, v in plan.items() if k in only}
+    use_shared_data()  # the kernels inherit it
     for name, params in plan.items():  # validate everything before running anything
         check_parameters(notebook_path(name), params)
         check_data(name, {**notebook_defaults(name), **params})
@@ -272,9 +364,11 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
     roots = output_roots(profile)
     os.environ.update({var: str(path) for var, path in roots.items()})  # the notebooks' kernels inherit them
     timing = None if only else roots["TDLIB_RESULTS"] / "reproduce" / f"{profile}.json"
-    cold, seconds = is_cold(profile), {}
-    print(f"[reproduce:{profile}] {len(plan)} notebooks; records -> {roots['TDLIB_RESULTS']}, figures -> "
-          f"{roots['TDLIB_FIGURES']}" + ("; cold (no training runs to reuse)" if cold else ""), flush=True)
+    runs = runs_dir(profile)
+    no_runs = not runs.is_dir() or not any(runs.iterdir())
+    before, seconds = _records_state(roots["TDLIB_RESULTS"]), {}
+    print(f"[reproduce:{profile}] {len(plan)} notebooks; records -> {shown(roots['TDLIB_RESULTS'])}, figures -> "
+          f"{shown(roots['TDLIB_FIGURES'])}", flush=True)
     written = []
     for name, params in sorted(plan.items(), key=run_order):
         start = time.perf_counter()
@@ -283,21 +377,30 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         try:
             # the committed profile runs on the notebook's own defaults: no injected-parameters cell
             papermill.execute_notebook(str(notebook_path(name)), str(output), parameters={} if in_place else params,
-                                       kernel_name=KERNEL, cwd=str(NOTEBOOKS), progress_bar=False)
+                                       kernel_name=KERNEL, cwd=str(NOTEBOOKS), progress_bar=False,
+                                       kernel_manager_class=IPCKernelManager)
         except papermill.PapermillExecutionError as exc:
-            raise TdlibError(f"notebook {name} failed: {exc.ename}: {exc.evalue} (executed notebook: {output})"
-                             ) from None
+            raise TdlibError(f"notebook {name} failed: {exc.ename}: {exc.evalue} (executed notebook: "
+                             f"{shown(output)})") from None
+        strip_volatile(output)
         if in_place:
             os.replace(output, notebook_path(name))
             output = notebook_path(name)
         seconds[name] = time.perf_counter() - start
-        print(f"[reproduce:{profile}] {name} done in {seconds[name]:.0f} s -> {output}", flush=True)
+        print(f"[reproduce:{profile}] {name} done in {seconds[name]:.0f} s -> {shown(output)}", flush=True)
         written.append(output)
-        if timing is not None:
+        computed = {p for p, m in _records_state(roots["TDLIB_RESULTS"]).items() if before.get(p) != m} - {timing}
+        if timing is not None and computed:
+            cold = no_runs and runs.is_dir() and any(runs.iterdir())  # it trained, from nothing to reuse
             save_timing(timing, profile, force, cold, seconds, complete=len(seconds) == len(plan))
-    if timing is not None:
-        print(f"[reproduce:{profile}] all {len(plan)} notebooks in {sum(seconds.values()) / 60:.1f} min "
-              f"({'cold' if cold else 'reusing training runs'}) -> {timing}", flush=True)
+    computed = {p for p, m in _records_state(roots["TDLIB_RESULTS"]).items() if before.get(p) != m} - {timing}
+    print(f"[reproduce:{profile}] all {len(plan)} notebooks in {sum(seconds.values()) / 60:.1f} min: "
+          + (f"{len(computed)} records computed" + (f" (timing: {shown(timing)})" if timing else "")
+             if computed else "every record read from the cache, nothing computed"), flush=True)
+    older = older_records(roots["TDLIB_RESULTS"])
+    if older:
+        print(f"[reproduce:{profile}] {len(older)} records were computed by an earlier commit of tdlib/ (their "
+              "provenance names it); FORCE=1 recomputes them with this code", flush=True)
     return written
 
 
@@ -313,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     except TdlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line: what is kept, and how to go on
+        print(f"\ninterrupted: finished records stay in {shown(output_roots(args.profile)['TDLIB_RESULTS'])}, "
+              f"training runs in {shown(runs_dir(args.profile))} (they resume); run the same command to go on",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.calibrate import Calibration
 from tdlib.core.decompose import PerMatrix, Tucker
@@ -34,7 +34,7 @@ from tdlib.data.calibration import cached_calibration
 from tdlib.data.corpus import corpus_files
 from tdlib.distill.proxies import Proxies, milestones, proxy_files
 from tdlib.studies.provenance import seed_everything
-from tdlib.studies.records import cached, load_record, record_path
+from tdlib.studies.records import cached, load_record, locate
 from tdlib.studies.runs import run_general
 from tdlib.studies.settings import settings
 from tdlib.studies.specs import TuckerSpec
@@ -194,7 +194,7 @@ def glue_curves(glue: dict) -> dict:
     init) and init controls distilled with the same objective, by name; ``path`` says where they came from (None
     when 03 has no such record)."""
 
-    path = record_path("03_glue", glue)
+    path = locate("03_glue", glue)
     if not path.is_file():
         return {"path": None, "curves": {}}
     result = load_record(path)["result"]

@@ -17,7 +17,7 @@ import time
 
 import tensorly as tl
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.decompose import METHODS, Decomposition, PerMatrix, SharedFactors, TensorTrain, Tucker
 from tdlib.core.errors import RankError

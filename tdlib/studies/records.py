@@ -17,10 +17,29 @@ from pathlib import Path
 
 from tdlib.core.errors import ConfigError
 from tdlib.core.io import key_of, write_json_atomic
-from tdlib.studies.provenance import code_changed_since, data_checksums, project_root, provenance
+from tdlib.studies.provenance import data_checksums, project_root, provenance
 
 ROOT = project_root()
-RESULTS = Path(os.environ.get("TDLIB_RESULTS", ROOT / "results"))
+
+
+def results_root() -> Path:
+    """Where records go: ``$TDLIB_RESULTS``, else ``results/`` (read at each call: a notebook run with parameters of
+    its own points it at a folder of its own, see :func:`tdlib.paper.reproduce.notebook_parameters`)."""
+    return Path(os.environ.get("TDLIB_RESULTS") or ROOT / "results")
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a reader should see it: relative to the checkout when it lies inside it (outputs that name no
+    machine's folders), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def describe(record: dict) -> str:
+    """``results/<name>/<key>.json (cached)`` or ``(computed)``: the line a notebook prints for a record it read."""
+    return f"{shown(record['path'])} ({'cached' if record.get('cached') else 'computed'})"
 
 
 def runs_dir(profile: str) -> Path:
@@ -36,7 +55,17 @@ def param_hash(params: dict) -> str:
 
 
 def record_path(name: str, params: dict, root: str | os.PathLike | None = None) -> Path:
-    return Path(root or RESULTS) / name / f"{param_hash(params)}.json"
+    return Path(root or results_root()) / name / f"{param_hash(params)}.json"
+
+
+def locate(name: str, params: dict, root: str | os.PathLike | None = None) -> Path:
+    """Where the record of ``params`` is read from: under ``root`` (default :func:`results_root`), or, when a run
+    writes to a folder of its own and has none there, the committed ``results/`` record of the same key (the key
+    covers every parameter, so it is the same computation). A missing record's path is the one it would be written
+    to."""
+    path = record_path(name, params, root)
+    committed = record_path(name, params, ROOT / "results")
+    return committed if root is None and not path.exists() and committed.exists() else path
 
 
 def save_record(path: str | os.PathLike, params: dict, result, *, seed: int | None = None,
@@ -67,32 +96,45 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _estimate(name: str, root=None) -> str:
+    """What the newest record of ``name`` (any parameters) took, and on which CPU: the measured time a reader can
+    plan with before a computation starts."""
+    done = [r for r in records(name, root) if (r.get("provenance") or {}).get("wall_seconds")]
+    if not done:
+        return ""
+    prov = done[0]["provenance"]
+    hours = prov["wall_seconds"] / 3600
+    took = f"{hours:.1f} h" if hours >= 1 else f"{prov['wall_seconds'] / 60:.0f} min"
+    return (f" (its newest record took {took} on {prov.get('cpu_model') or prov.get('cpu') or 'a CPU'} with "
+            f"{prov.get('threads')} threads; finished training runs are reused, Ctrl-C keeps what is done)")
+
+
 def cached(name: str, params: dict, compute: Callable[[], object], *, force: bool | None = None,
            seed: int | None = None, profile: str | None = None, data_files=(), root=None,
            extra: dict | None = None) -> dict:
     """Load ``results/<name>/<hash(params)>.json`` or run ``compute()`` and save it with provenance.
 
     A cached record is reused only if it was computed from the same data files (sha256); otherwise it is
-    recomputed and replaced, with a warning. A record computed by other library code (``tdlib/`` changed
-    since its commit) is reused with a warning that names the fix (FORCE=1).
+    recomputed and replaced, with a warning. A record computed by an earlier commit of tdlib is reused as it is:
+    its provenance names that commit, and ``make reproduce`` lists such records once, at its end
+    (:func:`tdlib.paper.reproduce.older_records`).
     """
     path = record_path(name, params, root)
     force = os.environ.get("FORCE", "0") == "1" if force is None else force
-    if path.exists() and not force:
-        record = load_record(path)
+    found = locate(name, params, root)
+    if found.exists() and not force:
+        record = load_record(found)
         stale = stale_reason(record, data_files)
         if stale is None:
-            sha = record.get("provenance", {}).get("git", {}).get("sha")
-            if code_changed_since(sha):
-                warn(f"{path} was computed by tdlib at {sha[:10]}, and tdlib/ has changed since; "
-                     "FORCE=1 recomputes it with this code")
             record["cached"] = True
-            record["path"] = str(path)
+            record["path"] = str(found)
             return record
         warn(f"not reusing {path}: {stale}; recomputing")
     if os.environ.get("TDLIB_CACHE_ONLY") == "1":
         raise ConfigError(f"no usable record {path} for these parameters, and TDLIB_CACHE_ONLY=1 forbids computing "
                           "it (make test re-runs notebooks from committed results only); make reproduce computes it")
+    print(f"[tdlib] {name}: no record for these parameters in {shown(path.parent)}; computing it now"
+          f"{_estimate(name, root)}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     result = compute()
     record = save_record(path, params, result, seed=seed, profile=profile, data_files=data_files,
@@ -104,7 +146,7 @@ def cached(name: str, params: dict, compute: Callable[[], object], *, force: boo
 
 def records(name: str, root: str | os.PathLike | None = None) -> list[dict]:
     """Every record of one notebook, newest first, each with its ``path``."""
-    folder = Path(root or RESULTS) / name
+    folder = Path(root or results_root()) / name
     out = []
     for path in folder.glob("*.json"):
         rec = json.loads(path.read_text())

@@ -31,7 +31,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformers import BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker

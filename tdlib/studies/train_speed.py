@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tdlib.core.modeling import set_implementation
 from tdlib.core.precision import autocast, native_bf16, resolve_precision
