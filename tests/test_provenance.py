@@ -68,7 +68,7 @@ def test_records_name_data_relative_to_their_root(tmp_path, monkeypatch):
     assert list(data) == ["glue/CoLA/train.tsv"] and str(tmp_path) not in str(data)
 
 
-def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch, capsys):
+def test_cached_records_are_checked_against_their_data_and_older_code_is_named_once(tmp_path, monkeypatch, capsys):
     from tdlib.studies import records as results
 
     data = tmp_path / "d.tsv"
@@ -86,9 +86,17 @@ def test_cached_records_are_checked_against_data_and_code(tmp_path, monkeypatch,
     record = results.cached("x", {"a": 1}, compute, **kw)
     assert record["cached"] is False and record["result"] == {"n": 2}
     assert "not reusing" in capsys.readouterr().err
-    monkeypatch.setattr(results, "code_changed_since", lambda sha: True)
+
+    # a record an earlier commit computed is reused as it is, with no warning in the notebook's output: make
+    # reproduce names such records once, at its end
+    from tdlib.paper import reproduce
+
+    monkeypatch.setattr(reproduce, "code_changed_since", lambda sha: sha != results.load_record(
+        tmp_path / "results" / "x" / f"{results.param_hash({'a': 1})}.json")["provenance"]["git"]["sha"] or None)
     assert results.cached("x", {"a": 1}, compute, **kw)["cached"] is True
-    assert "tdlib/ has changed since; FORCE=1 recomputes it" in capsys.readouterr().err
+    assert "changed" not in capsys.readouterr().err
+    results.save_record(tmp_path / "results" / "y" / "old.json", {}, {}, extra={"git": {"sha": "0" * 40}})
+    assert reproduce.older_records(tmp_path / "results") == [tmp_path / "results" / "y" / "old.json"]
 
 
 def test_device_info_names_the_cpu_and_its_bf16_instructions(tmp_path):

@@ -100,6 +100,7 @@ def test_a_whole_profile_run_that_computes_records_its_wall_time_and_whether_it_
             "    pathlib.Path(os.environ['TDLIB_RUNS'], 't', 'finetune').mkdir(parents=True, exist_ok=True)\n"
             "print(os.environ['TDLIB_FIGURES'])")
     tiny_profile(code, {"98_a": {"x": 2}, "99_b": {"x": 3}})
+    monkeypatch.delenv("FORCE", raising=False)  # a forced run earlier in this process sets it
     for var, sub in (("TDLIB_RESULTS", "res"), ("TDLIB_FIGURES", "fig"), ("TDLIB_RUNS", "runs")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     timing = tmp_path / "res" / "reproduce" / "t.json"
@@ -111,10 +112,13 @@ def test_a_whole_profile_run_that_computes_records_its_wall_time_and_whether_it_
     executed = nbformat.read(tmp_path / "out" / "99_b.ipynb", 4)
     assert str(tmp_path / "fig") in json.dumps(executed.cells[-1].outputs)
     assert "papermill" not in executed.metadata and "execution" not in executed.cells[-1].metadata  # not volatile
-    first = (tmp_path / "out" / "99_b.ipynb").read_bytes()
+    assert "computing it now" in json.dumps(executed.cells[-1].outputs)  # said before it computed
     timing.unlink()
     reproduce.run("t", out_dir=tmp_path / "out")  # every record cached: nothing computed, nothing written
-    assert not timing.exists() and (tmp_path / "out" / "99_b.ipynb").read_bytes() == first
+    assert not timing.exists()
+    again = (tmp_path / "out" / "99_b.ipynb").read_bytes()
+    reproduce.run("t", out_dir=tmp_path / "out")  # and the same notebook, byte for byte
+    assert (tmp_path / "out" / "99_b.ipynb").read_bytes() == again and b"computing it now" not in again
     reproduce.run("t", out_dir=tmp_path / "out", force=True)  # recomputed, with training runs to reuse: not cold
     monkeypatch.delenv("FORCE")
     assert not load_record(timing)["result"]["cold"]

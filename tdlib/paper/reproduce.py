@@ -161,7 +161,7 @@ def notebook_parameters(name: str, namespace: dict) -> NotebookRun:
     is ``custom``: its records and figures go to ``results/custom/<key>/`` and ``figures/custom/<key>/`` (another
     profile's to ``results/<profile>/``, ``figures/<profile>/``), never beside the committed ones, unless
     ``TDLIB_RESULTS`` / ``TDLIB_FIGURES`` say where. The data come from ``../shared/data`` when no variable names
-    them (:func:`use_shared_data`), and a notebook that cannot find its data stops here, saying where to put it.
+    them (:func:`use_shared_data`); a notebook that cannot find its data stops with one error saying where to put it.
     """
     declared = declared_parameters(notebook_path(name))
     missing = sorted(set(declared) - set(namespace))
@@ -181,7 +181,6 @@ def notebook_parameters(name: str, namespace: dict) -> NotebookRun:
     overrides = tuple(sorted(k for k, v in values.items() if k != "profile" and k in expected and v != expected[k]))
     run = NotebookRun(name, values, "custom" if overrides or listed is None else base, base, overrides)
     use_shared_data()
-    check_data(name, values)
     # transformers' and datasets' own bars (loading weights, writing shards, map) would put their rates, which differ
     # from run to run, into the notebook's outputs; tdlib's training loops keep theirs
     transformers.logging.disable_progress_bar()
