@@ -217,7 +217,8 @@ from tdlib.studies.aggregate import average_over
 
 
 def at_floor(task_entry: dict, name: str) -> bool:
-    return abs(task_entry["students"][name]["metrics"]["score"] - task_entry["majority"]["score"]) < 5e-3
+    """Within half a point of the majority class, or below it (below the floor is at the floor)."""
+    return task_entry["students"][name]["metrics"]["score"] - task_entry["majority"]["score"] < 5e-3
 
 
 stage2 = {}

@@ -369,7 +369,7 @@ def test_c2_and_c3_cite_the_longer_task_distillation_of_notebook_09(tmp_path):
                 {"students": {"a": run("IV-36-192", 2e-3, 10.0, 20.0, 90.0)}}, profile="cpu")
     table = {r["claim"]: r for r in claims(tmp_path)}
     assert table["C2"]["status"] == ("falls short at this budget (trend of its task distillation's stage 2: closing "
-                                     "slowly: ~6 more doublings to 90% of the teacher at that rate)")  # (90-64)/4
+                                     "slowly: ~9 more doublings to 100% of the teacher at that rate)")  # (100-64)/4
     assert table["C2"]["ours"].endswith("along a longer stage 2 (notebook 09; seed 0), task lr 0.002: 55.0% at step 0, "
                                         "64.0% at step 160 (+4.0 points over the last doubling)")
     assert table["C3"]["status"].endswith("(trend of its task distillation's stage 2: flat)")  # 58 -> 58.5
@@ -428,7 +428,9 @@ def test_c2_and_c3_cite_a_longer_general_distillation_of_notebook_09(tmp_path):
     assert table["C2"]["ours"].endswith("with more general distillation (notebook 09, seed 0, task lr 0.001): 84.0% "
                                         "after 256, 85.0% after 1,024 general steps (+0.5 points per doubling)")
     assert "GLUE score over general-distillation budgets: flat" in table["C2"]["status"]
-    assert "GLUE score over general-distillation budgets: closing)" in table["C3"]["status"]  # +2/doubling, 85 hit
+    # +2 points a doubling from 86: the paper's 96.7% is ~5 doublings away
+    assert ("GLUE score over general-distillation budgets: closing slowly: ~5 more doublings to 96.7% of the teacher"
+            in table["C3"]["status"])
     assert "09_task_budget/gb.json" in table["C2"]["source"]
     save_record(tmp_path / "09_task_budget" / "gb.json", {"glue": glue_params, "stage2_steps": 160},
                 {"students": {"a": study["a"]}}, profile="cpu")  # 03's budget alone: nothing to cite
