@@ -96,3 +96,16 @@ def test_import_tdlib_loads_the_core_alone():
                          capture_output=True, text=True, check=True).stdout.split()
     above = [m for m in out if m.startswith("tdlib.") and layer(m) > 0]
     assert not above, f"import tdlib loads modules above the core: {above}"
+
+
+def test_the_cores_public_functions_are_documented_numpy_style():
+    """tensorly's style: every function ``import tdlib`` exports says what it takes and what it returns."""
+    import inspect
+
+    import tdlib
+
+    functions = [n for n in tdlib.__all__ if inspect.isfunction(getattr(tdlib, n))]
+    assert len(functions) >= 15
+    bare = [n for n in functions if not all(s in (inspect.getdoc(getattr(tdlib, n)) or "")
+                                            for s in ("Parameters\n----------", "Returns\n-------"))]
+    assert not bare, f"public functions without numpy-doc Parameters/Returns: {bare}"

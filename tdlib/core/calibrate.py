@@ -109,6 +109,26 @@ def calibrate(teacher: nn.Module, dataset, ops: str = "san_ffn", batch_size: int
     teacher's own ``nn.Linear`` maps, so what is measured is exactly what the maps read). Needs at least D
     valid tokens: fewer leave every Gram singular (the whitened fits damp them, but the weights would then
     be fitted to a subspace the text never reached); the error names the fix.
+
+    Parameters
+    ----------
+    teacher : transformers model
+        The dense model to measure.
+    dataset : datasets.Dataset or dict of tensors
+        ``input_ids`` and ``attention_mask``, padded to one length.
+    ops : {"san_ffn", "san", "ffn"}
+        The maps whose input Grams are collected.
+    batch_size : int
+        Sequences per forward.
+    identity : dict, optional
+        What the calibration was made from (kept with it, compared when loaded).
+    progress : bool
+        Show progress.
+
+    Returns
+    -------
+    Calibration
+        Every layer's input and output hidden states, the attention mask, and each map's input Gram.
     """
     encoder = getattr(teacher, "base_model", teacher)
     layers = encoder_layers(teacher)

@@ -408,7 +408,20 @@ METHODS: dict[str, type[Decomposition]] = {
 
 
 def make(method: str, **kwargs) -> Decomposition:
-    """Build a decomposition by name (``I``, ``II``, ``III``, ``IV``/``tucker``, ``cp``, ``tt``)."""
+    """Build a decomposition by name (``I``, ``II``, ``III``, ``IV``/``tucker``, ``cp``, ``tt``).
+
+    Parameters
+    ----------
+    method : str
+        ``I``, ``II``, ``III``, ``IV``/``tucker``, ``cp`` or ``tt``.
+    **kwargs
+        The method's ranks and options.
+
+    Returns
+    -------
+    Decomposition
+        An unfitted decomposition (sklearn style: ``fit(tensor)`` returns it fitted).
+    """
     cls = METHODS.get(method)
     if cls is None:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
@@ -419,5 +432,20 @@ def make(method: str, **kwargs) -> Decomposition:
 
 
 def decompose(tensor: torch.Tensor, method: str = "IV", **kwargs) -> Decomposition:
-    """Fit ``method`` to the stacked tensor and return the fitted decomposition."""
+    """Fit ``method`` to the stacked tensor and return the fitted decomposition.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        The stacked (n, D, D) weights.
+    method : str
+        ``I`` (raw), ``II`` (per-matrix SVD), ``III`` (shared factors), ``IV``/``tucker``, ``cp`` or ``tt``.
+    **kwargs
+        The method's ranks and options (``rank_layer``, ``rank_dim``, ``rank``, ``seed``, ...).
+
+    Returns
+    -------
+    Decomposition
+        The fitted decomposition: ``to_tensor()``, ``relative_error(tensor)``, ``n_params()``, ``factors()``.
+    """
     return make(method, **kwargs).fit(tensor)

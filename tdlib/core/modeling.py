@@ -78,7 +78,18 @@ class CompressionSpec:
 
 
 def compression_spec(model: nn.Module) -> CompressionSpec | None:
-    """The spec of a compressed model, or None for a dense one."""
+    """The spec of a compressed model, or None for a dense one.
+
+    Parameters
+    ----------
+    model : transformers model
+        Any model.
+
+    Returns
+    -------
+    CompressionSpec or None
+        Ranks, ops, geometry and implementation of a compressed model; None for a dense one.
+    """
     data = getattr(model.config, "tdlib", None)
     return CompressionSpec.from_dict(data) if data else None
 
@@ -155,6 +166,36 @@ def compress(
     beat: embeddings, biases and LayerNorms alone) yet trains: the core's gradient is not zero given non-zero
     biases, as a pre-trained model has. The init is recorded in ``config.tdlib["init"]``; it changes nothing
     in the forward pass or the parameter count. Returns a new model unless ``inplace``.
+
+    Parameters
+    ----------
+    model : transformers model
+        A BERT-family encoder or task model (``BertModel``, ``BertForSequenceClassification``, ...).
+    rank_layer : int
+        l, the number of d x d matrices in the shared bank C (with ``rank_dim``, sets the parameter count).
+    rank_dim : int
+        d, the width of the shared factors U and V (D x d): sets the speed (about 2Dd multiply-adds per map).
+    ops : {"san_ffn", "san", "ffn"}
+        The maps to compress: attention and FFN, attention only, or FFN only.
+    init : {"pretrained", "tucker", "whitened", "local", "random", "zero"}
+        How the factors start (protocol 1); see above.
+    implementation : {"factorized", "reconstructed"}
+        The forward: x U, M_i, V^T (the paper's reconstruction protocol) or the rebuilt dense W_i.
+    seed, n_iter_max, tol : int, int, float
+        The Tucker fit's seed and stopping rule (HOOI).
+    inplace : bool
+        Compress ``model`` itself instead of a copy.
+    progress : bool
+        Show the fit's progress.
+    calibration : Calibration, optional
+        The teacher's activations (:func:`tdlib.calibrate`); needed by the data-aware inits.
+    fit : BlockwiseFit, optional
+        The block-wise fit's settings (``init="local"``).
+
+    Returns
+    -------
+    transformers model
+        The compressed model, of the input's class, with a ``config.tdlib`` entry that ``save_pretrained`` keeps.
     """
     init = init_name(init)
     if init in DATA_AWARE and calibration is None:
@@ -218,7 +259,20 @@ def with_decomposition(model: nn.Module, fit, ops: str = "san_ffn") -> nn.Module
 
 
 def set_implementation(model: nn.Module, implementation: str) -> nn.Module:
-    """Switch every BankLinear of a compressed model between 'factorized' and 'reconstructed'."""
+    """Switch every BankLinear of a compressed model between 'factorized' and 'reconstructed'.
+
+    Parameters
+    ----------
+    model : transformers model
+        A compressed model.
+    implementation : {"factorized", "reconstructed"}
+        x U, M_i, V^T (never a D x D matrix), or the rebuilt dense W_i (the naive protocol, for comparison).
+
+    Returns
+    -------
+    transformers model
+        ``model`` itself.
+    """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     if getattr(model.config, "tdlib", None) is None:
         raise ConfigError(f"{type(model).__name__} is not compressed by tdlib, so it has no implementation to set; "
@@ -232,7 +286,18 @@ def set_implementation(model: nn.Module, implementation: str) -> nn.Module:
 
 @torch.no_grad()
 def reconstruct_dense(model: nn.Module) -> nn.Module:
-    """A dense copy of a compressed model: each BankLinear replaced by the nn.Linear it computes."""
+    """A dense copy of a compressed model: each BankLinear replaced by the nn.Linear it computes.
+
+    Parameters
+    ----------
+    model : transformers model
+        A compressed model.
+
+    Returns
+    -------
+    transformers model
+        A dense copy (``nn.Linear`` maps) that computes what ``model`` computes.
+    """
     out = copy.deepcopy(model).eval()
     for layer in encoder_layers(out):
         for name, module in list(layer.named_modules()):
@@ -251,7 +316,20 @@ def reconstruct_dense(model: nn.Module) -> nn.Module:
 
 
 def from_pretrained(path: str | Path, implementation: str | None = None) -> nn.Module:
-    """Load a model written by ``compress(...).save_pretrained(path)`` (offline, safetensors)."""
+    """Load a model written by ``compress(...).save_pretrained(path)`` (offline, safetensors).
+
+    Parameters
+    ----------
+    path : str or Path
+        The directory ``save_pretrained`` wrote (config.json with a ``tdlib`` entry, model.safetensors).
+    implementation : {"factorized", "reconstructed"}, optional
+        The forward to use; default: the one saved.
+
+    Returns
+    -------
+    transformers model
+        The compressed model, its factors as saved.
+    """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a saved model directory (no config.json); "
@@ -324,7 +402,22 @@ class ParamCount:
 
 
 def count_params(model: nn.Module, ops: str = "san_ffn") -> ParamCount:
-    """Count parameters by role; for a compressed model ``ops`` is read from its config."""
+    """Count parameters by role; for a compressed model ``ops`` is read from its config.
+
+    Parameters
+    ----------
+    model : transformers model
+        A dense or a compressed model.
+    ops : {"san_ffn", "san", "ffn"}
+        The maps counted as decomposable (a dense model's; a compressed model's come from its config).
+
+    Returns
+    -------
+    ParamCount
+        ``decomposed`` (the weights that replace the compressed maps, as the paper counts them),
+        ``raw_decomposable`` (n D^2 of the same maps dense), ``ratio`` (their quotient), and the encoder's other
+        weights, biases and LayerNorms, embeddings, head and total.
+    """
     spec = compression_spec(model)
     ops = spec.ops if spec else ops
     n_layers, d_model, k = geometry(model, ops)

@@ -70,6 +70,22 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
     classification head (a fine-tuned teacher) comes back with it, mean-pooled or not as saved; a dense
     encoder gets a freshly initialised head when ``num_labels`` is given, reading [CLS], the token
     mean or the cosine of a pair's two sentence embeddings by ``pooling`` (:mod:`tdlib.core.heads`).
+
+    Parameters
+    ----------
+    name : str or PathLike
+        ``"minilm"`` (the embedded all-MiniLM-L6-v2), a hub name (``"bert-base-uncased"``) or a local directory.
+    num_labels : int, optional
+        With a value, a sequence-classification model with that many outputs.
+    problem_type : str, optional
+        transformers' ``problem_type`` (``"regression"``, ``"single_label_classification"``).
+    pooling : {"cls", "mean", "cosine"}
+        The head's input for a new head.
+
+    Returns
+    -------
+    transformers model
+        The model with its weights as saved (a new head, when one is asked for, freshly initialised).
     """
 
     path = resolve(name)
@@ -106,6 +122,18 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
 
 
 def load_tokenizer(name: str | os.PathLike):
+    """Load the tokenizer of a teacher or a saved model.
+
+    Parameters
+    ----------
+    name : str or PathLike
+        As for :func:`load_model`.
+
+    Returns
+    -------
+    transformers tokenizer
+        The fast tokenizer saved with the model.
+    """
     path = resolve(name)
     try:
         return transformers.AutoTokenizer.from_pretrained(path)

@@ -51,6 +51,22 @@ def encoder_macs(geom: Geometry, seq_len: int, rank_dim: int | None = None, ops:
 
     ``rank_dim=None`` is the dense model. The factorized count follows what ``BankLinear`` runs:
     xU shared by Q, K, V; the cheaper of folding M V^T or applying M then V^T.
+
+    Parameters
+    ----------
+    geom : Geometry
+        The encoder's geometry.
+    seq_len : int
+        Tokens per sequence (attention's cost grows with it).
+    rank_dim : int, optional
+        d of a compressed model; None for the dense one.
+    ops : {"san_ffn", "san", "ffn"}
+        The compressed maps.
+
+    Returns
+    -------
+    dict
+        Multiply-adds per token by part (linear maps, attention) and in total.
     """
     check_choice("ops", ops, OPS)
     D, k = geom.d_model, geom.ffn_blocks
@@ -70,7 +86,24 @@ def encoder_macs(geom: Geometry, seq_len: int, rank_dim: int | None = None, ops:
 
 
 def mac_ratio(geom: Geometry, rank_dim: int, seq_len: int = 128, ops: str = "san_ffn") -> float:
-    """Dense MACs / factorized MACs per token (attention included): the speed-up limit."""
+    """Dense MACs / factorized MACs per token (attention included): the speed-up limit.
+
+    Parameters
+    ----------
+    geom : Geometry
+        The encoder's geometry.
+    rank_dim : int
+        d of the compressed model.
+    seq_len : int
+        Tokens per sequence.
+    ops : {"san_ffn", "san", "ffn"}
+        The compressed maps.
+
+    Returns
+    -------
+    float
+        The speed-up a compressed forward can reach at most.
+    """
     return encoder_macs(geom, seq_len)["total"] / encoder_macs(geom, seq_len, rank_dim, ops)["total"]
 
 
@@ -92,6 +125,26 @@ def pick_ranks(model_or_geometry, ratio: float | None = None, budget: int | None
 
     For each d (multiples of ``rank_dim_step``) the largest l whose parameter count stays within
     budget; sorted by rank_dim (the speed/accuracy axis).
+
+    Parameters
+    ----------
+    model_or_geometry : transformers model or Geometry
+        The model to compress, or its geometry (``tdlib.BERT_BASE``, ``tdlib.MINILM``).
+    ratio : float, optional
+        The compression to reach: decomposable weights / Tucker weights (48 for the paper's tiny model).
+    budget : int, optional
+        The weight budget instead of ``ratio``.
+    ops : {"san_ffn", "san", "ffn"}
+        The maps to compress.
+    rank_dim_step : int
+        The spacing of the rank_dim values tried.
+    seq_len : int
+        The sequence length the multiply-add ratio is computed at.
+
+    Returns
+    -------
+    list of RankChoice
+        One (rank_layer, rank_dim) per rank_dim, with its parameter count, ratio and multiply-add ratio.
     """
     geom = Geometry.of(model_or_geometry)
     n, D = geom.n(ops), geom.d_model

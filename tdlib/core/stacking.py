@@ -132,7 +132,21 @@ def _block(weight: torch.Tensor, slot: Slot, d_model: int) -> torch.Tensor:
 
 @torch.no_grad()
 def stack_weights(model: nn.Module, ops: str = "san_ffn") -> torch.Tensor:
-    """Gather the (n, D, D) tensor of decomposable weights (a copy, float32, on CPU)."""
+    """Gather the (n, D, D) tensor of decomposable weights (a copy, float32, on CPU).
+
+    Parameters
+    ----------
+    model : transformers model
+        A dense BERT-family model.
+    ops : {"san_ffn", "san", "ffn"}
+        Which maps: 12 per layer (Q, K, V, O, 4 FFN-up and 4 FFN-down blocks), the 4 attention maps, or the 8 FFN
+        blocks.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (n, D, D), n = 12L, 4L or 8L, each map written so that y = x W.
+    """
     layers = encoder_layers(model)
     _, d_model, _ = geometry(model, ops)
     mats = [
@@ -144,7 +158,22 @@ def stack_weights(model: nn.Module, ops: str = "san_ffn") -> torch.Tensor:
 
 @torch.no_grad()
 def unstack_weights(model: nn.Module, tensor: torch.Tensor, ops: str = "san_ffn") -> nn.Module:
-    """Write an (n, D, D) tensor back into the model's dense linear maps, in place; returns the model."""
+    """Write an (n, D, D) tensor back into the model's dense linear maps, in place; returns the model.
+
+    Parameters
+    ----------
+    model : transformers model
+        A dense BERT-family model of the tensor's geometry.
+    tensor : torch.Tensor
+        Shape (n, D, D), as :func:`stack_weights` returns it.
+    ops : {"san_ffn", "san", "ffn"}
+        Which maps the tensor holds.
+
+    Returns
+    -------
+    transformers model
+        ``model``, its maps overwritten.
+    """
     layers = encoder_layers(model)
     _, d_model, _ = geometry(model, ops)
     sl = model_slots(model, ops)
