@@ -278,3 +278,16 @@ for general, rec in drecs.items():
 for general, rec in drecs.items():
     print(f"[{VARIANTS[general]}]")
     print(verdict_line(rec["result"]))
+
+
+# %% [markdown]
+# ## Verdict
+# The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
+# README's table (notebook 06).
+
+# %%
+from IPython.display import Markdown
+
+from tdlib.paper.claims import verdict_text
+
+Markdown(verdict_text("C1"))

@@ -301,3 +301,16 @@ for n, c in result.get("controls", {}).items():
     times[f"{n} general (control)"] = c["seconds"]
 times["total (with evaluation)"] = result["seconds"]
 pd.Series(times, name="seconds").round(0)
+
+
+# %% [markdown]
+# ## Verdict
+# The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
+# README's table (notebook 06).
+
+# %%
+from IPython.display import Markdown
+
+from tdlib.paper.claims import verdict_text
+
+Markdown(verdict_text("C2", "C3"))

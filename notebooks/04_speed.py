@@ -300,3 +300,15 @@ if trec:
     savefig(fig, "04_train_throughput")
     plt.show()
 
+
+# %% [markdown]
+# ## Verdict
+# The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
+# README's table (notebook 06).
+
+# %%
+from IPython.display import Markdown
+
+from tdlib.paper.claims import verdict_text
+
+Markdown(verdict_text("C4"))

@@ -144,3 +144,16 @@ pd.DataFrame(comp["result"]).set_index("ranks").round(4)
 # stable: ranks and parameter counts of the students of the distilled teacher
 for name, s in result["students"].items():
     print(f"{name:22} {s['params']:>10,} weights  {s['ratio']:6.2f}x")
+
+
+# %% [markdown]
+# ## Verdict
+# The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
+# README's table (notebook 06).
+
+# %%
+from IPython.display import Markdown
+
+from tdlib.paper.claims import verdict_text
+
+Markdown(verdict_text("C5"))

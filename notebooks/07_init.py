@@ -121,7 +121,7 @@ savefig(fig, "07_init_layers")
 plt.show()
 
 # %% [markdown]
-# ## Targets of issue #16 (IV-36-192, no general distillation)
+# ## Each init against the targets set for it (IV-36-192, no general distillation)
 
 # %%
 best = {}
@@ -172,3 +172,16 @@ for name, entry in result["curves"].items():
                 "minutes": entry["seconds"] / 60})
     speed.append(row)
 pd.DataFrame(speed).set_index("run").round(3) if speed else "no curve runs with a matching plain run in 03"
+
+
+# %% [markdown]
+# ## Verdict
+# The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
+# README's table (notebook 06).
+
+# %%
+from IPython.display import Markdown
+
+from tdlib.paper.claims import verdict_text
+
+Markdown(verdict_text("C6"))

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 08 · The teacher: how far does fine-tuning go on this budget?
+# # Appendix A (to 03) · The teacher: how far does fine-tuning go on this budget?
 #
 # Every GLUE claim (C2, C3, C5) is a percentage *of the teacher*, so an under-trained teacher makes every student
 # look better or worse than it is. Notebook 03 first fine-tuned all-MiniLM-L6-v2 briefly (2-3 epochs; SST-2 on an

@@ -116,6 +116,13 @@ def rows(root=None) -> list[dict]:
     return [{"claim": cid, "paper": PAPER[cid], **made[cid], "notebooks": NOTEBOOKS[cid]} for cid in PAPER]
 
 
+def verdict_text(*cids: str, root=None) -> str:
+    """The closing lines of a claim's notebook: each claim's verdict and number, as the README's table has them."""
+    table = {r["claim"]: r for r in rows(root)}
+    return "\n\n".join(f"**{c}: {table[c]['verdict']}.** Paper: {table[c]['paper']}. Ours: {table[c]['ours']}."
+                       for c in cids)
+
+
 def markdown(table: list[dict], link: str = "notebooks/{}.ipynb") -> str:
     """The table in markdown, and the verdicts' rules under it; ``link`` makes a notebook's name a path (another
     profile's table, in ``docs/``, links the sources: the committed executed notebooks show the committed profile)."""

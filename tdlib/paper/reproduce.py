@@ -286,9 +286,17 @@ def output_roots(profile: str) -> dict[str, Path]:
             for var, sub in (("TDLIB_RESULTS", "results"), ("TDLIB_FIGURES", "figures"))}
 
 
+def own_records(folder: Path) -> list[Path]:
+    """The records of the notebooks under ``folder``: not another profile's (``results/quick/``), a custom run's
+    (``results/custom/``) or a timing record (``reproduce/``), which the committed profile's folder also holds."""
+    other = {"custom", "reproduce", *(p.stem for p in PARAMS.glob("*.yaml"))}
+    return sorted(p for p in folder.rglob("*.json") if p.relative_to(folder).parts[0] not in other) \
+        if folder.is_dir() else []
+
+
 def _records_state(folder: Path) -> dict[Path, int]:
     """Every record under ``folder`` with its modification time: what a run computed is what this changed."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*.json")} if folder.is_dir() else {}
+    return {p: p.stat().st_mtime_ns for p in own_records(folder)}
 
 
 def save_timing(path: Path, profile: str, force: bool, cold: bool, seconds: dict[str, float],
@@ -326,7 +334,7 @@ def strip_volatile(path: Path) -> None:
 
 def older_records(folder: Path) -> list[Path]:
     """The records under ``folder`` that an earlier commit of ``tdlib/`` computed (whose code has changed since)."""
-    recs = [(p, (load_record(p).get("provenance") or {}).get("git", {}).get("sha")) for p in folder.rglob("*.json")]
+    recs = [(p, (load_record(p).get("provenance") or {}).get("git", {}).get("sha")) for p in own_records(folder)]
     changed = {sha: code_changed_since(sha) for sha in {s for _, s in recs}}
     return sorted(p for p, sha in recs if changed[sha])
 
