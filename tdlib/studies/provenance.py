@@ -36,7 +36,7 @@ def seed_everything(seed: int) -> int:
 
 # What `make reproduce` itself writes: a change there does not make the code that computed a result differ
 # from its commit, so `dirty` ignores it (otherwise every record after the first notebook reads dirty).
-OUTPUTS = ("results", "figures", "README.md", "notebooks/*.ipynb")  # the cpu profile's executed notebooks too
+OUTPUTS = ("results", "figures", "README.md", "docs/DETAILS.md", "notebooks/*.ipynb")  # executed notebooks too
 
 
 def project_root() -> Path:
