@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tdlib.data.glue import get_task, task_scores
 from tdlib.paper.published import PAPER_GENERAL_TOKENS
-from tdlib.paper.report import PAPER, TARGET, method_ranking, tiny_speed
+from tdlib.paper.report import PAPER, TARGET, method_ranking, student_near, tiny_speed
 from tdlib.studies.records import records
 
 MAX_CELL = 200
@@ -39,8 +39,7 @@ def gain_share(result: dict, name: str) -> float:
     a student that learnt nothing and 100 for one that matches the teacher.
     """
     teacher = student = floor = 0.0
-    for entry in result["tasks"].values():
-        task = entry.get("task") or next(t for t, e in result["tasks"].items() if e is entry)
+    for task, entry in result["tasks"].items():
         t_cols, m_cols = task_scores(task, entry["metrics"]), task_scores(task, entry["majority"])
         s_cols = task_scores(task, entry["students"][name]["metrics"])
         teacher += sum(t_cols.values())
@@ -111,7 +110,8 @@ def departures(root=None) -> str:
 
 def rows(root=None) -> list[dict]:
     """The six claims: ``claim``, ``paper``, ``ours``, ``verdict``, ``notebooks``."""
-    made = {"C1": _c1(root), "C2": _glue("C2", root), "C3": _glue("C3", root), "C4": _c4(root), "C5": _c5(root),
+    glue = {"C2": _glue("C2", root), "C3": _glue("C3", root)}
+    made = {"C1": _c1(root), **glue, "C4": _c4(root), "C5": _c5(root, {g["verdict"] for g in glue.values()}),
             "C6": _c6(root)}
     return [{"claim": cid, "paper": PAPER[cid], **made[cid], "notebooks": NOTEBOOKS[cid]} for cid in PAPER]
 
@@ -171,12 +171,6 @@ def _c1(root=None) -> dict:
     return {"ours": ours, "verdict": verdict}
 
 
-def _student(result: dict, ratio: float) -> str | None:
-    tucker = {n: s for n, s in result["students"].items() if s["kind"] == "tucker"}
-    name = min(tucker, key=lambda n: abs(tucker[n]["ratio"] - ratio), default=None)
-    return name if name and 2 / 3 < tucker[name]["ratio"] / ratio < 3 / 2 else None
-
-
 def _peer(result: dict, name: str) -> str | None:
     return next((n for n, s in result["students"].items() if s.get("budget_of") == name), None)
 
@@ -186,7 +180,7 @@ def _glue(cid: str, root=None) -> dict:
     if rec is None:
         return _pending("03")
     res = rec["result"]
-    name = _student(res, 7.2 if cid == "C2" else 48.0)
+    name = next(iter(student_near(res, 7.2 if cid == "C2" else 48.0) or ()), None)
     if name is None:
         return {"ours": f"no Tucker student near 1/{7 if cid == 'C2' else 48} in the record", "verdict": "pending"}
     st, pct = res["students"][name], res["summary"][name]["percent_of_teacher"]
@@ -212,7 +206,8 @@ def _c4(root=None) -> dict:
     return {"ours": ours, "verdict": "reproduced" if tiny["speedup"] >= TARGETS["C4"] else "not reproduced"}
 
 
-def _c5(root=None) -> dict:
+def _c5(root=None, glue_verdicts: set[str] = frozenset()) -> dict:
+    """C5 rests on C2/C3: their verdict (``glue_verdicts``), and the teacher's zero-shot STS-B the students keep."""
     rec = _newest("03_glue", root)
     if rec is None:
         return _pending("03")
@@ -220,13 +215,12 @@ def _c5(root=None) -> dict:
     teacher = res.get("proxies", {}).get("teacher", {}).get("stsb")
     kept = []
     for ratio in (7.2, 48.0):
-        name = _student(res, ratio)
+        name = next(iter(student_near(res, ratio) or ()), None)
         if name and teacher and res["students"][name].get("curve"):
             kept.append(f"{100 * res['students'][name]['curve'][-1]['stsb'] / teacher:.1f}% (1/{ratio:.0f})")
-    verdicts = {_glue(c, root)["verdict"] for c in ("C2", "C3")}
     ours = (f"rests on C2/C3: the teacher is a distilled MiniLM; its zero-shot STS-B kept: {', '.join(kept)}"
             if rec["params"].get("teacher") == "minilm" else "the profile's teacher is not a distilled model")
-    return {"ours": ours, "verdict": verdicts.pop() if len(verdicts) == 1 else "mixed"}
+    return {"ours": ours, "verdict": next(iter(glue_verdicts)) if len(glue_verdicts) == 1 else "mixed"}
 
 
 def _c6(root=None) -> dict:

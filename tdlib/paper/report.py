@@ -165,7 +165,9 @@ def _glue(root=None) -> dict | None:
     return recs[0] if recs else None
 
 
-def _student(result: dict, target_ratio: float) -> tuple[str, dict] | None:
+def student_near(result: dict, target_ratio: float) -> tuple[str, dict] | None:
+    """The Tucker student of a GLUE record whose compression is nearest ``target_ratio`` (within a factor of 1.5),
+    with its entry; None when there is none."""
     tucker = {n: s for n, s in result["students"].items() if s["kind"] == "tucker"}
     if not tucker:
         return None
@@ -399,7 +401,7 @@ def claim_glue(cid: str, root=None) -> dict:
     where = f"of the {rec['params']['teacher']} teacher's GLUE average ({tasks}; dev)"
     out = {"source": shown(rec["path"]), "profile": rec["provenance"].get("profile")}
     if cid in ("C2", "C3"):
-        pick = _student(res, 7.2 if cid == "C2" else 48.0)
+        pick = student_near(res, 7.2 if cid == "C2" else 48.0)
         if pick is None:
             target = 7.2 if cid == "C2" else 48
             return {"ours": f"no Tucker student near 1/{target:g} in the record", "status": "pending"}

@@ -373,7 +373,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
     timing = None if only else roots["TDLIB_RESULTS"] / "reproduce" / f"{profile}.json"
     runs = runs_dir(profile)
     no_runs = not runs.is_dir() or not any(runs.iterdir())
-    before, seconds = _records_state(roots["TDLIB_RESULTS"]), {}
+    before, seconds, computed = _records_state(roots["TDLIB_RESULTS"]), {}, set()
     print(f"[reproduce:{profile}] {len(plan)} notebooks; records -> {shown(roots['TDLIB_RESULTS'])}, figures -> "
           f"{shown(roots['TDLIB_FIGURES'])}", flush=True)
     written = []
@@ -400,7 +400,6 @@ def run(profile: str = "cpu", only: list[str] | None = None, out_dir: Path | Non
         if timing is not None and computed:
             cold = no_runs and runs.is_dir() and any(runs.iterdir())  # it trained, from nothing to reuse
             save_timing(timing, profile, force, cold, seconds, complete=len(seconds) == len(plan))
-    computed = {p for p, m in _records_state(roots["TDLIB_RESULTS"]).items() if before.get(p) != m} - {timing}
     print(f"[reproduce:{profile}] all {len(plan)} notebooks in {sum(seconds.values()) / 60:.1f} min: "
           + (f"{len(computed)} records computed" + (f" (timing: {shown(timing)})" if timing else "")
              if computed else "every record read from the cache, nothing computed"), flush=True)
