@@ -24,7 +24,8 @@ from tdlib.core.ranks import Geometry, pick_ranks
 from tdlib.data.calibration import cached_calibration
 from tdlib.data.glue import get_task, task_files
 from tdlib.distill.loop import TrainingInterrupted, is_main_process
-from tdlib.studies import experiments
+from tdlib.paper.reproduce import load_profile, scaling_params, use_shared_data
+from tdlib.studies import experiments, scaling
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.records import runs_dir, save_record
 from tdlib.studies.runs import Data, dev_logits, dev_metrics, run_general, run_task_student, run_teacher, tucker_budget
@@ -266,6 +267,21 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_scaling(args) -> int:
+    """The scaling study's missing points, budget by budget (hours; resumable: run it again to go on)."""
+
+    use_shared_data()
+    if scaling.NAME not in load_profile(args.profile):
+        raise TdlibError(f"params/{args.profile}.yaml has no {scaling.NAME} section: the study's settings live there")
+    params = scaling_params(args.profile)
+    if args.list:
+        found, missing = scaling.points(params, args.profile)
+        print(f"{len(found)} points recorded; {len(missing)} missing:" + "".join(f"\n  {m}" for m in missing))
+        return 0
+    scaling.run_study(params, args.profile, max_points=args.max_points)
+    return 0
+
+
 def _common_training(p) -> None:
     p.add_argument("--teacher", default="minilm", help="pre-trained (general) or fine-tuned (task) teacher")
     p.add_argument("--batch-size", type=int, default=None)
@@ -378,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", help="write results.json with provenance here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("scaling", help="the distillation scaling study (notebook 10): compute its missing points, "
+                                       "budget by budget; many hours, resumable")
+    p.add_argument("--profile", default="cpu", help="params/<profile>.yaml's 10_scaling section")
+    p.add_argument("--max-points", type=int, default=None, help="stop after computing this many points")
+    p.add_argument("--list", action="store_true", help="only list the points recorded and missing")
+    p.set_defaults(func=cmd_scaling)
 
     p = sub.add_parser("experiment", help="run a whole GLUE or method experiment from a params JSON (what "
                                           "notebooks launch on several processes)")

@@ -10,6 +10,7 @@ import datasets
 import pytest
 import torch
 from conftest import tiny_config
+from safetensors.torch import load_file
 from transformers import BertModel
 
 from tdlib.core.errors import ConfigError
@@ -112,6 +113,7 @@ SCRIPT = """
 import sys, torch, datasets
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
+from safetensors.torch import load_file
 from transformers import BertModel
 from tdlib.core.modeling import compress
 from tdlib.distill.stages import distillation_step
@@ -253,3 +255,18 @@ def test_finetune_head_lr_is_validated_per_task():
     for bad in (-1.0, "fast", {"cola": 0}, True):
         with pytest.raises(ConfigError, match="finetune_head_lr"):
             settings({"finetune_head_lr": bad})
+
+
+def test_stop_at_keeps_models_and_a_later_call_continues_the_same_run(tmp_path):
+    straight, h1 = _run(tmp_path / "a", keep_at=[2, 6])
+    _, part = _run(tmp_path / "b", keep_at=[2, 6], stop_at=2)
+    assert part["stopped_at"] == 2 and not (tmp_path / "b" / "model").exists()
+    assert (tmp_path / "b" / "at" / "2" / "config.json").is_file() and not (tmp_path / "b" / "at" / "6").exists()
+    _, again = _run(tmp_path / "b", keep_at=[2, 6], stop_at=2)  # already there: nothing trains
+    assert again["stopped_at"] == 2 and again["loss"]["loss"] == part["loss"]["loss"]
+    resumed, h2 = _run(tmp_path / "b", keep_at=[2, 6])
+    assert h2["resumed_from"] == 2 and h2["loss"]["loss"] == pytest.approx(h1["loss"]["loss"], rel=1e-5)
+    for name in ("2", "6"):
+        a = load_file(tmp_path / "a" / "at" / name / "model.safetensors")
+        b = load_file(tmp_path / "b" / "at" / name / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -190,7 +190,7 @@ def is_done(out_dir: str | Path) -> bool:
 def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_dir: str | Path, *,
           identity: dict | None = None, frozen: Sequence[nn.Module] = (), desc: str = "train",
           progress: bool = True, accelerator=None, evaluate: Callable[[nn.Module], dict] | None = None,
-          evaluate_at: Sequence[int] = ()) -> dict:
+          evaluate_at: Sequence[int] = (), keep_at: Sequence[int] = (), stop_at: int | None = None) -> dict:
     """Train ``model`` on ``dataset`` (a torch-formatted datasets.Dataset) to minimise ``loss_fn``.
 
     ``identity`` describes what is being trained (teacher, student spec, data hashes...); with the
@@ -204,6 +204,11 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     when 0 is in ``evaluate_at`` and after each step listed there: the points of a recovery curve, kept in
     ``history["curve"]`` (checkpointed with the history, so a resumed run keeps its earlier points). Its time
     is ``history["eval_seconds"]``, not part of ``history["seconds"]``.
+
+    ``keep_at``: steps whose model is kept in ``out_dir/at/<step>`` (``save_pretrained``), e.g. a scaling study's
+    budgets along one run. ``stop_at`` (< ``config.steps``): train up to that step, checkpoint and return the
+    history so far with ``"stopped_at"``; the same call with a later ``stop_at`` (or none) resumes from there. With a
+    constant schedule after warm-up a run stopped at step s has computed exactly what a run to s would.
     """
 
     config = resolved(config)
@@ -213,6 +218,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     if is_done(out) and run_file.exists():
         load_weights(model, out / "model")
         return json.loads((out / "history.json").read_text())
+    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
 
     accelerator = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
@@ -254,7 +260,13 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             tmp.rename(ckpt)
         accelerator.wait_for_everyone()
 
+    def keep() -> None:
+        kept = out / "at" / str(step)
+        if step in keep_at and accelerator.is_main_process and not (kept / "config.json").is_file():
+            save_model_atomic(accelerator.unwrap_model(model), kept)
+
     def take_point() -> None:
+        keep()
         if evaluate is None or step not in evaluate_at or any(p["step"] == step for p in history.get("curve", [])):
             return
         t0 = time.perf_counter()
@@ -269,9 +281,9 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
     start = time.perf_counter()
     take_point()
     model.train()
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(total=end, initial=step, desc=desc, disable=not (progress and accelerator.is_main_process))
     try:
-        while step < config.steps:
+        while step < end:
             epoch, skip = divmod(step, len(loader))
             loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
@@ -293,9 +305,9 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 take_point()
-                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                     save_checkpoint()
-                if step >= config.steps:
+                if step >= end:
                     break
     except KeyboardInterrupt:
         restore()
@@ -304,6 +316,11 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         raise TrainingInterrupted(step, out) from None
     bar.close()
     restore()
+    if step < config.steps:  # stopped at stop_at: the run continues from its checkpoint
+        if step > resumed_from or not (ckpt / "trainer_state.json").exists():
+            save_checkpoint()
+        accelerator.unwrap_model(model).eval()
+        return {**history, "stopped_at": step, "seconds": elapsed + time.perf_counter() - start}
     history.update({"seconds": elapsed + time.perf_counter() - start - history.get("eval_seconds", 0.0),
                     "resumed_from": resumed_from,
                     "num_processes": accelerator.num_processes, "device": str(accelerator.device),

@@ -120,13 +120,14 @@ def finetune(model: nn.Module, train_data, out_dir: str | Path, config: TrainCon
 
 def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str | Path, config: TrainConfig, *,
                     identity: dict | None = None, progress: bool = True, cache=None, objective: str = "last_layer",
-                    evaluate=None, evaluate_at=()) -> dict:
+                    evaluate=None, evaluate_at=(), keep_at=(), stop_at: int | None = None) -> dict:
     """General distillation: intermediate losses against the pre-trained teacher on a packed corpus.
 
     With ``cache`` (a :class:`tdlib.distill.teacher_cache.TeacherCache` of ``corpus``, which then needs an ``idx``
     column) the teacher's targets are read from it instead of recomputed every step. ``objective``: the
     paper's ``"last_layer"`` loss or ``"all_layers_cos"`` (:func:`objective_loss`). ``evaluate`` and
-    ``evaluate_at`` record a recovery curve (:func:`tdlib.distill.loop.train`; :class:`tdlib.distill.proxies.Proxies`).
+    ``evaluate_at`` record a recovery curve (:func:`tdlib.distill.loop.train`; :class:`tdlib.distill.proxies.Proxies`);
+    ``keep_at`` and ``stop_at`` keep the model at given steps and stop early, resumably (a scaling study's budgets).
     """
     check_vocab(student, teacher)
     check_choice("objective", objective, OBJECTIVES)
@@ -136,7 +137,7 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
         loss, frozen = (lambda m, b: cached_distillation_step(m, cache, b, objective)), []
     return train(student, loss, corpus, config, out_dir, identity=identity, frozen=frozen,
                  desc=f"general {Path(out_dir).name}", progress=progress, evaluate=evaluate,
-                 evaluate_at=evaluate_at)
+                 evaluate_at=evaluate_at, keep_at=keep_at, stop_at=stop_at)
 
 
 def task_distill(student: nn.Module, teacher: nn.Module, train_data, out_dir: str | Path, stage1: TrainConfig,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from tdlib.studies.records import ROOT
 
@@ -57,3 +58,38 @@ def recovery_figure(curves: dict[str, dict], teacher: dict[str, float], dashed=(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def scaling_figure(curves: dict[str, dict], trends: dict, floor: float, target: float, paper_tokens: float,
+                   ylabel: str) -> plt.Figure:
+    """Score against general-distillation tokens (log), one line per student (seed mean, seed range as bars), its
+    fitted trend dashed out to the paper's budget; the teacher (100), the majority-class floor and ``target``."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for name, entry in curves.items():
+        xs = np.asarray(entry["tokens"], dtype=float)
+        values = [np.array(list(s.values())) for s in entry["scores"]]
+        mean = np.array([v.mean() for v in values])
+        err = np.array([[m - v.min() for m, v in zip(mean, values, strict=True)],
+                        [v.max() - m for m, v in zip(mean, values, strict=True)]])
+        line = ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=2, label=name)
+        trend = trends.get(name)
+        if trend is not None:
+            ends = np.array([xs[0], paper_tokens])
+            ax.plot(ends, [_fitted(trend, e) for e in ends], "--", color=line[0].get_color(), lw=1)
+    ax.axhline(100, color="k", lw=1, label="teacher")
+    ax.axhline(floor, color="grey", lw=1, ls=":", label="majority class")
+    ax.axhline(target, color="tab:red", lw=1, ls="-.", label=f"paper's claim ({target:g}%)")
+    ax.axvline(paper_tokens, color="k", lw=0.8, ls=":")
+    ax.annotate("paper's budget", (paper_tokens, floor), rotation=90, fontsize=7, ha="right", va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("general-distillation tokens (log2)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fitted(trend, tokens: float) -> float:
+    """The trend line's value at ``tokens`` (from its value at ``trend.at_tokens`` and its slope)."""
+    return trend.value - trend.slope * np.log2(trend.at_tokens / tokens)

@@ -440,3 +440,11 @@ def glue_params(profile: str) -> dict:
 
     values = {**notebook_defaults("03_glue"), **load_profile(profile).get("03_glue", {})}
     return keyed({k: v for k, v in values.items() if k in GLUE_DEFAULTS})
+
+
+def scaling_params(profile: str, section: dict | None = None) -> dict:
+    """The scaling study's parameters under ``profile``: notebook 03's GLUE settings (:func:`glue_params`) with the
+    study's section of ``params/<profile>.yaml`` (or ``section``, a notebook's own values) over them."""
+
+    section = load_profile(profile).get("10_scaling", {}) if section is None else section
+    return {**glue_params(profile), **{k: v for k, v in section.items() if k not in ("profile", "compute")}}

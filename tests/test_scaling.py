@@ -1,0 +1,66 @@
+"""The scaling study's plan, trend fit and verdict rules (its runs: the smoke notebook 10 in make test)."""
+
+import math
+
+import pytest
+
+from tdlib.core.errors import ConfigError
+from tdlib.studies.scaling import (
+    ScalingPlan,
+    difference,
+    fit_trend,
+    init_verdict,
+    rate_verdict,
+    reach_verdict,
+    schedule,
+    split_params,
+)
+
+
+def test_budgets_double_from_the_first_and_the_plan_refuses_bad_values():
+    assert ScalingPlan(first_steps=256, doublings=6).budgets == [256 * 2**k for k in range(7)]
+    for bad in ({"doublings": 0}, {"first_steps": 0}, {"warmup_steps": 300, "first_steps": 256},
+                {"decay_check": 9, "doublings": 6}):
+        with pytest.raises(ConfigError):
+            ScalingPlan(**bad)
+    with pytest.raises(ConfigError, match="unknown experiment parameter"):
+        split_params({"first_steps": 4, "budgets": [1]})
+
+
+def test_every_student_reaches_a_budget_before_any_goes_further():
+    s, plan = split_params({"first_steps": 2, "doublings": 2, "warmup_steps": 1, "decay_check": 1})
+    order = schedule(s, plan, ["a", "b"])
+    assert [(st, name, d) for st, name, d in order] == [(2, "a", False), (2, "b", False), (4, "a", False),
+                                                        (4, "b", False), (4, "a", True), (8, "a", False),
+                                                        (8, "b", False)]
+
+
+def _scores(slopes, offsets, tokens):
+    return [{seed: off + sl * math.log2(t) for seed, (sl, off) in enumerate(zip(slopes, offsets, strict=True))}
+            for t in tokens]
+
+
+def test_a_log_linear_trend_is_recovered_with_an_interval_from_the_seeds():
+    tokens = [2**19 * 2**k for k in range(5)]
+    trend = fit_trend(tokens, _scores([1.0, 1.2, 1.4], [50, 51, 52], tokens), at_tokens=2**33)
+    assert trend.slope == pytest.approx(1.2)
+    assert trend.slope_interval[0] < 1.2 < trend.slope_interval[1]
+    assert trend.value == pytest.approx(51 + 1.2 * 33)
+    with pytest.raises(ConfigError, match="2 seeds"):
+        fit_trend(tokens, [{0: 1.0}] * 5, 2**33)
+
+
+def test_the_verdict_rules_read_the_interval_not_the_point():
+    tokens = [2**19 * 2**k for k in range(4)]
+    steep = fit_trend(tokens, _scores([3.0, 3.02, 3.04], [0, 0, 0], tokens), 2**33)
+    flat = fit_trend(tokens, _scores([0.1, 0.2, 0.3], [60, 60, 60], tokens), 2**33)
+    assert reach_verdict(flat, 96.7) == "not reached at the paper's budget"
+    assert reach_verdict(steep, 96.7) == "reached"
+    wide = fit_trend(tokens, _scores([0.0, 1.3, 2.6], [60, 60, 60], tokens), 2**33)
+    assert wide.value_interval[0] < 96.7 < wide.value_interval[1]
+    assert reach_verdict(wide, 96.7) == "trending toward the claim"
+    assert rate_verdict(steep, flat) == "faster" and rate_verdict(flat, steep) == "slower"
+    assert rate_verdict(wide, wide) == "level"
+    d, interval = difference({0: 80.0, 1: 81.0, 2: 82.0}, {0: 70.0, 1: 71.5, 2: 70.5})
+    assert d == pytest.approx(81 - 70.666666, abs=1e-4) and init_verdict(interval) == "the paper's init ahead"
+    assert init_verdict(difference({0: 70.0, 1: 72.0}, {0: 71.0, 1: 71.5})[1]) == "level"
