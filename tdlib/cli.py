@@ -13,17 +13,22 @@ import sys
 import time
 from pathlib import Path
 
+from sentence_transformers import SentenceTransformer
+
 from tdlib.core.baseline import ffn_for_budget
 from tdlib.core.errors import TdlibError
+from tdlib.core.export import FORMATS, export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
 from tdlib.core.heads import pooling_of
 from tdlib.core.io import write_json_atomic
-from tdlib.core.modeling import DATA_AWARE, INIT_ALIASES, INITS, compress, compression_spec, count_params, init_name
+from tdlib.core.modeling import compress, compression_spec, count_params
+from tdlib.core.modeling_tdlib import DATA_AWARE, INIT_ALIASES, INITS, init_name, write_model_card
 from tdlib.core.pretrained import load_model, load_tokenizer, saved_pooling
 from tdlib.core.ranks import Geometry, pick_ranks
 from tdlib.data.calibration import cached_calibration
 from tdlib.data.glue import get_task, task_files
 from tdlib.distill.loop import TrainingInterrupted, is_main_process
+from tdlib.distill.proxies import st_stsb
 from tdlib.paper.reproduce import load_profile, scaling_params, use_shared_data
 from tdlib.studies import experiments, scaling
 from tdlib.studies.provenance import seed_everything
@@ -91,6 +96,20 @@ def cmd_info(args) -> int:
     else:
         print("  dense (not compressed by tdlib)")
     _print_counts(count_params(model))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """A saved student in a deployment format (today: a sentence-transformers directory), with its model card."""
+    use_shared_data()
+    out = export_sentence_transformers(args.path, args.out, args.teacher, overwrite=args.overwrite)
+    if args.stsb:
+        st = SentenceTransformer(str(out), device="cpu")
+        score = st_stsb(st)
+        print(f"zero-shot STS-B dev Spearman x 100 (sentence-transformers' evaluator): {score:.2f}")
+        write_model_card(st[0].auto_model, out, "sentence-transformers",
+                         {"zero-shot STS-B dev Spearman x 100 (sentence-transformers' evaluator)": f"{score:.2f}"})
+    print(f"wrote {out}: SentenceTransformer('{out}') loads it (with tdlib imported, or trust_remote_code=True)")
     return 0
 
 
@@ -318,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a saved (compressed or dense) model")
     p.add_argument("path")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="save a student for its users' tools: a sentence-transformers directory "
+                                      "with the teacher's pooling and normalisation, and a model card")
+    p.add_argument("path", help="a saved student (tdlib checkpoint or dense baseline)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=FORMATS, default="sentence-transformers")
+    p.add_argument("--teacher", default="minilm", help="the sentence-transformers teacher whose pooling to keep")
+    p.add_argument("--stsb", action="store_true", help="score zero-shot STS-B dev (GLUE_DIR) into the model card")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ranks", help="list Tucker ranks meeting a compression ratio or parameter budget")
     p.add_argument("--teacher", default="minilm")

@@ -5,7 +5,8 @@ from torch import nn
 from transformers import BertModel
 
 from tdlib import UnsupportedModelError, stack_weights, unstack_weights
-from tdlib.core.stacking import geometry, model_slots, slots
+from tdlib.core.modeling_tdlib import slots
+from tdlib.core.stacking import geometry, model_slots
 
 
 @pytest.mark.parametrize("ops,per_layer", [("san", 4), ("ffn", 8), ("san_ffn", 12)])

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from tdlib.core.errors import DataError
 from tdlib.core.io import sha256_file, write_json_atomic
-from tdlib.core.stacking import encoder_layers, geometry, get_module, model_slots
+from tdlib.core.modeling_tdlib import get_module
+from tdlib.core.stacking import encoder_layers, geometry, model_slots
 
 PROXY_SEQUENCES = 256  # the held-out sequences the recovery proxies read first (tdlib.distill.proxies): skipped here
 

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from tdlib.core.calibrate import Calibration
 from tdlib.core.errors import ConfigError, DataError
 from tdlib.core.functional import hooi
-from tdlib.core.layers import BankLinear, bank_of
+from tdlib.core.layers import bank_of
+from tdlib.core.modeling_tdlib import BankLinear
 from tdlib.core.stacking import encoder_layers
 
 DAMPING = 1e-4  # relative ridge added to a Gram before its square root is inverted

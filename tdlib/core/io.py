@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tdlib.core.errors import CheckpointError, ConfigError
+from tdlib.core.modeling_tdlib import write_model_card
 
 
 def key_of(obj, length: int = 12) -> str:
@@ -94,7 +95,8 @@ def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
     """``save_pretrained`` into a temporary sibling, then rename: a model directory is whole or absent.
 
     Tensors in ``model.tdlib_extra`` (e.g. a narrow student's hidden-state projection) are saved
-    beside the weights in ``tdlib_extra.safetensors``; :func:`load_extra` reads them back.
+    beside the weights in ``tdlib_extra.safetensors``; :func:`load_extra` reads them back. The directory gets its
+    model card (``README.md``, :func:`tdlib.core.modeling_tdlib.model_card`), dense or compressed.
     """
     path = Path(path)
     extra = getattr(model, "tdlib_extra", None)
@@ -103,6 +105,7 @@ def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
     model.save_pretrained(str(tmp))
     if extra:
         save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / EXTRA_FILE))
+    write_model_card(model, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return path

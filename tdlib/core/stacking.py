@@ -10,37 +10,11 @@ so the three can never disagree about which matrix is where.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from tdlib.core.errors import UnsupportedModelError, check_choice
-
-OPS = ("san", "ffn", "san_ffn")
-
-# module path inside one encoder layer, for each role
-ATTENTION_PATHS = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attn_out": "attention.output.dense",
-}
-FFN_PATHS = {"ffn_up": "intermediate.dense", "ffn_down": "output.dense"}
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One D x D matrix of the stacked tensor: which layer/module it lives in and which block."""
-
-    index: int  # position along mode 0 of the stacked tensor
-    layer: int
-    role: str  # query | key | value | attn_out | ffn_up | ffn_down
-    block: int  # block of the FFN up (output columns) or down (input rows) projection; 0 otherwise
-
-    @property
-    def path(self) -> str:
-        return {**ATTENTION_PATHS, **FFN_PATHS}[self.role]
+from tdlib.core.errors import UnsupportedModelError
+from tdlib.core.modeling_tdlib import ATTENTION_PATHS, FFN_PATHS, Slot, _get, get_module, slots
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -83,41 +57,9 @@ def geometry(model: nn.Module, ops: str = "san_ffn") -> tuple[int, int, int]:
     return len(layers), d_model, width // d_model
 
 
-def slots(n_layers: int, k: int, ops: str = "san_ffn") -> list[Slot]:
-    """Every slot of the stacked tensor, in stacking order (layer-major)."""
-    check_choice("ops", ops, OPS)
-    roles: list[tuple[str, int]] = []
-    if ops in ("san", "san_ffn"):
-        roles += [(r, 0) for r in ATTENTION_PATHS]
-    if ops in ("ffn", "san_ffn"):
-        roles += [("ffn_up", b) for b in range(k)] + [("ffn_down", b) for b in range(k)]
-    out = []
-    for layer in range(n_layers):
-        for role, block in roles:
-            out.append(Slot(len(out), layer, role, block))
-    return out
-
-
 def model_slots(model: nn.Module, ops: str = "san_ffn") -> list[Slot]:
     n_layers, _, k = geometry(model, ops)
     return slots(n_layers, k, ops)
-
-
-def _get(module: nn.Module, path: str) -> nn.Module:
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None  # type: ignore[return-value]
-    return module
-
-
-def get_module(layer: nn.Module, path: str) -> nn.Module:
-    return _get(layer, path)
-
-
-def set_module(layer: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(_get(layer, parent) if parent else layer, name, new)
 
 
 def _block(weight: torch.Tensor, slot: Slot, d_model: int) -> torch.Tensor:

@@ -260,9 +260,19 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             tmp.rename(ckpt)
         accelerator.wait_for_everyone()
 
+    def stamp() -> None:  # this run's line in the model card (config.tdlib_card["training"]), one per run
+        unwrapped = accelerator.unwrap_model(model)
+        card = dict(getattr(unwrapped.config, "tdlib_card", None) or {})
+        earlier = [s for s in card.get("training", []) if s.get("run") != out.name]
+        card["training"] = [*earlier, {"stage": desc.split()[0], "run": out.name, "steps": step,
+                                       "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
+                                       "precision": config.precision}]
+        unwrapped.config.tdlib_card = card
+
     def keep() -> None:
         kept = out / "at" / str(step)
         if step in keep_at and accelerator.is_main_process and not (kept / "config.json").is_file():
+            stamp()
             save_model_atomic(accelerator.unwrap_model(model), kept)
 
     def take_point() -> None:
@@ -327,6 +337,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
                     "precision": config.precision, "attention": config.attention})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        stamp()
         save_model_atomic(accelerator.unwrap_model(model), out / "model")
         write_json_atomic(out / "history.json", history)
         shutil.rmtree(ckpt, ignore_errors=True)

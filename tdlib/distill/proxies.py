@@ -14,10 +14,14 @@ checkpoint of a recovery curve (:func:`tdlib.distill.loop.train`'s ``evaluate``)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator, SimilarityFunction
 from torch import nn
 from tqdm import tqdm
 
@@ -121,6 +125,21 @@ class Proxies:
         03, 07 and 09 build the same ones, so their general-distillation runs (whose identity holds the curve) match."""
         return cls.from_data(teacher, tokenizer, sequences=s.proxy_sequences, max_length=s.general_max_length,
                              precision=s.precision, progress=progress)
+
+
+def st_stsb(model: SentenceTransformer | str | Path, glue_dir: str | None = None, batch_size: int = 64,
+            max_pairs: int | None = None) -> float:
+    """Zero-shot STS-B dev Spearman x 100 of a sentence-transformers model, by sentence-transformers' own
+    ``EmbeddingSimilarityEvaluator`` (cosine): the measure the teacher's users read, beside :class:`Proxies`'
+    ``stsb`` (tdlib's own pooling code). ``max_pairs``: the first pairs only (tests)."""
+    st = model if isinstance(model, SentenceTransformer) else SentenceTransformer(str(model), device="cpu")
+    dev = load_task("stsb", "dev", glue_dir)
+    if max_pairs is not None:
+        dev = dev.select(range(min(max_pairs, len(dev))))
+    evaluator = EmbeddingSimilarityEvaluator(list(dev["text_a"]), list(dev["text_b"]), [g / 5 for g in dev["label"]],
+                                             main_similarity=SimilarityFunction.COSINE, batch_size=batch_size,
+                                             show_progress_bar=False)
+    return 100 * float(evaluator(st)[evaluator.primary_metric])
 
 
 def proxy_files(heldout: str | None = None, glue_dir: str | None = None) -> list:

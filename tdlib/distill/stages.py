@@ -28,7 +28,8 @@ from torch import nn
 
 from tdlib.core.errors import ConfigError, check_choice
 from tdlib.core.heads import copy_head
-from tdlib.core.modeling import apply_structure, compression_spec
+from tdlib.core.modeling import compression_spec
+from tdlib.core.modeling_tdlib import apply_structure
 from tdlib.data.glue import compute_metrics, get_task
 from tdlib.distill.forward import LastLayerTaps, _unwrap, attention_scores, hidden_projection, inputs, predict
 from tdlib.distill.loop import TrainConfig, train

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tdlib.core.modeling import DATA_AWARE
+from tdlib.core.modeling_tdlib import DATA_AWARE
 from tdlib.data.glue import dev_splits, glue_average, task_scores
 from tdlib.studies.budget import (
     STAGE1_KEYS,

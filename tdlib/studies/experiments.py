@@ -166,7 +166,7 @@ def run_experiment(kind: str, s: Settings, workdir: str | os.PathLike, progress:
         proc = subprocess.run(cmd, env=env, stdout=None if progress else subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            tail = "\n".join(proc.stderr.strip().splitlines()[-80:])
             raise TdlibError(f"the {n}-process {kind} experiment failed (exit {proc.returncode}):\n{tail}")
         return json.loads((Path(tmp) / "result.json").read_text())
 

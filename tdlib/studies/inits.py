@@ -27,7 +27,8 @@ from tdlib.core.decompose import PerMatrix, Tucker
 from tdlib.core.errors import ConfigError, RankError
 from tdlib.core.fitting import BlockwiseFit, activation_error, whitened_per_matrix
 from tdlib.core.layers import bank_of
-from tdlib.core.modeling import DATA_AWARE, compress, init_name
+from tdlib.core.modeling import compress
+from tdlib.core.modeling_tdlib import DATA_AWARE, init_name
 from tdlib.core.pretrained import load_model, load_tokenizer
 from tdlib.core.stacking import stack_weights, unstack_weights
 from tdlib.data.calibration import cached_calibration

@@ -19,7 +19,8 @@ from tdlib.core.baseline import encoder_weights, ffn_for_budget, shrink
 from tdlib.core.errors import ConfigError
 from tdlib.core.fitting import BlockwiseFit
 from tdlib.core.io import key_of, sha256_file
-from tdlib.core.modeling import DATA_AWARE, compress, count_params, init_name
+from tdlib.core.modeling import compress, count_params
+from tdlib.core.modeling_tdlib import DATA_AWARE, init_name
 from tdlib.core.precision import resolve_precision
 from tdlib.core.pretrained import load_model
 from tdlib.core.stacking import stack_weights

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tdlib.core.errors import ConfigError, check_choice
 from tdlib.core.heads import POOLINGS
-from tdlib.core.modeling import init_name
+from tdlib.core.modeling_tdlib import init_name
 from tdlib.core.precision import PRECISIONS
 from tdlib.data.glue import get_task
 from tdlib.distill.losses import OBJECTIVES

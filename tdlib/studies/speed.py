@@ -37,10 +37,11 @@ from transformers import BertConfig, BertModel
 from tdlib.core.decompose import Tucker
 from tdlib.core.layers import LowRankLinear
 from tdlib.core.modeling import compress, count_params, set_implementation
+from tdlib.core.modeling_tdlib import get_module, set_module
 from tdlib.core.precision import autocast, native_bf16
 from tdlib.core.pretrained import load_model
 from tdlib.core.ranks import BERT_BASE, MINILM, Geometry, encoder_macs
-from tdlib.core.stacking import encoder_layers, get_module, set_module
+from tdlib.core.stacking import encoder_layers
 
 GEOMETRIES = {"bert-base": BERT_BASE, "minilm": MINILM, "tiny": Geometry(2, 64, 4)}
 # (path in a layer, input blocks a, output blocks b)
