@@ -115,6 +115,31 @@ for name, s in result["students"].items():
 pd.DataFrame(zero_shot).set_index("model").round(2)
 
 # %% [markdown]
+# **C5 through sentence-transformers**, as the teacher's users measure it. Each student above, exported with
+# `tdlib.export_sentence_transformers` (the teacher's mean pooling and normalisation; `python -m tdlib export`), loaded
+# by `SentenceTransformer(dir)` and scored by sentence-transformers' own `EmbeddingSimilarityEvaluator` on the whole
+# STS-B dev set, beside tdlib's zero-shot proxy on the same encoder (fp32, whole sentences); and `encode` throughput on 512 STS-B dev
+# sentences, 2 threads, batch 32, every model timed in turn in each of 5 rounds (median and range over rounds).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
+from tdlib.studies.encode import encode_record
+
+encode = encode_record(params, run.profile, extra=run.provenance())
+print(describe(encode))
+
+# %%
+teacher_rate = encode["result"]["models"]["teacher"]["sentences_per_s"]
+deploy = pd.DataFrame([{"model": name, "STS-B (sentence-transformers evaluator)": m["st_stsb"],
+                        "STS-B (tdlib proxy, fp32)": m["proxy_stsb"],
+                        "% of teacher": 100 * m["st_stsb"] / encode["result"]["models"]["teacher"]["st_stsb"],
+                        "sentences/s": m["sentences_per_s"], "low": m["low"], "high": m["high"],
+                        "x teacher": m["sentences_per_s"] / teacher_rate}
+                       for name, m in encode["result"]["models"].items()]).set_index("model")
+deploy.round(2)
+
+# %% [markdown]
 # Is a distilled model harder to compress? Tucker weight error of the teacher's stacked weights at each student's
 # ranks, against a Gaussian tensor of the same shape (no structure to exploit). Lower than random means the
 # distilled weights still carry the inter-matrix redundancy that Tucker uses.

@@ -93,6 +93,7 @@ from tdlib.studies.scaling import (
     rate_verdict,
     reach_verdict,
     run_study,
+    seed_scores,
     split_params,
     task_score,
 )
@@ -172,8 +173,7 @@ for d in decayed:
     same = [r["result"] for r in found if r["result"]["schedule"] != "linear"
             and r["result"]["student"] == d["student"] and r["result"]["steps"] == d["steps"]]
     for c in same:
-        gap = difference(curves([{"result": d}], tasks)[d["student"]]["scores"][0],
-                         curves([{"result": c}], tasks)[c["student"]]["scores"][0])
+        gap = difference(seed_scores(d, tasks), seed_scores(c, tasks))
         print(f"{d['student']} at {d['tokens'] / 1e6:.1f}M tokens: linear decay minus constant = {gap[0]:+.2f} points "
               f"of the teacher (95% interval {gap[1][0]:+.2f} to {gap[1][1]:+.2f}); zero-shot STS-B "
               f"{d['proxies']['stsb']:.1f} vs {c['proxies']['stsb']:.1f}")

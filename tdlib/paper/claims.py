@@ -11,6 +11,8 @@ from tdlib.data.glue import get_task, task_scores
 from tdlib.paper.published import PAPER_GENERAL_TOKENS
 from tdlib.paper.report import PAPER, TARGET, method_ranking, student_near, tiny_speed
 from tdlib.studies.records import records
+from tdlib.studies.scaling import NAME as SCALING
+from tdlib.studies.scaling import curves, difference, fit_trend, reach_verdict
 
 MAX_CELL = 200
 # the paper's own targets: % of the teacher's GLUE average (C2 "on par", C3), the speed-up (C4), C3's weight cap
@@ -22,11 +24,14 @@ VERDICTS = {
                       "identical distillation, speed, inits under equal distillation)",
     "short at our budget": "misses the target where the distillation budget decides, and ours is a small fraction of "
                            "the paper's: a starved student and a failing method look alike",
+    "not reached at the paper's budget": "the scaling study's trend, extrapolated to the paper's ~6e9 tokens, stays "
+                                         "below the target with its whole 95% interval (notebook 10)",
+    "trending toward the claim": "the scaling study's extrapolated 95% interval contains the target (notebook 10)",
     "mixed": "one part of the claim reproduced, another not",
     "pending": "no record yet",
 }
-NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue"], "C3": ["03_glue"], "C4": ["04_speed"],
-             "C5": ["05_distilled", "03_glue"], "C6": ["07_init", "04_speed"]}
+NOTEBOOKS = {"C1": ["02_methods"], "C2": ["03_glue"], "C3": ["03_glue", "10_scaling"], "C4": ["04_speed"],
+             "C5": ["05_distilled", "03_glue"], "C6": ["07_init", "04_speed", "10_scaling"]}
 SAME = 1.0  # points of zero-shot STS-B within which two inits after the same distillation count as level
 
 
@@ -191,7 +196,39 @@ def _glue(cid: str, root=None) -> dict:
         ours += f"; dense peer {res['summary'][peer]['percent_of_teacher']:.1f}%, {gain_share(res, peer):.1f}%"
     ours += f"; {general_tokens(res, name) / 1e6:.2f}M tokens"
     verdict = "reproduced" if pct >= TARGETS[cid] else "short at our budget"
+    trend = scaling(root).get(cid)
+    if trend is not None:  # the scaling study's curve decides a budget-limited verdict
+        ours += trend["cell"]
+        verdict = trend.get("verdict", verdict) if verdict != "reproduced" else verdict
     return {"ours": ours, "verdict": verdict}
+
+
+def scaling(root=None) -> dict[str, dict]:
+    """What notebook 10's points say for C2, C3 and C6: a short ``cell`` to append, and for C3 the ``verdict`` of its
+    rule once a trend exists (two budgets or more)."""
+    found = records(SCALING, root)
+    if not found:
+        return {}
+    plan = found[0]["params"]["plan"]
+    tucker = f"IV-{plan['tucker'][0]}-{plan['tucker'][1]}"
+    by_student = curves(found, plan["scaling_tasks"])
+    out = {"C2": {"cell": "; the ~1/7 pair is not in the scaling study yet"}}
+    main = by_student.get(tucker)
+    if main is None or len(main["tokens"]) < 2:
+        out["C3"] = {"cell": f"; scaling study (10): {len(found)} points, no trend yet"}
+    else:
+        t = fit_trend(main["tokens"], main["scores"], PAPER_GENERAL_TOKENS)
+        low, high = t.value_interval
+        out["C3"] = {"cell": f"; trend to ~6e9 tokens (10): {t.value:.0f}% [{low:.0f}, {high:.0f}]",
+                     "verdict": reach_verdict(t, TARGETS["C3"])}
+    zero = by_student.get(f"{tucker} init=zero")
+    common = sorted(set(main["tokens"]) & set(zero["tokens"])) if main and zero else []
+    if common:
+        last = common[-1]
+        d, (low, high) = difference(main["scores"][main["tokens"].index(last)],
+                                    zero["scores"][zero["tokens"].index(last)])
+        out["C6"] = {"cell": f"; at {last / 1e6:.1f}M tokens (10): init {d:+.1f} [{low:+.1f}, {high:+.1f}]"}
+    return out
 
 
 def _c4(root=None) -> dict:
@@ -249,4 +286,4 @@ def _c6(root=None) -> dict:
                  + f" (IV-{fac['rank_layer']}-{fac['rank_dim']})")
     halves.append(rebuilt is None or fac["speedup"] > rebuilt["speedup"])
     verdict = "reproduced" if all(halves) else "not reproduced" if not any(halves) else "mixed"
-    return {"ours": "; ".join(parts), "verdict": verdict}
+    return {"ours": "; ".join(parts) + scaling(root).get("C6", {}).get("cell", ""), "verdict": verdict}
