@@ -96,3 +96,18 @@ def test_stsb_with_the_cosine_head_from_the_command_line(tmp_path, capsys, monke
     assert main(["finetune", "--teacher", str(tiny_teacher_dir), "--task", "rte", "--steps", "1", "--pooling",
                  "cosine", "--out", str(tmp_path / "bad"), *common]) == 2
     assert "not a regression task on pairs" in capsys.readouterr().err
+
+
+def test_export_writes_a_sentence_transformers_directory_with_its_card(tmp_path, tiny_teacher_dir, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    student = tmp_path / "student"
+    assert main(["compress", "--teacher", str(tiny_teacher_dir), "--rank-layer", "4", "--rank-dim", "8",
+                 "--out", str(student)]) == 0
+    out = tmp_path / "st"
+    assert main(["export", str(student), "--out", str(out)]) == 0
+    assert "SentenceTransformer" in capsys.readouterr().out
+    assert SentenceTransformer(str(out), device="cpu").encode(["w1 w2 w3"]).shape == (1, 32)
+    assert "library_name: sentence-transformers" in (out / "README.md").read_text()
+    assert main(["export", str(student), "--out", str(out)]) == 2  # not empty: one error, nothing replaced
+    assert "not empty" in capsys.readouterr().err
