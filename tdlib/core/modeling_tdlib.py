@@ -294,9 +294,10 @@ class BankLinear(nn.Module):
 
     @property
     def indices(self) -> torch.Tensor:
-        """The (a, b) matrix indices as a long tensor (on the CPU: indexing accepts it on any device)."""
-        if self._indices is None:
-            self._indices = torch.tensor(self.grid, dtype=torch.long, device="cpu")
+        """The (a, b) matrix indices as a long tensor, on the bank's device (made once per device)."""
+        device = self.bank.P.device
+        if self._indices is None or self._indices.device != device:
+            self._indices = torch.tensor(self.grid, dtype=torch.long, device=device)
         return self._indices
 
     @property
