@@ -36,6 +36,13 @@ bert_base_configs = [[72, 384], [96, 128]]
 bert_base_grid = [[1, 128], [8, 128]]
 sweep_rank_dims = [384, 256, 192, 128, 96, 64]
 profile_configs = [[72, 384], [96, 128]]
+profile_grid = [[1, 128], [8, 128]]
+runtime_geometry = "bert-base"
+runtime_configs = [[72, 384], [96, 128]]
+runtime_grid = [[1, 128], [8, 128]]
+runtimes = ["eager", "compiled", "onnxruntime"]
+rounds = 10
+min_block_s = 0.3
 tucker_shape = [144, 768, 768]
 tucker_ranks = [72, 384]
 threads = 2
@@ -157,24 +164,112 @@ if sweep:
 # %% [markdown]
 # ### Where the time goes
 #
-# `torch.profiler` self-CPU time of one forward, by category: `linear` (matmul kernels, what compression
-# shrinks), `attention` (the SDPA kernel, unchanged), `other` (GELU, LayerNorm, adds, copies, embeddings:
-# unchanged). If only `linear` shrinks, the best total speed-up is dense_total / (dense_total - dense_linear +
-# compressed_linear): the gap between that and the MAC ratio is work the MAC count does not see.
+# `torch.profiler` self-CPU time of one eager forward, by category (`tdlib.studies.speed.CATEGORIES`): `gemm` (the
+# matmul kernels: what compression shrinks), `attention` (SDPA and softmax), `gelu`, `layernorm`, `adds` (bias,
+# residual, elementwise), `copies` (casts, layout changes, views), `other` (embeddings, masks). In bf16 (autocast,
+# where the CPU has it natively) the GEMMs run ~3x faster and the rest does not, so what compression cannot shrink
+# is a larger share: the speed-up's ceiling is dense_total / (dense_total - dense_gemm + compressed_gemm).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
-prof = cached("04_speed_profile", {"geometry": "bert-base", "configs": profile_configs, "batch": headline[0],
-                                   "seq_len": headline[1], "threads": threads, "seed": seed},
-              lambda: breakdown("bert-base", [tuple(c) for c in profile_configs], headline[0], headline[1],
+prof = cached("04_speed_profile", {"geometry": "bert-base", "configs": profile_configs, "grid": profile_grid,
+                                   "threads": threads, "seed": seed},
+              lambda: breakdown("bert-base", [tuple(c) for c in profile_configs], [tuple(g) for g in profile_grid],
                                 threads, seed), seed=seed, **run.record_kwargs()) if profile_configs else None
 
 # %%
 if prof:
     pf = pd.DataFrame(prof["result"])
-    display(pf[["model", "total_ms", "linear_ms", "attention_ms", "other_ms", "linear_share", "linear_speedup",
-                "total_speedup"]].round(3))
+    cats = ["gemm", "attention", "gelu", "layernorm", "adds", "copies", "other"]
+    display(pf[["model", "batch", "seq_len", "precision", "total_ms", *[f"{c}_ms" for c in cats], "gemm_speedup",
+                "total_speedup"]].round(2))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = [f"{r.model.replace(' factorized', '')}\n{r.batch}x{r.seq_len} {r.precision}" for r in pf.itertuples()]
+    left = [0.0] * len(pf)
+    for c in cats:
+        ax.barh(labels, pf[f"{c}_ms"], left=left, label=c)
+        left = [x + y for x, y in zip(left, pf[f"{c}_ms"], strict=True)]
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per forward (self CPU time, log scale)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    savefig(fig, "04_speed_breakdown")
+    plt.show()
+
+# %% [markdown]
+# ### Runtimes side by side: the C4 benchmark
+#
+# Dense against each factorized config under three runtimes (`tdlib.core.deploy`): `eager` (the model as trained,
+# the reference), `compiled` (`torch.compile` with inductor's freezing, of the model with its small matrices
+# computed once, `tdlib.freeze`) and `onnxruntime` (exported, fused by ONNX Runtime's BERT optimizer, CPU
+# provider), in fp32 and, where native, bf16. Every output is checked against eager fp32 before it is timed.
+# The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
+# speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves
+# both sides of a ratio alike. The C4 row reads the eager fp32 row at batch 8 x 128, and its rule is
+# `tdlib.paper.claims.c4_verdict`: reproduced when the interval's lower end reaches the paper's 2.7x, not
+# reproduced when its upper end stays below, else within noise of the target.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
+from tdlib.studies.records import records as all_records
+from tdlib.studies.runtimes import run_runtimes
+
+rparams = {"geometry": runtime_geometry, "configs": runtime_configs, "grid": runtime_grid, "runtimes": runtimes,
+           "threads": threads, "rounds": rounds, "min_block_s": min_block_s, "seed": seed}
+rt = cached("04_runtimes", rparams, lambda: run_runtimes(
+    runtime_geometry, [tuple(c) for c in runtime_configs], [tuple(g) for g in runtime_grid], runtimes, threads,
+    rounds, min_block_s, seed), seed=seed, **run.record_kwargs()) if runtime_configs else None
+if rt:
+    print(describe(rt))
+
+# %%
+if rt:
+    rr = pd.DataFrame(rt["result"]["rows"])
+    host = rt["result"]["host"]
+    print(f"host: {host['cpu_model']} ({'/'.join(host['isa'])}), {rt['result']['threads']} threads;",
+          "; ".join(rt["result"]["skipped"]) or "fp32 and bf16")
+    show = rr[rr.kind != "dense"].assign(interval=lambda d: [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in
+                                                             zip(d.low, d.high, strict=True)])
+    display(show[["runtime", "precision", "batch", "seq_len", "model", "median_ms", "speedup", "interval",
+                  "mac_ratio", "fraction_of_mac_limit", "max_abs_diff"]].round(3))
+    cells = show.groupby(["batch", "seq_len"], sort=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 4), squeeze=False)
+    for ax, ((b, s), cell) in zip(axes[0], cells, strict=True):
+        names = list(dict.fromkeys(cell.model))
+        paths = list(dict.fromkeys(zip(cell.runtime, cell.precision, strict=True)))
+        width = 0.8 / len(paths)
+        for j, (runtime, precision) in enumerate(paths):
+            part = cell[(cell.runtime == runtime) & (cell.precision == precision)].set_index("model").loc[names]
+            x = [i + (j - (len(paths) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(x, part.speedup, width=width, label=f"{runtime} {precision}",
+                   yerr=[part.speedup - part.low, part.high - part.speedup], capsize=2)
+        for i, name in enumerate(names):
+            limit = cell[cell.model == name].mac_ratio.iloc[0]
+            ax.hlines(limit, i - 0.45, i + 0.45, color="k", ls="--", lw=1, label="MAC limit" if i == 0 else None)
+        ax.axhline(2.7, color="tab:red", lw=0.8, label="paper (2.7x)")
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel("x faster than dense (same runtime), 95% interval")
+        ax.set_title(f"{runtime_geometry}: batch {b} x seq {s}, {threads} threads")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    savefig(fig, "04_speed_runtimes")
+    plt.show()
+
+# %% [markdown]
+# Every committed host's benchmark (the records in `results/04_runtimes/`; a new host adds one by running this
+# notebook with `FORCE=1` and a new `rounds` or `min_block_s`), at the C4 point:
+
+# %%
+hosts = [{"cpu": r["result"]["host"]["cpu_model"], "isa": "/".join(r["result"]["host"]["isa"]),
+          "threads": r["result"]["threads"], "runtime": x["runtime"], "precision": x["precision"],
+          "model": x["model"], "speedup": round(x["speedup"], 2), "interval": f"[{x['low']:.2f}, {x['high']:.2f}]",
+          "fraction_of_mac_limit": round(x["fraction_of_mac_limit"], 2), "record": r["path"].split("/")[-1]}
+         for r in all_records("04_runtimes") if r["params"]["geometry"] == "bert-base"
+         for x in r["result"]["rows"] if x["kind"] != "dense" and (x["batch"], x["seq_len"]) == tuple(headline)]
+pd.DataFrame(hosts) if hosts else print("no bert-base runtime record committed yet")
 
 # %% [markdown]
 # Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost.
@@ -195,43 +290,31 @@ if tucker:
 
 
 # %% [markdown]
-# ### Claim C4 and the targets
+# ### Claim C4 and the targets
 #
-# Read at the headline point (batch 8 x seq 128). The paper's 2.7x is for its ~1/48 model on BERT-base (GPU/CPU
-# setting not stated in our summary); ours is the d = 128 model on BERT-base geometry, and the d = 96 MiniLM
-# analogue, on 2 CPU threads.
+# Read from the runtime benchmark. The paper's 2.7x is for its ~1/48 model on BERT-base (hardware not stated in
+# our summary); ours is the d = 128 model on BERT-base geometry on 2 CPU threads. Targets set before the benchmark:
+# the ~1/48 model at >= 0.85 of its multiply-add limit in fp32, >= 3.0x in native bf16 and under ONNX Runtime, at
+# every grid point; the ~1/7 model (the first config) never slower than dense, in any runtime. A target counts as
+# met when the interval's lower end meets it.
 
 # %%
-def at(geometry, model, b=hb, s=hs):
-    df = pd.DataFrame(records[geometry]["result"]["rows"]) if geometry in records else pd.DataFrame()
-    hit = df[(df.model == model) & (df.batch == b) & (df.seq_len == s)] if len(df) else df
-    return hit.iloc[0] if len(hit) else None
-
-checks = []
-for geometry, configs in (("bert-base", bert_base_configs), ("minilm", minilm_configs)):
-    for l, d in configs:
-        fact, peer = at(geometry, f"IV-{l}-{d} factorized"), at(geometry, f"IV-{l}-{d} tltorch peer")
-        if fact is None:
+if rt:
+    tiny_name, big_name = (f"IV-{l}-{d} factorized" for l, d in (runtime_configs[-1], runtime_configs[0]))
+    checks = []
+    for r in rr[rr.kind != "dense"].itertuples():
+        if r.model == tiny_name and r.precision == "fp32" and r.runtime != "onnxruntime":
+            rule = ("fraction >= 0.85", r.low / r.mac_ratio >= 0.85)
+        elif r.model == tiny_name:
+            rule = ("speed-up >= 3.0", r.low >= 3.0)
+        elif r.model == big_name:
+            rule = ("never slower than dense", r.low >= 1.0)
+        else:
             continue
-        checks.append({"geometry": geometry, "config": f"IV-{l}-{d}", "speedup": round(fact.speedup, 2),
-                       "mac_ratio": round(fact.mac_ratio, 2),
-                       "fraction_of_mac_limit": round(fact.fraction_of_mac_limit, 2),
-                       "meets_0.85_of_limit": bool(fact.fraction_of_mac_limit >= 0.85),
-                       "faster_than_tltorch_peer": None if peer is None else bool(fact.median_ms < peer.median_ms)})
-checks = pd.DataFrame(checks)
-tiny = (at("bert-base", f"IV-{bert_base_configs[-1][0]}-{bert_base_configs[-1][1]} factorized")
-        if bert_base_configs else None)
-# the first config of each list is the ~1/7 model: it must never be slower than dense
-sevenths = {"minilm": minilm_configs[:1], "bert-base": bert_base_configs[:1]}
-big = sorted({f"{g} IV-{l}-{d} @ {r.batch}x{r.seq_len}" for g in records for l, d in sevenths[g]
-              for _, r in pd.DataFrame(records[g]["result"]["rows"]).iterrows()
-              if r.model == f"IV-{l}-{d} factorized" and r.speedup < 1})
-print("C4: paper 2.7x; ours (BERT-base geometry, ~1/48, batch 8 x 128):",
-      "n/a" if tiny is None else f"{tiny.speedup:.2f}x", "| target >= 3.0x:",
-      "n/a" if tiny is None else ("met" if tiny.speedup >= 3.0 else "not met"))
-print("~1/7 config slower than dense at:", big or "no grid point")
-checks
-
+        checks.append({"model": r.model, "runtime": r.runtime, "precision": r.precision, "batch": r.batch,
+                       "seq_len": r.seq_len, "speedup": round(r.speedup, 2), "low": round(r.low, 2),
+                       "target": rule[0], "met": bool(rule[1])})
+    display(pd.DataFrame(checks))
 
 # %% [markdown]
 # ## Training throughput (what the distillation budget buys)

@@ -118,8 +118,9 @@ pd.DataFrame(zero_shot).set_index("model").round(2)
 # **C5 through sentence-transformers**, as the teacher's users measure it. Each student above, exported with
 # `tdlib.export_sentence_transformers` (the teacher's mean pooling and normalisation; `python -m tdlib export`), loaded
 # by `SentenceTransformer(dir)` and scored by sentence-transformers' own `EmbeddingSimilarityEvaluator` on the whole
-# STS-B dev set, beside tdlib's zero-shot proxy on the same encoder (fp32, whole sentences); and `encode` throughput on 512 STS-B dev
-# sentences, 2 threads, batch 32, every model timed in turn in each of 5 rounds (median and range over rounds).
+# STS-B dev set, beside tdlib's zero-shot proxy on the same encoder (fp32, whole sentences); and `encode`
+# throughput on 512 STS-B dev sentences, 2 threads, batch 32, every model timed in turn in each of 5 rounds
+# (median and range over rounds).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -277,52 +277,66 @@ def bf16_column(models: dict, rows: list[dict], threads: int, min_run_time: floa
     return "measured"
 
 
-MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::einsum")
-ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention")
+# torch.profiler op names by category (self CPU time): what compression shrinks (gemm) and what it leaves (the rest)
+CATEGORIES = {
+    "gemm": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::einsum"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention",
+                  "aten::softmax", "aten::_softmax"),
+    "gelu": ("aten::gelu",),
+    "layernorm": ("aten::layer_norm", "aten::native_layer_norm"),
+    "adds": ("aten::add", "aten::add_", "aten::mul", "aten::div", "aten::sub"),
+    "copies": ("aten::copy_", "aten::contiguous", "aten::clone", "aten::cat", "aten::to", "aten::_to_copy",
+               "aten::empty", "aten::empty_strided", "aten::resize_", "aten::split", "aten::view", "aten::reshape",
+               "aten::transpose", "aten::permute", "aten::expand", "aten::slice", "aten::unflatten",
+               "aten::flatten", "aten::as_strided", "aten::t"),
+}
 
 
-def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int = 5) -> dict:
-    """Where one forward's time goes (``torch.profiler``, self CPU time, mean of ``repeats``).
+def op_category(name: str) -> str:
+    """The category of a profiler op name (``other``: embeddings, masks, anything not listed)."""
+    return next((cat for cat, names in CATEGORIES.items() if name in names), "other")
 
-    Categories: ``linear`` (matmul kernels: what compression shrinks), ``attention`` (the SDPA
-    kernel: same in every model), ``other`` (GELU, LayerNorm, adds, copies, embeddings...). The
-    evidence for how close a speed-up can get to the MAC ratio of the linear maps.
+
+def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int = 5, precision: str = "fp32") -> dict:
+    """Where one eager forward's time goes (``torch.profiler``, self CPU time, mean of ``repeats``), by
+    :data:`CATEGORIES`: ``gemm`` (what compression shrinks), ``attention`` (SDPA and softmax), ``gelu``,
+    ``layernorm``, ``adds`` (bias, residual and elementwise), ``copies`` (casts, layout, views), ``other``.
+    ``precision='bf16'`` runs the forward under autocast (its casts land in ``copies``).
     """
 
     torch.set_num_threads(threads)
-    with torch.inference_mode():
+    totals = dict.fromkeys([*CATEGORIES, "other"], 0.0)
+    with torch.inference_mode(), autocast(precision):
         model(**inputs)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(repeats):
                 model(**inputs)
-    totals = {"linear": 0.0, "attention": 0.0, "other": 0.0}
     for event in prof.key_averages():
-        if event.key in MATMUL_OPS:
-            cat = "linear"
-        elif event.key in ATTENTION_OPS or "scaled_dot_product" in event.key:
-            cat = "attention"
-        else:
-            cat = "other"
-        totals[cat] += event.self_cpu_time_total / 1e3 / repeats
+        totals[op_category(event.key)] += event.self_cpu_time_total / 1e3 / repeats
     total = sum(totals.values())
     return {**{f"{k}_ms": v for k, v in totals.items()}, "total_ms": total,
             **{f"{k}_share": v / total for k, v in totals.items()}}
 
 
-def breakdown(geometry: str, configs: Iterable[tuple[int, int]], batch: int = 8, seq_len: int = 128,
+def breakdown(geometry: str, configs: Iterable[tuple[int, int]], grid: Iterable[tuple[int, int]] = ((8, 128),),
               threads: int = 2, seed: int = 0) -> list[dict]:
-    """:func:`op_breakdown` of the dense model and each Tucker config (factorized), one process."""
-    models = build_models(geometry, list(configs), peers=False, seed=seed)
+    """:func:`op_breakdown` of the dense model and each Tucker config (factorized), per grid point, in fp32 and (where
+    the CPU has it natively) bf16, one process."""
+    models = {name: (m, info) for name, (m, info) in build_models(geometry, list(configs), peers=False,
+                                                                   seed=seed).items()
+              if info["kind"] in ("dense", "tucker-factorized")}
+    precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]
+    cells = [(b, s, p, name) for b, s in grid for p in precisions for name in models]
     rows = []
-    for name, (model, info) in tqdm(models.items(), desc=f"profile {geometry}"):
-        if info["kind"] not in ("dense", "tucker-factorized"):
-            continue
+    for batch, seq_len, precision, name in tqdm(cells, desc=f"profile {geometry}"):
+        model, info = models[name]
         inputs = _inputs(batch, seq_len, model.config.vocab_size, seed)
         rows.append({"geometry": geometry, "model": name, **info, "batch": batch, "seq_len": seq_len,
-                     **op_breakdown(model, inputs, threads)})
-    dense = rows[0]
+                     "precision": precision, **op_breakdown(model, inputs, threads, precision=precision)})
     for row in rows:
-        row["linear_speedup"] = dense["linear_ms"] / row["linear_ms"]
+        dense = next(r for r in rows if r["kind"] == "dense" and all(r[k] == row[k] for k in
+                                                                   ("batch", "seq_len", "precision")))
+        row["gemm_speedup"] = dense["gemm_ms"] / row["gemm_ms"]
         row["total_speedup"] = dense["total_ms"] / row["total_ms"]
     return rows
 

@@ -1,0 +1,238 @@
+"""Inference runtimes: the eager model (the reference), a compiled graph, and ONNX Runtime.
+
+The eager compressed model keeps its trainable factors and builds its small matrices (M_i V^T, folded) into Python-side
+caches on the first eval forward. A graph compiler or exporter needs those as constants instead. :func:`freeze`
+returns a copy in which every bank map is a :class:`FrozenMap`: the projection U^T (one tensor, shared by every map,
+so the three identical x U^T products of a layer's Q, K and V are one common subexpression for the compiler) and the
+folded matrix, as plain tensors. Nothing is rebuilt per forward. The dense model freezes to itself (a copy).
+
+Runtimes (:data:`RUNTIMES`), each run through :func:`encoder_runner`, which returns a callable from the inputs to
+the last hidden state (float32):
+
+- ``eager``: the model as trained, transformers' SDPA attention; bf16 by autocast.
+- ``compiled``: ``torch.compile`` (inductor, ``freezing``: weights folded as constants and pre-packed for oneDNN)
+  of the frozen model: bias + GELU, residual + LayerNorm and softmax become fused loops. One compile per input
+  shape (tens of seconds on 2 cores).
+- ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes) and run
+  by ONNX Runtime's CPU provider with all graph optimisations (its attention, GELU and LayerNorm fusions, common
+  subexpressions merged). fp32 only: the CPU provider has no bf16 matmul.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch._inductor.config as inductor_config
+import torch.nn.functional as F
+from onnxruntime.transformers import optimizer as ort_optimizer
+from torch import nn
+
+from tdlib.core.errors import ConfigError, check_choice
+from tdlib.core.modeling_tdlib import BANK_NAME, BankLinear
+from tdlib.core.precision import autocast
+
+RUNTIMES = ("eager", "compiled", "onnxruntime")
+INPUT_NAMES = ("input_ids", "attention_mask")
+
+
+class FrozenMap(nn.Module):
+    """A bank map with its matrices computed once: y = (x U) G + b, as two plain matmuls.
+
+    ``u_t`` is U^T (d x D), the one tensor every map of the encoder reads; ``weight`` the map's matrix in F.linear's
+    layout: the folded M V^T ((b*D) x (a*d)), or M^T when the map keeps V^T as a third product (``v``), or the
+    reconstructed dense W (then ``u_t`` is None).
+    """
+
+    def __init__(self, u_t: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None, blocks_in: int,
+                 d_model: int, v: torch.Tensor | None = None, blocks_out: int = 1) -> None:
+        super().__init__()
+        self.u_t, self.v = u_t, v
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.blocks_in, self.blocks_out, self.d_model = blocks_in, blocks_out, d_model
+
+    @classmethod
+    def from_bank_linear(cls, module: BankLinear, u_t: nn.Parameter, v: nn.Parameter) -> FrozenMap:
+        """The frozen form of an eval :class:`BankLinear` (its own cached matrix, so the outputs are the same)."""
+        module.eval()
+        with torch.no_grad():
+            weight = module.weight_for_forward()
+        if module.implementation == "reconstructed":
+            return cls(None, weight, module.bias, module.a, module.bank.d_model)
+        return cls(u_t, weight, module.bias, module.a, module.bank.d_model, None if module.fold else v, module.b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.u_t is None:
+            return F.linear(x, self.weight, self.bias)
+        if self.blocks_in == 1:
+            xu = F.linear(x, self.u_t)
+        else:
+            xu = F.linear(x.unflatten(-1, (self.blocks_in, self.d_model)), self.u_t).flatten(-2)
+        if self.v is None:
+            return F.linear(xu, self.weight, self.bias)
+        z = F.linear(xu, self.weight)
+        y = F.linear(z.unflatten(-1, (self.blocks_out, z.shape[-1] // self.blocks_out)), self.v).flatten(-2)
+        return y if self.bias is None else y + self.bias
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """An eval copy whose bank maps are :class:`FrozenMap` (constants, no caches); ``model`` is left unchanged.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A compressed (or dense) BERT model.
+
+    Returns
+    -------
+    nn.Module
+        The copy: same outputs as ``model.eval()``, no parameter requiring grad, no bank (for a dense model, an
+        eval copy). What ``torch.compile`` and :func:`export_onnx` take.
+    """
+    frozen = copy.deepcopy(model).eval()
+    base = getattr(frozen, "base_model", frozen)
+    bank = getattr(getattr(base, "encoder", None), BANK_NAME, None)
+    if bank is not None:
+        u_t = nn.Parameter(bank.U.detach().T.contiguous(), requires_grad=False)
+        v = nn.Parameter(bank.V.detach().clone(), requires_grad=False)
+        for name, module in list(frozen.named_modules()):
+            if isinstance(module, BankLinear):
+                parent, _, attr = name.rpartition(".")
+                setattr(frozen.get_submodule(parent), attr, FrozenMap.from_bank_linear(module, u_t, v))
+        delattr(base.encoder, BANK_NAME)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
+def _hidden(output) -> torch.Tensor:
+    return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+
+class _Encoder(nn.Module):
+    """input_ids, attention_mask -> last hidden state: the signature the runtimes share."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = getattr(model, "base_model", model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return _hidden(self.model(input_ids=input_ids, attention_mask=attention_mask))
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool = True) -> Path:
+    """Export the frozen encoder (input_ids, attention_mask -> last_hidden_state) to one ONNX file.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A compressed (or dense) BERT model; it is frozen (:func:`freeze`) first, and left unchanged.
+    path : path
+        The ``.onnx`` file to write. It is written whole or not at all (made under a temporary name in the same
+        folder, then renamed).
+    opset : int
+        The ONNX opset.
+    fuse : bool
+        Run ONNX Runtime's BERT graph optimizer (``onnxruntime.transformers.optimizer``) over it: its fused kernels
+        (bias + GELU, residual + LayerNorm) are the form ONNX Runtime deploys BERT in.
+
+    Returns
+    -------
+    Path
+        ``path``. Batch and sequence axes are dynamic; the file runs in ONNX Runtime without tdlib or torch.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ConfigError(f"export_onnx writes a .onnx file, got {str(path)!r}: name it e.g. 'model.onnx'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoder = _Encoder(freeze(model))
+    ids = torch.randint(1000, 2000, (2, 16))
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=4096)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        part = Path(tmp) / path.name
+        with torch.no_grad(), contextlib.redirect_stdout(None), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will not be used, since it shares")
+            torch.onnx.export(encoder, (ids, torch.ones_like(ids)), str(part), input_names=list(INPUT_NAMES),
+                              output_names=["last_hidden_state"], dynamic_shapes=shapes, opset_version=opset,
+                              dynamo=True, external_data=False, verbose=False)
+        if fuse:
+            config = getattr(model, "config", None)
+            fused = ort_optimizer.optimize_model(str(part), model_type="bert", opt_level=0,
+                                                 num_heads=getattr(config, "num_attention_heads", 0),
+                                                 hidden_size=getattr(config, "hidden_size", 0))
+            fused.save_model_to_file(str(part))
+        part.replace(path)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with every graph optimisation, ``threads`` intra-op threads, one inter-op."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "fp32", threads: int = 2,
+                   workdir: str | Path | None = None) -> Callable[[dict], torch.Tensor]:
+    """A callable ``run(inputs) -> last hidden state`` (float32 tensor) of ``model`` under ``runtime``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A dense or compressed BERT encoder (or a model with one as ``base_model``).
+    runtime : str
+        One of :data:`RUNTIMES`.
+    precision : str
+        ``'fp32'`` or ``'bf16'`` (autocast, as in training); ``onnxruntime`` takes fp32 only.
+    threads : int
+        Intra-op threads (torch's are set by the caller; ONNX Runtime's here).
+    workdir : path, optional
+        Where ``onnxruntime`` writes its .onnx file (a temporary folder, removed with the runner, when None).
+
+    Returns
+    -------
+    callable
+        ``run(inputs)``, inputs a dict with ``input_ids`` and ``attention_mask``; the first call of ``compiled``
+        compiles for that shape.
+    """
+    check_choice("runtime", runtime, RUNTIMES)
+    check_choice("precision", precision, ("fp32", "bf16"))
+    if runtime == "eager":
+        encoder = _Encoder(model.eval())
+
+        def run(inputs: dict) -> torch.Tensor:
+            with torch.inference_mode(), autocast(precision):
+                return encoder(inputs["input_ids"], inputs["attention_mask"]).float()
+        return run
+    if runtime == "compiled":
+        encoder = _Encoder(freeze(model))
+        with inductor_config.patch(freezing=True):
+            compiled = torch.compile(encoder, dynamic=False, fullgraph=True)  # a graph break is an error
+
+        def run(inputs: dict) -> torch.Tensor:
+            with torch.inference_mode(), autocast(precision), inductor_config.patch(freezing=True):
+                return compiled(inputs["input_ids"], inputs["attention_mask"]).float()
+        return run
+    if precision != "fp32":
+        raise ConfigError("the onnxruntime runtime runs fp32 only (its CPU provider has no bf16 matmul): "
+                          "use precision='fp32', or runtime='eager'/'compiled' for bf16")
+    holder = tempfile.TemporaryDirectory() if workdir is None else None
+    path = export_onnx(model, Path(holder.name if holder else workdir) / "encoder.onnx")
+    session = onnx_session(path, threads)
+
+    def run(inputs: dict) -> torch.Tensor:
+        feeds = {name: np.ascontiguousarray(inputs[name].numpy(), dtype=np.int64) for name in INPUT_NAMES}
+        return torch.from_numpy(session.run(None, feeds)[0])
+    run._tmp = holder  # keep the folder alive as long as the runner
+    return run

@@ -1,0 +1,123 @@
+"""Inference runtimes: every path gives the eager model's outputs; the benchmark's interval and C4's rule.
+No timing assertions (speed is measured in notebook 04, not tested)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tdlib import compress, set_implementation
+from tdlib.core.deploy import FrozenMap, encoder_runner, export_onnx, freeze, onnx_session
+from tdlib.core.errors import ConfigError
+from tdlib.core.modeling_tdlib import BankLinear
+from tdlib.paper.claims import c4_verdict
+from tdlib.studies.runtimes import interleaved, ratio_interval, run_runtimes
+from tdlib.studies.speed import dense_model, op_category
+
+
+def _inputs(batch=2, seq=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (batch, seq), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, seq // 2:] = 0  # one padded row: the mask must reach every runtime
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def models():
+    dense = dense_model("tiny")
+    # fold (a = 1) and chained (rank_dim close to D) maps, factorized and rebuilt
+    return {"dense": dense, "IV-6-16": compress(dense, 6, 16, init="random").eval(),
+            "IV-6-56": compress(dense, 6, 56, init="random").eval(),
+            "IV-6-16 rebuilt": set_implementation(compress(dense, 6, 16, init="random"), "reconstructed").eval()}
+
+
+def test_freeze_keeps_outputs_and_leaves_no_bank(models):
+    inputs = _inputs()
+    for name, model in models.items():
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        frozen = freeze(model)
+        with torch.inference_mode():
+            torch.testing.assert_close(frozen(**inputs).last_hidden_state, model(**inputs).last_hidden_state,
+                                       atol=1e-5, rtol=0)
+        assert not any(isinstance(m, BankLinear) for m in frozen.modules()), name
+        assert not any(p.requires_grad for p in frozen.parameters()), name
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "freeze changed the model"
+        if name != "dense":
+            maps = [m for m in frozen.modules() if isinstance(m, FrozenMap)]
+            assert len(maps) == 6 * 2  # every decomposed map of the 2 layers
+            if "rebuilt" not in name:  # one U^T tensor, shared by every map
+                assert len({id(m.u_t) for m in maps}) == 1
+
+
+@pytest.mark.parametrize("runtime", ["eager", "compiled", "onnxruntime"])
+def test_every_runtime_gives_the_eager_outputs(models, runtime, tmp_path):
+    for name in ("dense", "IV-6-16"):
+        reference = encoder_runner(models[name], "eager")(_inputs())
+        run = encoder_runner(models[name], runtime, "fp32", threads=1, workdir=tmp_path / name)
+        for shape in ((2, 16), (3, 24)):  # a second shape: dynamic axes (onnx), a recompile (compiled)
+            inputs = _inputs(*shape, seed=1)
+            expected = encoder_runner(models[name], "eager")(inputs)
+            torch.testing.assert_close(run(inputs), expected, atol=1e-4, rtol=0)
+        assert reference.dtype == torch.float32
+
+
+def test_runtime_errors_name_the_fix(models, tmp_path):
+    with pytest.raises(ConfigError, match="runtime"):
+        encoder_runner(models["dense"], "tensorrt")
+    with pytest.raises(ConfigError, match="fp32 only"):
+        encoder_runner(models["dense"], "onnxruntime", "bf16")
+    with pytest.raises(ConfigError, match=r"\.onnx"):
+        export_onnx(models["dense"], tmp_path / "model.bin")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_onnx_file_runs_without_tdlib(models, tmp_path):
+    path = export_onnx(models["IV-6-16"], tmp_path / "m.onnx")
+    inputs = _inputs()
+    out = onnx_session(path, 1).run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    expected = encoder_runner(models["IV-6-16"], "eager")(inputs).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_ratio_interval_is_the_geometric_mean_with_a_t_interval():
+    exact = ratio_interval([3.0, 6.0, 9.0], [1.0, 2.0, 3.0])
+    assert exact["speedup"] == pytest.approx(3.0) and exact["low"] == pytest.approx(3.0)
+    noisy = ratio_interval([2.0, 4.0, 3.0, 3.3], [1.0, 1.0, 1.0, 1.0])
+    assert noisy["low"] < noisy["speedup"] < noisy["high"]
+    assert noisy["speedup"] == pytest.approx(math.exp(np.mean(np.log([2.0, 4.0, 3.0, 3.3]))))
+    assert math.isnan(ratio_interval([2.0], [1.0])["low"])
+
+
+def test_interleaved_times_every_runner_every_round():
+    runners = {name: (lambda inputs: None) for name in "abc"}
+    times = interleaved(runners, {}, threads=1, rounds=3, min_block_s=0.0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t > 0 for v in times.values() for t in v)
+
+
+def test_run_runtimes_rows_carry_interval_limit_and_host():
+    result = run_runtimes("tiny", [(4, 16)], [(2, 16)], ["eager", "onnxruntime"], threads=1, rounds=2,
+                          min_block_s=0.0)
+    assert result["host"]["cpu_model"] is not None or result["host"]["isa"] == []
+    fact = [r for r in result["rows"] if r["kind"] == "tucker-factorized"]
+    assert {(r["runtime"], r["precision"]) for r in fact} >= {("eager", "fp32"), ("onnxruntime", "fp32")}
+    for r in fact:
+        assert r["low"] <= r["speedup"] <= r["high"] and len(r["ms"]) == 2
+        assert r["mac_ratio"] > 1 and r["max_abs_diff"] < 1e-3
+        assert r["fraction_of_mac_limit"] == pytest.approx(r["speedup"] / r["mac_ratio"])
+
+
+def test_c4_rule_reads_the_interval():
+    assert c4_verdict({"speedup": 3.0, "low": 2.8, "high": 3.2}) == "reproduced"
+    assert c4_verdict({"speedup": 2.8, "low": 2.6, "high": 3.0}) == "within noise of the target"
+    assert c4_verdict({"speedup": 2.5, "low": 2.4, "high": 2.69}) == "not reproduced"
+    assert c4_verdict({"speedup": 2.7}) == "reproduced"  # a single-pass record: its point value
+
+
+def test_profiler_ops_fall_in_the_breakdown_categories():
+    assert op_category("aten::addmm") == "gemm" and op_category("aten::gelu") == "gelu"
+    assert op_category("aten::native_layer_norm") == "layernorm" and op_category("aten::add") == "adds"
+    assert op_category("aten::_to_copy") == "copies" and op_category("aten::embedding") == "other"
