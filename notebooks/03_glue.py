@@ -161,8 +161,8 @@ pd.DataFrame(teacher_rows).set_index("task").round(1)
 # (STS-B), and the spread of the student's logits across dev inputs (a student stuck on one answer has ~0).
 
 # %%
-students = scores[scores["kind"].isin(["tucker", "baseline"])]
-students[["task", "model", *fidelity_columns(scores)]].set_index(["task", "model"]).round(4)
+student_rows = scores[scores["kind"].isin(["tucker", "baseline"])]
+student_rows[["task", "model", *fidelity_columns(scores)]].set_index(["task", "model"]).round(4)
 
 # %% [markdown]
 # The paper's numbers beside ours. The paper's result tables are not available to us (see `../shared/PAPER.md`);

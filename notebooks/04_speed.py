@@ -58,6 +58,7 @@ precision = "auto"
 distill_dropout = False
 train_word_embeddings = False
 train_attention = "auto"
+compile_teacher = True
 
 
 # %%
@@ -241,10 +242,11 @@ if rt:
         names = list(dict.fromkeys(cell.model))
         paths = list(dict.fromkeys(zip(cell.runtime, cell.precision, strict=True)))
         width = 0.8 / len(paths)
-        for j, (runtime, precision) in enumerate(paths):
-            part = cell[(cell.runtime == runtime) & (cell.precision == precision)].set_index("model").loc[names]
+        for j, (path_runtime, path_precision) in enumerate(paths):  # not `precision`: a parameter of this notebook
+            part = cell[(cell.runtime == path_runtime) & (cell.precision == path_precision)].set_index("model")
+            part = part.loc[names]
             x = [i + (j - (len(paths) - 1) / 2) * width for i in range(len(names))]
-            ax.bar(x, part.speedup, width=width, label=f"{runtime} {precision}",
+            ax.bar(x, part.speedup, width=width, label=f"{path_runtime} {path_precision}",
                    yerr=[part.speedup - part.low, part.high - part.speedup], capsize=2)
         for i, name in enumerate(names):
             limit = cell[cell.model == name].mac_ratio.iloc[0]
@@ -322,7 +324,8 @@ if rt:
 # Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.studies.train_speed`,
 # `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
 # profile's (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager
-# attention on a CPU, where SDPA's backward is slow), both with foreach AdamW, timed in one process
+# attention on a CPU, where SDPA's backward is slow; `compile_teacher`: the online teacher's targets from one
+# compiled graph, `tdlib.distill.forward.CompiledTeacher`), both with foreach AdamW, timed in one process
 # at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
 # (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
 # distillation of the first student (packed sequences: no padding), then sets SDPA against eager attention on a
@@ -340,12 +343,13 @@ from tdlib.studies.train_speed import profile_train_bench
 
 train_params = {"teacher": "minilm", "students": minilm_configs, "baselines": train_baselines, "ops": "san_ffn",
                 "precision": precision, "distill_dropout": distill_dropout,
-                "train_word_embeddings": train_word_embeddings, "attention": train_attention, "threads": threads,
+                "train_word_embeddings": train_word_embeddings, "attention": train_attention,
+                **({"compile_teacher": True} if compile_teacher else {}), "threads": threads,
                 "min_run_time": train_min_run_time, "seed": seed}
 trec = cached("04_train", train_params, lambda: profile_train_bench(
     "minilm", minilm_configs, train_baselines, "san_ffn",
     {"precision": precision, "dropout": distill_dropout, "train_word_embeddings": train_word_embeddings,
-     "attention": train_attention},
+     "attention": train_attention, "compile_teacher": compile_teacher},
     threads=threads, min_run_time=train_min_run_time, seed=seed), seed=seed,
     **run.record_kwargs()) if train_bench else None
 if trec:

@@ -281,8 +281,8 @@ for name in (gb_record["params"]["models"] if gb_record else []):
         trends[name] = found
 table = (pd.DataFrame(rows) if rows else pd.DataFrame(columns=["student", "general steps", "% of teacher"])
          ).set_index(["student", "general steps"])
-models = gb_record["params"]["models"] if gb_record else []
-dense = {name: dense_baseline(models, name) for name in models if name.startswith("IV")}
+gb_models = gb_record["params"]["models"] if gb_record else []
+dense = {name: dense_baseline(gb_models, name) for name in gb_models if name.startswith("IV")}
 table["vs dense"] = [table.loc[(n, g), "% of teacher"] - table.loc[(dense[n], g), "% of teacher"]
                      if n in dense and dense[n] and (dense[n], g) in table.index else float("nan")
                      for n, g in table.index]

@@ -4,7 +4,8 @@ from conftest import tiny_config
 from transformers import BertModel
 
 from tdlib import compress
-from tdlib.distill.forward import LastLayerTaps
+from tdlib.distill.forward import CompiledTeacher, LastLayerTaps
+from tdlib.distill.loop import TrainConfig, result_fields
 from tdlib.distill.losses import prediction_loss, soft_cross_entropy
 from tdlib.distill.stages import distillation_step
 
@@ -106,3 +107,23 @@ def test_all_layer_objective_vanishes_for_the_teacher_itself_and_adds_to_the_pap
     assert float(ours["layers"]) > 0 and 0 < float(ours["cos"]) <= 2
     assert float(ours["loss"]) == pytest.approx(float(paper["loss"]) + float(ours["layers"]) + 10 * float(ours["cos"]),
                                                 rel=1e-5)
+
+
+def test_compiled_teacher_gives_the_eager_targets_and_losses(tiny_bert, batch):
+    compiled = CompiledTeacher(tiny_bert)
+    student = compress(tiny_bert, 3, 8).train()
+    for objective in ("last_layer", "all_layers_cos"):
+        eager = distillation_step(student, tiny_bert, batch, objective)
+        fused = distillation_step(student, compiled, batch, objective)
+        for key in eager:
+            torch.testing.assert_close(fused[key], eager[key], atol=1e-5, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the caller's autocast is the graph's
+        scores, hidden = compiled.targets(batch)
+    assert len(hidden) == tiny_bert.config.num_hidden_layers and scores.shape[1] == tiny_bert.config.num_attention_heads
+    assert not any(p.requires_grad for p in compiled.frozen.parameters())
+    assert all(p.requires_grad for p in tiny_bert.parameters())  # the teacher itself is left as it was
+
+
+def test_compile_teacher_is_keyed_only_when_set():
+    assert "compile_teacher" not in result_fields(TrainConfig(steps=1))
+    assert result_fields(TrainConfig(steps=1, compile_teacher=True))["compile_teacher"] is True

@@ -1,5 +1,6 @@
 """Notebooks as the source: jupytext pairs in sync, one settings source, parameters validated in the notebook."""
 
+import ast
 import json
 from pathlib import Path
 
@@ -41,6 +42,39 @@ def test_the_committed_profile_is_every_notebooks_defaults():
     for name, params in plan.items():
         assert sorted(params) == sorted(declared_parameters(notebook_path(name))), f"{name}: YAML lacks a value"
         check_committed_defaults(name, params)
+
+
+def _bound_names(source: str) -> set[str]:
+    """Names a cell binds at module level: assignment, loop and with targets, imports, defs (not inside a def)."""
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    names: set[str] = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        if not isinstance(node, ast.Lambda | ast.comprehension | ast.ListComp | ast.SetComp | ast.DictComp
+                          | ast.GeneratorExp):
+            todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_cell_rebinds_a_parameter(name):
+    """A cell that reuses a parameter's name as a loop variable changes what the cells after it read (it once set
+    notebook 04's ``precision`` to the last bar's, and its training benchmark ran in fp32)."""
+    params = set(declared_parameters(notebook_path(name)))
+    nb = nbformat.read(notebook_path(name), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    start = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    for cell in code[start + 1:]:
+        rebound = _bound_names(cell.source) & params
+        assert not rebound, f"{name}: a cell rebinds the parameter(s) {sorted(rebound)}:\n{cell.source[:300]}"
 
 
 # Notebooks whose cpu-profile records have not been recomputed for the current parameters yet (a full

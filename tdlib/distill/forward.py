@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from tqdm import tqdm
 
+from tdlib.core.deploy import freeze
 from tdlib.core.precision import autocast
 from tdlib.core.stacking import encoder_layers
 from tdlib.data.collate import pad_collate, pad_token_id
@@ -46,6 +49,47 @@ class LastLayerTaps:
         if self.q is None or self.k is None:
             raise RuntimeError("run the model's forward inside the LastLayerTaps context first")
         return attention_scores(self.q, self.k, self.heads, attention_mask)
+
+
+class CompiledTeacher:
+    """A frozen teacher's distillation targets (last-layer scores, every layer's hidden states) from one compiled graph.
+
+    Why: with the teacher online, its forward is most of a small student's step, and in bf16 that forward runs at
+    about half the matmul rate: GELU, LayerNorm, residual and bias adds, softmax and casts run as separate eager
+    ops. ``torch.compile`` (inductor, with ``freezing``: the weights are constants, pre-packed for oneDNN) of a frozen
+    copy fuses them. The last layer's Q and K are recomputed from its input instead of read by hooks (two D x D
+    maps of one layer, about 3% of a 6-layer teacher's matmuls), so the whole target is one graph. One compile per
+    batch shape (packed general-distillation batches have one), tens of seconds; the targets match the eager
+    teacher's to rounding (tested). The autocast state of the caller is the graph's.
+    """
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.config = _unwrap(teacher).config
+        self.frozen = freeze(_unwrap(teacher))
+        self.heads = self.config.num_attention_heads
+        ids = torch.ones(1, 2, dtype=torch.long, device=next(self.frozen.parameters()).device)
+        # one eager call first: on a model's first call transformers installs its output-capturing hooks, under a lock
+        # that dynamo cannot trace
+        with torch.no_grad():
+            self._targets(ids, torch.ones_like(ids), torch.zeros_like(ids))
+        self._compiled = torch.compile(self._targets, dynamic=False, fullgraph=True)
+
+    def _targets(self, input_ids, attention_mask, token_type_ids):
+        out = self.frozen(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                          output_hidden_states=True)
+        attn = encoder_layers(self.frozen)[-1].attention.self
+        before_last = out.hidden_states[-2]
+        scores = attention_scores(attn.query(before_last), attn.key(before_last), self.heads, attention_mask)
+        return scores, out.hidden_states[1:]
+
+    def targets(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(pre-softmax last-layer scores (B, H, T, T), [hidden state of each layer]) for the batch's inputs."""
+        x = inputs(batch)
+        # under a dispatch mode (FlopCounterMode counting a step's FLOPs) the same graph runs eagerly: same FLOPs
+        run = self._targets if _get_current_dispatch_mode() is not None else self._compiled
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            scores, hidden = run(x["input_ids"], x.get("attention_mask"), x.get("token_type_ids"))
+        return scores, list(hidden)
 
 
 def hidden_projection(model: nn.Module) -> torch.Tensor | None:

@@ -64,6 +64,9 @@ class TrainConfig:
     # its first epoch at lr 5e-5). Measured on the teacher at 1e-3 (results/08_teacher/bb6cc58e7225.json): it raised
     # MRPC by 1.1 points, and CoLA learnt faster at first but ended 3.1 lower; RTE fell by 3.6
     head_lr: float | None = None
+    # general distillation with the teacher online: its targets from one compiled graph
+    # (tdlib.distill.forward.CompiledTeacher) instead of the eager forward; same targets up to rounding
+    compile_teacher: bool = False
 
     def validate(self) -> TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -110,7 +113,7 @@ def step_seed(seed: int, step: int) -> int:
 NOT_RESULT = ("checkpoint_every", "attention")
 # fields added after runs were recorded, left out of a run's key at their default (the value that computes what
 # those runs computed), so every earlier run keeps its directory and resumes
-KEYED_UNLESS_DEFAULT = {"head_lr": None}
+KEYED_UNLESS_DEFAULT = {"head_lr": None, "compile_teacher": False}
 
 
 def resolve_attention(attention: str, device: str | torch.device = "cpu") -> str:

@@ -31,7 +31,15 @@ from tdlib.core.heads import copy_head
 from tdlib.core.modeling import compression_spec
 from tdlib.core.modeling_tdlib import apply_structure
 from tdlib.data.glue import compute_metrics, get_task
-from tdlib.distill.forward import LastLayerTaps, _unwrap, attention_scores, hidden_projection, inputs, predict
+from tdlib.distill.forward import (
+    CompiledTeacher,
+    LastLayerTaps,
+    _unwrap,
+    attention_scores,
+    hidden_projection,
+    inputs,
+    predict,
+)
 from tdlib.distill.loop import TrainConfig, train
 from tdlib.distill.losses import OBJECTIVES, intermediate_loss, objective_loss, prediction_loss, soft_cross_entropy
 
@@ -41,6 +49,9 @@ def distillation_step(student: nn.Module, teacher: nn.Module, batch: dict,
     """One intermediate-distillation forward: both models on ``batch``, the recipe's loss on the last layer
     (or the ``objective`` of :func:`objective_loss`)."""
     batch = inputs(batch)
+    if isinstance(teacher, CompiledTeacher):
+        t_scores, t_hidden = teacher.targets(batch)
+        return _student_loss(student, batch, t_scores, t_hidden, objective)
     mask = batch.get("attention_mask")
     with torch.no_grad(), LastLayerTaps(teacher) as t_taps:
         t_out = teacher(**batch, output_hidden_states=True)
@@ -133,7 +144,8 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
     check_vocab(student, teacher)
     check_choice("objective", objective, OBJECTIVES)
     if cache is None:
-        loss, frozen = (lambda m, b: distillation_step(m, teacher, b, objective)), [teacher]
+        targets = CompiledTeacher(teacher) if config.compile_teacher else teacher
+        loss, frozen = (lambda m, b: distillation_step(m, targets, b, objective)), [teacher]
     else:
         loss, frozen = (lambda m, b: cached_distillation_step(m, cache, b, objective)), []
     return train(student, loss, corpus, config, out_dir, identity=identity, frozen=frozen,

@@ -116,9 +116,10 @@ def departures(root=None) -> str:
 
 def rows(root=None) -> list[dict]:
     """The six claims: ``claim``, ``paper``, ``ours``, ``verdict``, ``notebooks``."""
-    glue = {"C2": _glue("C2", root), "C3": _glue("C3", root)}
+    study = scaling(root)  # notebook 10's records, read once for C2, C3 and C6
+    glue = {"C2": _glue("C2", study, root), "C3": _glue("C3", study, root)}
     made = {"C1": _c1(root), **glue, "C4": _c4(root), "C5": _c5(root, {g["verdict"] for g in glue.values()}),
-            "C6": _c6(root)}
+            "C6": _c6(study, root)}
     return [{"claim": cid, "paper": PAPER[cid], **made[cid], "notebooks": NOTEBOOKS[cid]} for cid in PAPER]
 
 
@@ -181,7 +182,7 @@ def _peer(result: dict, name: str) -> str | None:
     return next((n for n, s in result["students"].items() if s.get("budget_of") == name), None)
 
 
-def _glue(cid: str, root=None) -> dict:
+def _glue(cid: str, study: dict, root=None) -> dict:
     rec = _newest("03_glue", root)
     if rec is None:
         return _pending("03")
@@ -197,7 +198,7 @@ def _glue(cid: str, root=None) -> dict:
         ours += f"; dense peer {res['summary'][peer]['percent_of_teacher']:.1f}%, {gain_share(res, peer):.1f}%"
     ours += f"; {general_tokens(res, name) / 1e6:.2f}M tokens"
     verdict = "reproduced" if pct >= TARGETS[cid] else "short at our budget"
-    trend = scaling(root).get(cid)
+    trend = study.get(cid)
     if trend is not None:  # the scaling study's curve decides a budget-limited verdict
         ours += trend["cell"]
         verdict = trend.get("verdict", verdict) if verdict != "reproduced" else verdict
@@ -275,7 +276,7 @@ def _c5(root=None, glue_verdicts: set[str] = frozenset()) -> dict:
     return {"ours": ours, "verdict": next(iter(glue_verdicts)) if len(glue_verdicts) == 1 else "mixed"}
 
 
-def _c6(root=None) -> dict:
+def _c6(study: dict, root=None) -> dict:
     rec = _newest("03_glue", root)
     speed = next((r for r in records("04_speed", root) if r["params"]["geometry"] == "bert-base"
                   and "sweep" not in r["params"]), None)
@@ -301,4 +302,4 @@ def _c6(root=None) -> dict:
                  + f" (IV-{fac['rank_layer']}-{fac['rank_dim']})")
     halves.append(rebuilt is None or fac["speedup"] > rebuilt["speedup"])
     verdict = "reproduced" if all(halves) else "not reproduced" if not any(halves) else "mixed"
-    return {"ours": "; ".join(parts) + scaling(root).get("C6", {}).get("cell", ""), "verdict": verdict}
+    return {"ours": "; ".join(parts) + study.get("C6", {}).get("cell", ""), "verdict": verdict}

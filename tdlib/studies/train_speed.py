@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tdlib.core.modeling import set_implementation
 from tdlib.core.precision import autocast, native_bf16, resolve_precision
 from tdlib.core.pretrained import load_model
-from tdlib.distill.forward import inputs
+from tdlib.distill.forward import CompiledTeacher, inputs
 from tdlib.distill.loop import TrainConfig, fast_adamw, resolve_attention, stage_settings
 from tdlib.distill.stages import cached_distillation_step, distillation_step, prediction_step, task_model
 from tdlib.distill.teacher_cache import TeacherCache
@@ -117,7 +117,8 @@ class Step:
         self.restore()
 
 
-PAPER = {"precision": "fp32", "dropout": True, "train_word_embeddings": True, "attention": "sdpa"}
+PAPER = {"precision": "fp32", "dropout": True, "train_word_embeddings": True, "attention": "sdpa",
+         "compile_teacher": False}
 
 
 def measure(name: str, stage: str, model: nn.Module, loss_fn, batch: dict, setting: dict, threads: int,
@@ -198,6 +199,11 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     task_batch = random_batch(batch, task_seq_len, vocab, num_labels=task_teacher.config.num_labels, seed=seed)
     teacher = teacher.eval().requires_grad_(False)
     general = lambda m, b: distillation_step(m, teacher, b)  # noqa: E731
+    compiled = CompiledTeacher(teacher)
+    fused = lambda m, b: distillation_step(m, compiled, b)  # noqa: E731
+
+    def loss_for(loss_fn, s: dict):  # the teacher's forward as the setting runs it
+        return fused if loss_fn is general and s.get("compile_teacher") else loss_fn
     jobs = [("finetune", "teacher", task_teacher, _finetune_loss, task_batch)]
     jobs += [("general", name, s, general, gen_batch) for name, s in students.items()]
     first = next(iter(students))
@@ -206,8 +212,8 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     rows = []
     for stage, name, model, loss_fn, b in tqdm(jobs, desc="train bench", disable=not progress):
         for label, s in (("paper recipe", PAPER), ("profile", setting)):
-            rows.append({"setting": label, **measure(name, stage, model, loss_fn, b, s, threads, min_run_time,
-                                                     rates, lr)})
+            rows.append({"setting": label, **measure(name, stage, model, loss_for(loss_fn, s), b, s, threads,
+                                                     min_run_time, rates, lr)})
     precision = "bf16" if bf16 else "fp32"
     steps = [("paper recipe (fp32)", PAPER)]
     if bf16:
@@ -216,12 +222,14 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
               ("+ word embeddings frozen", {"precision": precision, "dropout": False, "train_word_embeddings": False,
                                             "attention": "sdpa"}),
               ("+ eager attention", {"precision": precision, "dropout": False, "train_word_embeddings": False,
-                                     "attention": "eager"})]
+                                     "attention": "eager"}),
+              ("+ compiled teacher", {"precision": precision, "dropout": False, "train_word_embeddings": False,
+                                      "attention": "eager", "compile_teacher": True})]
     ablation = [] if bf16 else [{"change": "+ bf16", "skipped": "this CPU has no native bf16 (AMX-BF16 or "
                                  "AVX512-BF16): bf16 matmuls are emulated, far slower than fp32"}]
     for label, s in tqdm(steps, desc="ablation", disable=not progress):
-        ablation.append({"change": label, **measure(first, "general", students[first], general, gen_batch, s,
-                                                    threads, min_run_time, rates, lr)})
+        ablation.append({"change": label, **measure(first, "general", students[first], loss_for(general, s),
+                                                    gen_batch, s, threads, min_run_time, rates, lr)})
     with tempfile.TemporaryDirectory(prefix="tdlib-cache-") as tmp:  # the teacher's targets read, not computed
         cache_rows = datasets.Dataset.from_dict({k: gen_batch[k].tolist() for k in ("input_ids", "attention_mask",
                                                                                 "token_type_ids")})
@@ -229,7 +237,7 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
         cached_batch = {**gen_batch, "idx": torch.arange(batch)}
         ablation.append({"change": "+ teacher targets from the cache", **measure(
             first, "general", students[first], lambda m, b: cached_distillation_step(m, cache, b), cached_batch,
-            steps[-1][1], threads, min_run_time, rates, lr)})
+            steps[-2][1], threads, min_run_time, rates, lr)})
     base = {"precision": precision, "dropout": False, "train_word_embeddings": False}
     task_padded = padded(task_batch, seed)
     for label, kernel in (("task stage 1, padded batch: SDPA", "sdpa"), ("+ eager attention (padded batch)", "eager")):
@@ -241,7 +249,7 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
 
         rebuilt = set_implementation(copy.deepcopy(students[first]), "reconstructed")
         ablation.append({"change": "student forward: rebuild each W_i, then dense (instead of factorized)",
-                         **measure(first, "general", rebuilt, general, gen_batch, steps[-1][1], threads,
+                         **measure(first, "general", rebuilt, general, gen_batch, steps[-2][1], threads,
                                    min_run_time, rates, lr)})
     small = [random_batch(4, 32, vocab, seed=seed + i) for i in range(parity_steps)]
     return {"threads": threads, "native_bf16": bf16, "matmul_tflops": {k: v / 1e12 for k, v in rates.items()},
@@ -258,6 +266,7 @@ def profile_train_bench(teacher_name: str, students: list, baselines: list, ops:
     task_teacher = load_model(teacher_name, num_labels=2, pooling=setting.get("pooling", "cls"))
     specs = student_specs(settings({"students": students, "baselines": baselines, "ops": ops}), teacher)
     models = {spec.name: build_student(spec, teacher, seed) for spec in specs}
-    knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings", "attention") if k in setting}
+    knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings", "attention", "compile_teacher")
+             if k in setting}
     return run_train_bench(teacher, task_teacher, models, knobs, threads, batch, seq_len, task_seq_len,
                            min_run_time, seed=seed, progress=progress)
