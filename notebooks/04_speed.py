@@ -363,6 +363,8 @@ if trec:
     stages = pd.DataFrame(tr["rows"])
     wide = stages.pivot_table(index=["stage", "model"], columns="setting", values="tokens_per_s", sort=False)
     wide["x vs paper recipe"] = wide["profile"] / wide["paper recipe"]
+    if "profile, teacher targets cached" in wide:
+        wide["x vs paper recipe, cached"] = wide["profile, teacher targets cached"] / wide["paper recipe"]
     frac = stages[stages.setting == "profile"].set_index(["stage", "model"])["fraction_of_roofline"]
     wide["profile: fraction of roofline"] = frac
     display(wide.round(3))

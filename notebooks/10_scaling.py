@@ -53,6 +53,7 @@
 profile = "cpu"
 compute = False
 teacher_cache = False
+compile_teacher = True
 general_sequences = 524288
 curve_points = 0
 controls = []

@@ -16,12 +16,13 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from tdlib.core.baseline import ffn_for_budget
-from tdlib.core.errors import TdlibError
+from tdlib.core.deploy import export_onnx
+from tdlib.core.errors import ConfigError, TdlibError
 from tdlib.core.export import FORMATS, export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
 from tdlib.core.heads import pooling_of
 from tdlib.core.io import write_json_atomic
-from tdlib.core.modeling import compress, compression_spec, count_params
+from tdlib.core.modeling import compress, compression_spec, count_params, from_pretrained
 from tdlib.core.modeling_tdlib import DATA_AWARE, INIT_ALIASES, INITS, init_name, write_model_card
 from tdlib.core.pretrained import load_model, load_tokenizer, saved_pooling
 from tdlib.core.ranks import Geometry, pick_ranks
@@ -100,7 +101,15 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """A saved student in a deployment format (today: a sentence-transformers directory), with its model card."""
+    """A saved student in a deployment format: a sentence-transformers directory with its model card, or one ONNX
+    file (the encoder: input_ids, attention_mask -> last_hidden_state) that ONNX Runtime runs without tdlib."""
+    if args.format == "onnx":
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise ConfigError(f"{out} exists: pass --overwrite to replace it, or another --out")
+        export_onnx(from_pretrained(args.path), out)
+        print(f"wrote {out}: onnxruntime.InferenceSession('{out}') runs it (inputs input_ids, attention_mask)")
+        return 0
     use_shared_data()
     out = export_sentence_transformers(args.path, args.out, args.teacher, overwrite=args.overwrite)
     if args.stsb:
@@ -339,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="save a student for its users' tools: a sentence-transformers directory "
-                                      "with the teacher's pooling and normalisation, and a model card")
+                                      "with the teacher's pooling and normalisation, and a model card; or "
+                                      "(--format onnx) one ONNX file for ONNX Runtime")
     p.add_argument("path", help="a saved student (tdlib checkpoint or dense baseline)")
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=FORMATS, default="sentence-transformers")

@@ -111,3 +111,8 @@ def test_export_writes_a_sentence_transformers_directory_with_its_card(tmp_path,
     assert "library_name: sentence-transformers" in (out / "README.md").read_text()
     assert main(["export", str(student), "--out", str(out)]) == 2  # not empty: one error, nothing replaced
     assert "not empty" in capsys.readouterr().err
+    onnx_file = tmp_path / "student.onnx"
+    assert main(["export", str(student), "--out", str(onnx_file), "--format", "onnx"]) == 0
+    assert "InferenceSession" in capsys.readouterr().out and onnx_file.stat().st_size > 0
+    assert main(["export", str(student), "--out", str(onnx_file), "--format", "onnx"]) == 2  # exists: one error
+    assert "--overwrite" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from tdlib.core.errors import ConfigError
+from tdlib.studies.runs import _config
 from tdlib.studies.scaling import (
     ScalingPlan,
     difference,
@@ -15,6 +16,7 @@ from tdlib.studies.scaling import (
     schedule,
     split_params,
 )
+from tdlib.studies.settings import keyed, settings
 
 
 def test_budgets_double_from_the_first_and_the_plan_refuses_bad_values():
@@ -64,3 +66,12 @@ def test_the_verdict_rules_read_the_interval_not_the_point():
     d, interval = difference({0: 80.0, 1: 81.0, 2: 82.0}, {0: 70.0, 1: 71.5, 2: 70.5})
     assert d == pytest.approx(81 - 70.666666, abs=1e-4) and init_verdict(interval) == "the paper's init ahead"
     assert init_verdict(difference({0: 70.0, 1: 72.0}, {0: 71.0, 1: 71.5})[1]) == "level"
+
+
+def test_compile_teacher_reaches_general_distillation_only():
+    s = settings({"compile_teacher": True})
+    assert _config(s, 10, 1e-4, "linear", 0.1, general=True).compile_teacher is True
+    assert _config(s, 10, 1e-4, "linear", 0.1).compile_teacher is False  # fine-tuning and task runs keep their keys
+    assert keyed({"compile_teacher": False, "seed": 0}) == {"seed": 0}  # earlier records keep their hash
+    with pytest.raises(ConfigError, match="compile_teacher"):
+        settings({"compile_teacher": "yes"})

@@ -91,12 +91,14 @@ class Data:
 
 
 def _config(s: Settings, steps: int, lr: float, schedule: str, warmup: float, distill: bool = True,
-            head_lr: float | None = None) -> TrainConfig:
-    """A stage's config; ``distill=False`` (teacher fine-tuning) keeps dropout and trains every parameter."""
+            head_lr: float | None = None, general: bool = False) -> TrainConfig:
+    """A stage's config; ``distill=False`` (teacher fine-tuning) keeps dropout and trains every parameter;
+    ``general``: general distillation, the one stage ``compile_teacher`` applies to."""
     return TrainConfig(steps=steps, batch_size=s.batch_size, lr=lr, schedule=schedule, warmup=warmup,
                        seed=s.seed, checkpoint_every=s.checkpoint_every, precision=s.precision,
                        dropout=s.distill_dropout or not distill,
-                       train_word_embeddings=s.train_word_embeddings or not distill, head_lr=head_lr)
+                       train_word_embeddings=s.train_word_embeddings or not distill, head_lr=head_lr,
+                       compile_teacher=general and s.compile_teacher)
 
 
 def task_configs(s: Settings, task: str, n_train: int) -> tuple[TrainConfig, TrainConfig]:
@@ -216,7 +218,7 @@ def run_general(s: Settings, spec: StudentSpec, tokenizer, workdir: Path | None,
                                              max_sequences=s.general_sequences, progress=progress)
     corpus, files = corpus_cache["corpus"]
     corpus.set_format("torch")
-    cfg = _config(s, int(s.general_steps), s.general_lr, "linear", 0.1)
+    cfg = _config(s, int(s.general_steps), s.general_lr, "linear", 0.1, general=True)
     identity = {"teacher": str(s.teacher), "student": spec.as_dict(), "corpus_files": len(files),
                 "corpus_sha": _hash([sha256_file(f) for f in files]) if files else "hub",
                 "sequences": len(corpus), "max_length": s.general_max_length}

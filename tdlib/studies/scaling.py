@@ -160,9 +160,9 @@ class Study:
         ``decay_to`` steps with notebook 03's linear schedule (10% warm-up)."""
         s, plan = self.s, self.plan
         if decay_to is not None:
-            return _config(s, decay_to, s.general_lr, "linear", 0.1)
+            return _config(s, decay_to, s.general_lr, "linear", 0.1, general=True)
         last = plan.budgets[-1]
-        return _config(s, last, s.general_lr, "constant_with_warmup", plan.warmup_steps / last)
+        return _config(s, last, s.general_lr, "constant_with_warmup", plan.warmup_steps / last, general=True)
 
     def run_dir(self, spec: StudentSpec, decay_to: int | None = None) -> tuple[Path, dict, TrainConfig]:
         corpus, files, sha = self.corpus()

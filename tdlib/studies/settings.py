@@ -47,6 +47,8 @@ class Settings:
     general_sequences: int = 100_000
     general_max_length: int = 128
     general_lr: float = 1e-4
+    # general distillation with the teacher online: its targets from one compiled graph (TrainConfig.compile_teacher)
+    compile_teacher: bool = False
     stage1_steps: int | None = None  # None: task_epochs
     stage2_steps: int | None = None
     # stage-2 steps at which each task run also takes the dev metrics (0: the model stage 1 left; the last must
@@ -92,6 +94,8 @@ class Settings:
     general: bool = False
 
     def validate(self) -> Settings:
+        if not isinstance(self.compile_teacher, bool):
+            raise ConfigError(f"compile_teacher must be true or false, got {self.compile_teacher!r}")
         check_pooling(self.pooling, self.tasks)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
@@ -171,7 +175,7 @@ GLUE_DEFAULTS: dict = {f.name: getattr(Settings(), f.name) for f in dataclasses.
 # GLUE parameters that notebooks 03 and 05 gained after their records were made: left out of a record's key at
 # this value (the one that computes what those records computed), so every earlier record keeps its hash and
 # notebooks 07 and 09, keyed by 03's settings, keep theirs
-UNKEYED_AT: dict = {"finetune_head_lr": None}
+UNKEYED_AT: dict = {"finetune_head_lr": None, "compile_teacher": False}
 
 
 def keyed(params: dict) -> dict:

@@ -183,7 +183,8 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
                     threads: int = 2, batch: int = 16, seq_len: int = 128, task_seq_len: int = 64,
                     min_run_time: float = 3.0, parity_steps: int = 20, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True) -> dict:
-    """The stage table (paper recipe vs ``setting``), the roofline, the ablation and the parity check.
+    """The stage table (paper recipe vs ``setting``; general distillation also with the teacher's targets read from
+    a cache, as notebook 03 runs it), the roofline, the ablation and the parity check.
 
     ``teacher`` is the pre-trained encoder, ``task_teacher`` the same with a classification head, ``students``
     the general-distillation students by name (the first is ablated). ``setting`` holds the profile's
@@ -235,9 +236,15 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
                                                                                 "token_type_ids")})
         cache = TeacherCache.build_or_open(tmp, {"bench": seed}, teacher, cache_rows, precision, progress=False)
         cached_batch = {**gen_batch, "idx": torch.arange(batch)}
+        from_cache = lambda m, b: cached_distillation_step(m, cache, b)  # noqa: E731
         ablation.append({"change": "+ teacher targets from the cache", **measure(
-            first, "general", students[first], lambda m, b: cached_distillation_step(m, cache, b), cached_batch,
-            steps[-2][1], threads, min_run_time, rates, lr)})
+            first, "general", students[first], from_cache, cached_batch, steps[-2][1], threads, min_run_time,
+            rates, lr)})
+        # general distillation as notebook 03 runs it: the teacher's targets read from its cache
+        online = {k: v for k, v in setting.items() if k != "compile_teacher"}
+        rows += [{"setting": "profile, teacher targets cached", **measure(name, "general", s, from_cache, cached_batch,
+                                                                          online, threads, min_run_time, rates, lr)}
+                 for name, s in students.items()]
     base = {"precision": precision, "dropout": False, "train_word_embeddings": False}
     task_padded = padded(task_batch, seed)
     for label, kernel in (("task stage 1, padded batch: SDPA", "sdpa"), ("+ eager attention (padded batch)", "eager")):
