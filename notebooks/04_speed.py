@@ -252,6 +252,7 @@ if rt:
             limit = cell[cell.model == name].mac_ratio.iloc[0]
             ax.hlines(limit, i - 0.45, i + 0.45, color="k", ls="--", lw=1, label="MAC limit" if i == 0 else None)
         ax.axhline(2.7, color="tab:red", lw=0.8, label="paper (2.7x)")
+        ax.axhline(1, color="k", lw=0.8)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel("x faster than dense (same runtime), 95% interval")
         ax.set_title(f"{runtime_geometry}: batch {b} x seq {s}, {threads} threads")

@@ -44,6 +44,9 @@ def test_freeze_keeps_outputs_and_leaves_no_bank(models):
         assert not any(isinstance(m, BankLinear) for m in frozen.modules()), name
         assert not any(p.requires_grad for p in frozen.parameters()), name
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "freeze changed the model"
+        with torch.inference_mode():  # frozen where a user's inference code runs: the same model, no inference tensors
+            again = freeze(model)
+        assert not any(p.is_inference() for p in again.parameters())
         if name != "dense":
             maps = [m for m in frozen.modules() if isinstance(m, FrozenMap)]
             assert len(maps) == 6 * 2  # every decomposed map of the 2 layers

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+import torch._dynamo.config as dynamo_config
 import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 from onnxruntime.transformers import optimizer as ort_optimizer
@@ -41,6 +42,7 @@ from tdlib.core.precision import autocast
 
 RUNTIMES = ("eager", "compiled", "onnxruntime")
 INPUT_NAMES = ("input_ids", "attention_mask")
+RECOMPILE_LIMIT = 256  # compiled graphs of one process (a model per shape and precision), dynamo's default is 8
 
 
 class FrozenMap(nn.Module):
@@ -97,19 +99,20 @@ def freeze(model: nn.Module) -> nn.Module:
         The copy: same outputs as ``model.eval()``, no parameter requiring grad, no bank (for a dense model, an
         eval copy). What ``torch.compile`` and :func:`export_onnx` take.
     """
-    frozen = copy.deepcopy(model).eval()
-    base = getattr(frozen, "base_model", frozen)
-    bank = getattr(getattr(base, "encoder", None), BANK_NAME, None)
-    if bank is not None:
-        u_t = nn.Parameter(bank.U.detach().T.contiguous(), requires_grad=False)
-        v = nn.Parameter(bank.V.detach().clone(), requires_grad=False)
-        for name, module in list(frozen.named_modules()):
-            if isinstance(module, BankLinear):
-                parent, _, attr = name.rpartition(".")
-                setattr(frozen.get_submodule(parent), attr, FrozenMap.from_bank_linear(module, u_t, v))
-        delattr(base.encoder, BANK_NAME)
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+    with torch.inference_mode(False):  # called under inference_mode, the copy would be made of inference tensors
+        frozen = copy.deepcopy(model).eval()
+        base = getattr(frozen, "base_model", frozen)
+        bank = getattr(getattr(base, "encoder", None), BANK_NAME, None)
+        if bank is not None:
+            u_t = nn.Parameter(bank.U.detach().T.contiguous(), requires_grad=False)
+            v = nn.Parameter(bank.V.detach().clone(), requires_grad=False)
+            for name, module in list(frozen.named_modules()):
+                if isinstance(module, BankLinear):
+                    parent, _, attr = name.rpartition(".")
+                    setattr(frozen.get_submodule(parent), attr, FrozenMap.from_bank_linear(module, u_t, v))
+            delattr(base.encoder, BANK_NAME)
+        for p in frozen.parameters():
+            p.requires_grad_(False)
     return frozen
 
 
@@ -185,7 +188,8 @@ def onnx_session(path: str | Path, threads: int) -> ort.InferenceSession:
 
 def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "fp32", threads: int = 2,
                    workdir: str | Path | None = None) -> Callable[[dict], torch.Tensor]:
-    """A callable ``run(inputs) -> last hidden state`` (float32 tensor) of ``model`` under ``runtime``.
+    """A callable ``run(inputs) -> last hidden state`` (float32 tensor) of ``model`` under ``runtime``, on the model's
+    device (``onnxruntime``: the CPU).
 
     Parameters
     ----------
@@ -208,12 +212,13 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     """
     check_choice("runtime", runtime, RUNTIMES)
     check_choice("precision", precision, ("fp32", "bf16"))
+    device = next(model.parameters()).device  # the inputs go where the model is; autocast for that device
     if runtime == "eager":
         encoder = _Encoder(model.eval())
 
         def run(inputs: dict) -> torch.Tensor:
-            with torch.inference_mode(), autocast(precision):
-                return encoder(inputs["input_ids"], inputs["attention_mask"]).float()
+            with torch.inference_mode(), autocast(precision, device):
+                return encoder(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if runtime == "compiled":
         encoder = _Encoder(freeze(model))
@@ -221,8 +226,10 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
             compiled = torch.compile(encoder, dynamic=False, fullgraph=True)  # a graph break is an error
 
         def run(inputs: dict) -> torch.Tensor:
-            with torch.inference_mode(), autocast(precision), inductor_config.patch(freezing=True):
-                return compiled(inputs["input_ids"], inputs["attention_mask"]).float()
+            # every runner's graph is a compile of the same forward code: dynamo counts them all against one limit
+            with torch.inference_mode(), autocast(precision, device), inductor_config.patch(freezing=True), \
+                    dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if precision != "fp32":
         raise ConfigError("the onnxruntime runtime runs fp32 only (its CPU provider has no bf16 matmul): "

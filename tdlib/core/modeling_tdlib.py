@@ -139,7 +139,8 @@ def map_macs(a: int, b: int, d_model: int, rank_dim: int) -> tuple[int, int]:
 
 
 def _version_key(*tensors: torch.Tensor) -> tuple:
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    # an inference tensor (made under torch.inference_mode) cannot change in place and has no version counter
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype, t.device) for t in tensors)
 
 
 class TuckerBank(nn.Module):
