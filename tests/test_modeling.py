@@ -254,3 +254,12 @@ def test_zero_init_starts_every_map_at_zero_and_still_trains(tiny_bert, batch):
     zero.train()
     zero(**batch).last_hidden_state.pow(2).mean().backward()
     assert float(bank.C.grad.abs().max()) > 0
+
+
+def test_eval_caches_built_under_bf16_autocast_stay_full_precision(tiny_bert, batch):
+    model = compress(tiny_bert, 5, 12).eval()
+    with torch.no_grad():
+        expected = compress(tiny_bert, 5, 12).eval()(**batch).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the first forward (and so the cache) under autocast
+            model(**batch)
+        torch.testing.assert_close(model(**batch).last_hidden_state, expected)  # then fp32: the same numbers

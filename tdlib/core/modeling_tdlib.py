@@ -138,6 +138,13 @@ def map_macs(a: int, b: int, d_model: int, rank_dim: int) -> tuple[int, int]:
     return project + a * rank_dim * b * d_model, project + a * rank_dim * b * rank_dim + b * rank_dim * d_model
 
 
+def _full_precision(like: torch.Tensor):
+    """Autocast off: an eval cache (M, M V^T) is built in its factors' dtype, like a weight, whatever the caller's
+    autocast; autocast then casts it at each use, as it does a Linear's weight. Built under a bf16 autocast it would
+    be bf16, and a later fp32 forward would fail on it."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def _version_key(*tensors: torch.Tensor) -> tuple:
     # an inference tensor (made under torch.inference_mode) cannot change in place and has no version counter
     return tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype, t.device) for t in tensors)
@@ -189,7 +196,7 @@ class TuckerBank(nn.Module):
             return torch.einsum("nl,lpq->npq", self.P, self.C)
         key = _version_key(self.P, self.C)
         if self._mixed is None or self._mixed[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), _full_precision(self.P):
                 self.n_builds += 1
                 self._mixed = (key, torch.einsum("nl,lpq->npq", self.P, self.C))
         return self._mixed[1]
@@ -335,7 +342,7 @@ class BankLinear(nn.Module):
             return self._build()
         key = (_version_key(self.bank.U, self.bank.V, self.bank.C, self.bank.P), self.implementation)
         if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), _full_precision(self.bank.P):
                 self._cache = (key, self._build())
         return self._cache[1]
 

@@ -21,13 +21,18 @@ PRECISIONS = ("auto", "bf16", "fp32")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """The native-bf16 instruction sets this CPU reports (Linux ``/proc/cpuinfo``; () elsewhere)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The instruction-set flags this CPU reports (Linux ``/proc/cpuinfo``; [] elsewhere)."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return ()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        return []
+    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The native-bf16 instruction sets this CPU reports (Linux ``/proc/cpuinfo``; () elsewhere)."""
+    flags = cpu_flags(cpuinfo)
     return tuple(f for f in CPU_BF16_FLAGS if f in flags)
 
 
