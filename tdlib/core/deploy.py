@@ -131,6 +131,19 @@ class _Encoder(nn.Module):
         return _hidden(self.model(input_ids=input_ids, attention_mask=attention_mask))
 
 
+def compile_frozen(fn: Callable) -> Callable:
+    """``torch.compile`` of a frozen model's forward (or a function of one): one graph (a graph break is an error),
+    one compile per input shape, run under inductor's ``freezing`` (weights as constants, pre-packed), which applies
+    only where grad is off. Every such graph of a process compiles the same forward code, and dynamo counts them all
+    against one recompile limit (8 by default): the calls raise it to :data:`RECOMPILE_LIMIT`."""
+    compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+
+    def call(*args):
+        with inductor_config.patch(freezing=True), dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return compiled(*args)
+    return call
+
+
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool = True) -> Path:
     """Export the frozen encoder (input_ids, attention_mask -> last_hidden_state) to one ONNX file.
 
@@ -221,14 +234,10 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
                 return encoder(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if runtime == "compiled":
-        encoder = _Encoder(freeze(model))
-        with inductor_config.patch(freezing=True):
-            compiled = torch.compile(encoder, dynamic=False, fullgraph=True)  # a graph break is an error
+        compiled = compile_frozen(_Encoder(freeze(model)))
 
         def run(inputs: dict) -> torch.Tensor:
-            # every runner's graph is a compile of the same forward code: dynamo counts them all against one limit
-            with torch.inference_mode(), autocast(precision, device), inductor_config.patch(freezing=True), \
-                    dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
+            with torch.inference_mode(), autocast(precision, device):
                 return compiled(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if precision != "fp32":

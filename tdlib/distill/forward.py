@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch._inductor.config as inductor_config
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 from tqdm import tqdm
 
-from tdlib.core.deploy import freeze
+from tdlib.core.deploy import compile_frozen, freeze
 from tdlib.core.precision import autocast
 from tdlib.core.stacking import encoder_layers
 from tdlib.data.collate import pad_collate, pad_token_id
@@ -72,7 +71,7 @@ class CompiledTeacher:
         # that dynamo cannot trace
         with torch.no_grad():
             self._targets(ids, torch.ones_like(ids), torch.zeros_like(ids))
-        self._compiled = torch.compile(self._targets, dynamic=False, fullgraph=True)
+        self._compiled = compile_frozen(self._targets)
 
     def _targets(self, input_ids, attention_mask, token_type_ids):
         out = self.frozen(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -87,7 +86,7 @@ class CompiledTeacher:
         x = inputs(batch)
         # under a dispatch mode (FlopCounterMode counting a step's FLOPs) the same graph runs eagerly: same FLOPs
         run = self._targets if _get_current_dispatch_mode() is not None else self._compiled
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        with torch.no_grad():
             scores, hidden = run(x["input_ids"], x.get("attention_mask"), x.get("token_type_ids"))
         return scores, list(hidden)
 

@@ -241,9 +241,10 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
             first, "general", students[first], from_cache, cached_batch, steps[-2][1], threads, min_run_time,
             rates, lr)})
         # general distillation as notebook 03 runs it: the teacher's targets read from its cache
-        online = {k: v for k, v in setting.items() if k != "compile_teacher"}
+        no_teacher = {k: v for k, v in setting.items() if k != "compile_teacher"}  # its targets are read
         rows += [{"setting": "profile, teacher targets cached", **measure(name, "general", s, from_cache, cached_batch,
-                                                                          online, threads, min_run_time, rates, lr)}
+                                                                          no_teacher, threads, min_run_time, rates,
+                                                                          lr)}
                  for name, s in students.items()]
     base = {"precision": precision, "dropout": False, "train_word_embeddings": False}
     task_padded = padded(task_batch, seed)
