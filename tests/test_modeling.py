@@ -102,6 +102,30 @@ def test_training_rebuilds_every_step_and_reaches_every_factor(tiny_bert, batch)
     assert bank.n_builds == 0  # training never touches the cache
 
 
+def test_one_mixing_per_training_forward_gives_the_per_map_gradients(tiny_bert, batch, monkeypatch):
+    model = compress(tiny_bert, 5, 12).train()
+    bank = bank_of(model)
+    calls = []
+    einsum = torch.einsum
+    monkeypatch.setattr(torch, "einsum", lambda eq, *ops: calls.append(eq) or einsum(eq, *ops))
+
+    def grads():
+        model.zero_grad()
+        for _ in range(2):  # two forwards, then backwards: gradient accumulation, each pass its own graph
+            loss = model(**batch).last_hidden_state.square().mean()
+            loss.backward()
+        return {k: v.grad.clone() for k, v in bank.named_parameters()}, loss.detach()
+
+    shared, loss = grads()
+    assert calls.count("nl,lpq->npq") == 2 and bank._pass is None  # once per encoder forward, dropped after
+    monkeypatch.setattr(type(bank), "begin_pass", lambda self: None)  # each map mixes its own rows
+    per_map, loss_ref = grads()
+    assert calls.count("kl,lpq->kpq") > 2
+    torch.testing.assert_close(loss, loss_ref)
+    for name in per_map:
+        torch.testing.assert_close(shared[name], per_map[name], rtol=1e-4, atol=1e-6)
+
+
 def test_qkv_share_one_projection_per_layer(tiny_bert, batch):
     model = compress(tiny_bert, 5, 12).eval()
     bank = bank_of(model)

@@ -86,6 +86,12 @@ def test_cached_records_are_checked_against_their_data_and_older_code_is_named_o
     record = results.cached("x", {"a": 1}, compute, **kw)
     assert record["cached"] is False and record["result"] == {"n": 2}
     assert "not reusing" in capsys.readouterr().err
+    kw.pop("force")  # FORCE names what to recompute: all, or some records by name
+    for value, recomputed in (("0", False), ("y,z", False), ("x", True), ("y, x", True), ("1", True)):
+        monkeypatch.setenv("FORCE", value)
+        assert results.cached("x", {"a": 1}, compute, **kw)["cached"] is not recomputed, value
+    monkeypatch.delenv("FORCE")
+    kw["force"] = False
 
     # a record an earlier commit computed is reused as it is, with no warning in the notebook's output: make
     # reproduce names such records once, at its end

@@ -167,6 +167,7 @@ class TuckerBank(nn.Module):
         self._groups: dict[str, list[BankLinear]] = {}  # group -> members, in call order (Q, K, V)
         self._fused: dict[str, tuple] = {}  # group -> (key, concatenated weight, concatenated bias)
         self._fused_out: dict[str, list] = {}  # group -> [input, {member: output}] (eval path)
+        self._pass: list | None = None  # [key, (M_1, ..., M_n)] of the encoder forward in progress (training path)
 
     @torch.no_grad()
     def init_random(self, seed: int = 0, weight_std: float = 0.02) -> TuckerBank:
@@ -201,12 +202,34 @@ class TuckerBank(nn.Module):
                 self._mixed = (key, torch.einsum("nl,lpq->npq", self.P, self.C))
         return self._mixed[1]
 
-    def mixed_rows(self, indices: torch.Tensor) -> torch.Tensor:
-        """M_i for the given matrix indices only (any shape). In training each map mixes just its own rows:
-        mixing all n per map would cost n / (a*b) times more, for every one of the encoder's maps."""
+    def begin_pass(self) -> None:
+        """An encoder forward starts (its pre-hook): its maps will share one mixing of all n matrices."""
+        self._pass = []
+
+    def end_pass(self) -> None:
+        """The encoder forward ended (or raised): the mixing is dropped (autograd keeps what backward needs)."""
+        self._pass = None
+
+    def _pass_mixed(self) -> tuple[torch.Tensor, ...]:
+        """(M_1, ..., M_n) for this encoder forward, computed by its first map: one GEMM reading C once, and in the
+        backward one gradient of C, where mixing each map's rows on its own read and cast all of C, and added a
+        gradient of C, once per map."""
+        key = (_version_key(self.P, self.C), torch.is_grad_enabled(), torch.is_autocast_enabled(self.P.device.type))
+        if not self._pass or self._pass[0] != key:
+            self._pass[:] = [key, torch.einsum("nl,lpq->npq", self.P, self.C).unbind(0)]
+        return self._pass[1]
+
+    def mixed_rows(self, indices: torch.Tensor, grid: tuple[tuple[int, ...], ...] | None = None) -> torch.Tensor:
+        """M_i for the given matrix indices only (any shape). In training, within an encoder forward the maps share
+        one mixing of all n matrices (:meth:`begin_pass`); a map called on its own mixes just its rows."""
         if self.caching():
             return self.mixed()[indices]
-        rows = torch.einsum("kl,lpq->kpq", self.P[indices.reshape(-1)], self.C)
+        if self._pass is not None:
+            mixed = self._pass_mixed()
+            flat = indices.reshape(-1).tolist() if grid is None else [i for row in grid for i in row]
+            rows = torch.stack([mixed[i] for i in flat])
+        else:
+            rows = torch.einsum("kl,lpq->kpq", self.P[indices.reshape(-1)], self.C)
         return rows.reshape(*indices.shape, self.rank_dim, self.rank_dim)
 
     def project(self, x: torch.Tensor, blocks: int, group: str | None = None, uses: int = 1) -> torch.Tensor:
@@ -320,7 +343,7 @@ class BankLinear(nn.Module):
     # -- the small matrices ---------------------------------------------------------------------
     def _mblock(self) -> torch.Tensor:
         """M arranged as an (a*d) x (b*d) block matrix (rows: input blocks, columns: output blocks)."""
-        m = self.bank.mixed_rows(self.indices)  # (a, b, d, d)
+        m = self.bank.mixed_rows(self.indices, self.grid)  # (a, b, d, d)
         return m.permute(0, 2, 1, 3).reshape(self.a * self.bank.rank_dim, self.b * self.bank.rank_dim)
 
     def _build(self) -> torch.Tensor:
@@ -461,8 +484,22 @@ def apply_structure(model: nn.Module, spec: CompressionSpec, bank: TuckerBank | 
                 down, bank, [[index[layer_id, "ffn_down", b]] for b in range(k)], implementation=spec.implementation))
     base = getattr(model, "base_model", model)
     base.encoder.add_module(BANK_NAME, bank)
+    base.encoder.register_forward_pre_hook(_begin_pass)
+    base.encoder.register_forward_hook(_end_pass, always_call=True)
     model.config.tdlib = asdict(spec)
     return retype(model)
+
+
+def _begin_pass(encoder: nn.Module, args) -> None:
+    bank = getattr(encoder, BANK_NAME, None)  # None once frozen (tdlib.freeze removes the bank)
+    if bank is not None:
+        bank.begin_pass()
+
+
+def _end_pass(encoder: nn.Module, args, output) -> None:
+    bank = getattr(encoder, BANK_NAME, None)
+    if bank is not None:
+        bank.end_pass()
 
 
 # -- the transformers classes -------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Expensive work (distillation, benchmarks, decomposition sweeps) is wrapped in :func:`cached`: the
 parameters are hashed, and a record with the same hash is loaded instead of recomputed unless
-``force`` (or ``FORCE=1`` in the environment) is set. Every record holds the parameters, the
-result and a :func:`tdlib.studies.provenance.provenance` block; it is written atomically.
+``force`` (or ``FORCE=1`` in the environment; ``FORCE=04_train,04_runtimes``: those record names only) is set.
+Every record holds the parameters, the result and a :func:`tdlib.studies.provenance.provenance` block; it is
+written atomically.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ def _estimate(name: str, root=None) -> str:
             f"{prov.get('threads')} threads; finished training runs are reused, Ctrl-C keeps what is done)")
 
 
+def forced(name: str) -> bool:
+    """Whether ``FORCE`` asks to recompute record ``name``: ``1`` (every record) or a comma-separated list of
+    names (``FORCE=04_train``: the train benchmark only, every other record read back)."""
+    value = os.environ.get("FORCE", "0").strip()
+    return value == "1" or name in {v.strip() for v in value.split(",")}
+
+
 def cached(name: str, params: dict, compute: Callable[[], object], *, force: bool | None = None,
            seed: int | None = None, profile: str | None = None, data_files=(), root=None,
            extra: dict | None = None) -> dict:
@@ -120,7 +128,7 @@ def cached(name: str, params: dict, compute: Callable[[], object], *, force: boo
     (:func:`tdlib.paper.reproduce.older_records`).
     """
     path = record_path(name, params, root)
-    force = os.environ.get("FORCE", "0") == "1" if force is None else force
+    force = forced(name) if force is None else force
     found = locate(name, params, root)
     if found.exists() and not force:
         record = load_record(found)
