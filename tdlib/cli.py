@@ -150,10 +150,12 @@ def cmd_bench(args) -> int:
                    "train_word_embeddings": not args.freeze_word_embeddings}
         result = profile_train_bench(args.teacher, configs, baselines, "san_ffn", setting, args.threads,
                                      min_run_time=args.min_run_time, seed=args.seed)
-        print(f"{'stage':14} {'model':20} {'setting':13} {'precision':9} {'ms/step':>8} {'tokens/s':>9} {'of roof':>7}")
+        print(f"{'stage':14} {'model':20} {'setting':31} {'precision':9} {'ms/step':>8} {'tokens/s':>9} "
+              f"{'of roof':>7}  x paper recipe [95%]")
         for r in result["rows"]:
-            print(f"{r['stage']:14} {r['model']:20} {r['setting']:13} {r['precision']:9} {r['step_ms']:>8.0f} "
-                  f"{r['tokens_per_s']:>9.0f} {r['fraction_of_roofline']:>7.2f}")
+            x = f"{r['speedup']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" if "speedup" in r else ""
+            print(f"{r['stage']:14} {r['model']:20} {r['setting']:31} {r['precision']:9} {r['step_ms']:>8.0f} "
+                  f"{r['tokens_per_s']:>9.0f} {r['fraction_of_roofline']:>7.2f}  {x}")
         params = {"what": "train", "teacher": args.teacher, "configs": configs, "baselines": baselines,
                   **setting, "threads": args.threads}
     elif args.what == "tucker":

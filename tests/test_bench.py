@@ -148,6 +148,14 @@ def test_train_bench_measures_each_stage_the_ablation_and_parity(monkeypatch):
     paper = [r for r in out["rows"] if r["setting"] == "paper recipe"]
     assert all(r["attention"] == "sdpa" for r in paper)
     assert all(r["attention"] == "eager" for r in out["rows"] if r["setting"] == "profile")  # auto, on a CPU
+    # each stage's settings are timed in the same interleaved rounds; the others carry a speed-up with its interval
+    assert {len(r["ms"]) for r in out["rows"]} == {5}
+    for r in out["rows"]:
+        assert ("speedup" in r) == (r["setting"] != "paper recipe")
+        if "speedup" in r:
+            assert r["low"] <= r["speedup"] <= r["high"] and r["rounds"] == 5
+    assert {r["setting"] for r in out["rows"] if r["stage"] == "general"} == {
+        "paper recipe", "profile", "profile, teacher targets cached"}
     changes = {a["change"]: a for a in out["ablation"]}
     assert changes["task stage 1, padded batch: SDPA"]["attention"] == "sdpa"
     assert changes["+ eager attention (padded batch)"]["attention"] == "eager"

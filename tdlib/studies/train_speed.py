@@ -6,7 +6,9 @@ speed is the budget. Every number here is measured in one process with a fixed t
 
 * each stage (teacher fine-tuning, general distillation of every student, task distillation stage 1) as
   the paper's recipe runs it (fp32, dropout on, every parameter trained) and as the profile runs it
-  (precision, dropout and word embeddings as configured; foreach AdamW in both);
+  (precision, dropout and word embeddings as configured; foreach AdamW in both), and general distillation also
+  with the teacher's targets read from a cache; a stage's settings are timed in interleaved rounds, and each
+  speed-up over the paper recipe comes with a 95% interval;
 * the **roofline**: the step's matmul FLOPs (``torch.utils.flop_counter``, forward and backward) divided by
   the matmul rate of the step's precision measured in the same run (bf16 where the CPU has it natively,
   else fp32); ``fraction_of_roofline`` = roofline time / step time;
@@ -25,6 +27,7 @@ import dataclasses
 import tempfile
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 from torch.utils import benchmark
@@ -40,6 +43,7 @@ from tdlib.distill.stages import cached_distillation_step, distillation_step, pr
 from tdlib.distill.teacher_cache import TeacherCache
 from tdlib.studies.provenance import seed_everything
 from tdlib.studies.runs import build_student, student_specs
+from tdlib.studies.runtimes import interleaved, ratio_interval
 from tdlib.studies.settings import settings
 
 
@@ -121,21 +125,54 @@ PAPER = {"precision": "fp32", "dropout": True, "train_word_embeddings": True, "a
          "compile_teacher": False}
 
 
+def _row(name: str, stage: str, step: Step, setting: dict, batch: dict, flops: int, seconds: float,
+         rates: dict[str, float]) -> dict:
+    rate = rates[step.config.precision]
+    return {"stage": stage, "model": name, **setting, "precision": step.config.precision,
+            "attention": step.config.attention,
+            "batch": batch["input_ids"].shape[0], "seq_len": batch["input_ids"].shape[1],
+            "step_ms": 1000 * seconds, "tokens_per_s": batch["input_ids"].numel() / seconds,
+            "gflop_per_step": flops / 1e9, "roofline_ms": 1000 * flops / rate,
+            "fraction_of_roofline": flops / rate / seconds}
+
+
 def measure(name: str, stage: str, model: nn.Module, loss_fn, batch: dict, setting: dict, threads: int,
             min_run_time: float, rates: dict[str, float], lr: float = 1e-4) -> dict:
+    """One setting's step on its own (the ablation's rows): median of repeated blocks."""
     step = Step(copy.deepcopy(model), loss_fn, batch, TrainConfig(steps=1, lr=lr, **setting))
-    rate = rates[step.config.precision]
     try:
         flops = step.flops()
         seconds = step.time(threads, min_run_time)
     finally:
         step.close()
-    tokens = batch["input_ids"].numel()
-    return {"stage": stage, "model": name, **setting, "precision": step.config.precision,
-            "attention": step.config.attention,
-            "batch": batch["input_ids"].shape[0], "seq_len": batch["input_ids"].shape[1],
-            "step_ms": 1000 * seconds, "tokens_per_s": tokens / seconds, "gflop_per_step": flops / 1e9,
-            "roofline_ms": 1000 * flops / rate, "fraction_of_roofline": flops / rate / seconds}
+    return _row(name, stage, step, setting, batch, flops, seconds, rates)
+
+
+def measure_against_paper(name: str, stage: str, model: nn.Module, settings_: dict[str, tuple], threads: int,
+                          rounds: int, min_run_time: float, rates: dict[str, float], lr: float = 1e-4) -> list[dict]:
+    """The step of each setting (``label -> (setting, loss_fn, batch)``, the paper recipe first), timed in
+    interleaved rounds (:func:`tdlib.studies.runtimes.interleaved`: one block per setting per round, the order
+    rotating): each row's ``speedup`` over the paper recipe is the geometric mean of the per-round ratios with its
+    95% interval (``low``, ``high``), so a drift of the machine during the run moves both sides of a ratio."""
+    steps = {label: Step(copy.deepcopy(model), loss_fn, batch, TrainConfig(steps=1, lr=lr, **setting))
+             for label, (setting, loss_fn, batch) in settings_.items()}
+    try:
+        flops = {label: step.flops() for label, step in steps.items()}
+        times = interleaved({label: (lambda _, s=step: s()) for label, step in steps.items()}, {}, threads, rounds,
+                            min_run_time / rounds)
+    finally:
+        for step in steps.values():
+            step.close()
+    paper = next(iter(settings_))
+    rows = []
+    for label, (setting, _, batch) in settings_.items():
+        ms = times[label]
+        row = {"setting": label, **_row(name, stage, steps[label], setting, batch, flops[label],
+                                        float(np.median(ms)) / 1e3, rates), "ms": ms}
+        if label != paper:
+            row.update(ratio_interval(times[paper], ms))
+        rows.append(row)
+    return rows
 
 
 def parity(student: nn.Module, teacher: nn.Module, batches: list[dict], lr: float, seed: int = 0) -> dict:
@@ -181,10 +218,11 @@ def stage2_rows(students: dict[str, nn.Module], task_teacher: nn.Module, batch: 
 
 def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[str, nn.Module], setting: dict,
                     threads: int = 2, batch: int = 16, seq_len: int = 128, task_seq_len: int = 64,
-                    min_run_time: float = 3.0, parity_steps: int = 20, lr: float = 1e-3, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    min_run_time: float = 3.0, rounds: int = 5, parity_steps: int = 20, lr: float = 1e-3,
+                    seed: int = 0, progress: bool = True) -> dict:
     """The stage table (paper recipe vs ``setting``; general distillation also with the teacher's targets read from
-    a cache, as notebook 03 runs it), the roofline, the ablation and the parity check.
+    a cache, as notebook 03 runs it; each stage's settings timed in ``rounds`` interleaved rounds, ``min_run_time``
+    seconds per setting in all), the roofline, the ablation and the parity check.
 
     ``teacher`` is the pre-trained encoder, ``task_teacher`` the same with a classification head, ``students``
     the general-distillation students by name (the first is ablated). ``setting`` holds the profile's
@@ -210,12 +248,21 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     first = next(iter(students))
     jobs.append(("task stage 1", first, students[first], general, task_batch))
     setting = {**setting, "precision": resolve_precision(setting.get("precision", "auto"))}
+    precision = "bf16" if bf16 else "fp32"
+    holder = tempfile.TemporaryDirectory(prefix="tdlib-cache-")  # the teacher's targets read, not computed
+    cache_rows = datasets.Dataset.from_dict({k: gen_batch[k].tolist() for k in ("input_ids", "attention_mask",
+                                                                            "token_type_ids")})
+    cache = TeacherCache.build_or_open(holder.name, {"bench": seed}, teacher, cache_rows, precision, progress=False)
+    cached_batch = {**gen_batch, "idx": torch.arange(batch)}
+    from_cache = lambda m, b: cached_distillation_step(m, cache, b)  # noqa: E731
+    no_teacher = {k: v for k, v in setting.items() if k != "compile_teacher"}  # its targets are read
     rows = []
     for stage, name, model, loss_fn, b in tqdm(jobs, desc="train bench", disable=not progress):
-        for label, s in (("paper recipe", PAPER), ("profile", setting)):
-            rows.append({"setting": label, **measure(name, stage, model, loss_for(loss_fn, s), b, s, threads,
-                                                     min_run_time, rates, lr)})
-    precision = "bf16" if bf16 else "fp32"
+        settings_ = {"paper recipe": (PAPER, loss_for(loss_fn, PAPER), b),
+                     "profile": (setting, loss_for(loss_fn, setting), b)}
+        if stage == "general":  # general distillation as notebook 03 runs it: the teacher's targets read from its cache
+            settings_["profile, teacher targets cached"] = (no_teacher, from_cache, cached_batch)
+        rows += measure_against_paper(name, stage, model, settings_, threads, rounds, min_run_time, rates, lr)
     steps = [("paper recipe (fp32)", PAPER)]
     if bf16:
         steps.append(("+ bf16", {**PAPER, "precision": "bf16"}))
@@ -231,21 +278,10 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     for label, s in tqdm(steps, desc="ablation", disable=not progress):
         ablation.append({"change": label, **measure(first, "general", students[first], loss_for(general, s),
                                                     gen_batch, s, threads, min_run_time, rates, lr)})
-    with tempfile.TemporaryDirectory(prefix="tdlib-cache-") as tmp:  # the teacher's targets read, not computed
-        cache_rows = datasets.Dataset.from_dict({k: gen_batch[k].tolist() for k in ("input_ids", "attention_mask",
-                                                                                "token_type_ids")})
-        cache = TeacherCache.build_or_open(tmp, {"bench": seed}, teacher, cache_rows, precision, progress=False)
-        cached_batch = {**gen_batch, "idx": torch.arange(batch)}
-        from_cache = lambda m, b: cached_distillation_step(m, cache, b)  # noqa: E731
-        ablation.append({"change": "+ teacher targets from the cache", **measure(
-            first, "general", students[first], from_cache, cached_batch, steps[-2][1], threads, min_run_time,
-            rates, lr)})
-        # general distillation as notebook 03 runs it: the teacher's targets read from its cache
-        no_teacher = {k: v for k, v in setting.items() if k != "compile_teacher"}  # its targets are read
-        rows += [{"setting": "profile, teacher targets cached", **measure(name, "general", s, from_cache, cached_batch,
-                                                                          no_teacher, threads, min_run_time, rates,
-                                                                          lr)}
-                 for name, s in students.items()]
+    ablation.append({"change": "+ teacher targets from the cache", **measure(
+        first, "general", students[first], from_cache, cached_batch, steps[-2][1], threads, min_run_time,
+        rates, lr)})
+    holder.cleanup()
     base = {"precision": precision, "dropout": False, "train_word_embeddings": False}
     task_padded = padded(task_batch, seed)
     for label, kernel in (("task stage 1, padded batch: SDPA", "sdpa"), ("+ eager attention (padded batch)", "eager")):
@@ -266,7 +302,7 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
 
 def profile_train_bench(teacher_name: str, students: list, baselines: list, ops: str, setting: dict,
                         threads: int = 2, batch: int = 16, seq_len: int = 128, task_seq_len: int = 64,
-                        min_run_time: float = 3.0, seed: int = 0, progress: bool = True) -> dict:
+                        min_run_time: float = 3.0, rounds: int = 5, seed: int = 0, progress: bool = True) -> dict:
     """:func:`run_train_bench` on a profile's teacher, Tucker students and equal-budget baselines."""
 
     seed_everything(seed)
@@ -277,4 +313,4 @@ def profile_train_bench(teacher_name: str, students: list, baselines: list, ops:
     knobs = {k: setting[k] for k in ("precision", "dropout", "train_word_embeddings", "attention", "compile_teacher")
              if k in setting}
     return run_train_bench(teacher, task_teacher, models, knobs, threads, batch, seq_len, task_seq_len,
-                           min_run_time, seed=seed, progress=progress)
+                           min_run_time, rounds, seed=seed, progress=progress)
