@@ -217,7 +217,7 @@ def scaling(root=None) -> dict[str, dict]:
     out = {"C2": {"cell": "; the ~1/7 pair is not in the scaling study yet"}}
     main = by_student.get(tucker)
     if main is None or len(main["tokens"]) < 2:
-        out["C3"] = {"cell": f"; scaling study (10): {len(found)} points, no trend yet"}
+        out["C3"] = {"cell": f"; scaling study (10): {len(found)} point{'s' if len(found) != 1 else ''}, no trend yet"}
     else:
         t = fit_trend(main["tokens"], main["scores"], PAPER_GENERAL_TOKENS)
         low, high = t.value_interval
