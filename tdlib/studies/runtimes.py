@@ -92,9 +92,9 @@ def run_runtimes(geometry: str = "bert-base", configs: Iterable[tuple[int, int]]
         bar = tqdm(total=len(cells) * len(list(grid)), desc=f"runtimes {geometry}")
         for runtime, precision in cells:
             torch._dynamo.reset()  # each cell compiles its models afresh, well inside dynamo's recompile limit
-            # every runner times a fresh copy (compiled and onnxruntime freeze one): the models as built share a heap
-            # with the decomposition's temporaries, and timing them in place ran eager IV-96-128 8-13% slower than a
-            # copy of it (interleaved, same process)
+            # every runner times its own copy of each model, as compiled and onnxruntime do (they freeze one): in two
+            # interleaved runs, eager IV-96-128 timed in place (the model as built) ran 8-13% slower than a copy of
+            # it, and a copy against a copy 1.00x; why is not known
             runners = {name: encoder_runner(copy.deepcopy(m) if runtime == "eager" else m, runtime, precision,
                                             threads, workdir=f"{tmp}/{i}")
                        for i, (name, m) in enumerate(models.items())}
