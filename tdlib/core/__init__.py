@@ -4,5 +4,6 @@ Stacking BERT's maps into one (12L, D, D) tensor (``stacking``), the decompositi
 ``functional``), ranks and multiply-adds (``ranks``), the factorized layers (``layers``), the compressed model with
 its save/load and parameter count (``modeling``), calibration and data-aware fits (``calibrate``, ``fitting``),
 task heads (``heads``), equal-budget dense baselines (``baseline``), loading teachers (``pretrained``), matmul
-precision (``precision``), file I/O (``io``) and errors (``errors``). It imports nothing else from tdlib.
+precision (``precision``), the allocator's reuse of freed memory (``memory``), file I/O (``io``) and errors
+(``errors``). It imports nothing else from tdlib.
 """

@@ -37,6 +37,7 @@ from onnxruntime.transformers import optimizer as ort_optimizer
 from torch import nn
 
 from tdlib.core.errors import ConfigError, check_choice
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling_tdlib import BANK_NAME, BankLinear
 from tdlib.core.precision import autocast
 
@@ -218,7 +219,8 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     precision : str
         ``'fp32'`` or ``'bf16'`` (autocast, as in training); ``onnxruntime`` takes fp32 only.
     threads : int
-        Intra-op threads (torch's are set by the caller; ONNX Runtime's here).
+        Intra-op threads (torch's are set by the caller; ONNX Runtime's here). The process keeps freed memory
+        for reuse from here on (:func:`tdlib.core.memory.retain_freed_memory`).
     workdir : path, optional
         Where ``onnxruntime`` writes its .onnx file (a temporary folder, removed with the runner, when None).
 
@@ -230,6 +232,7 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     """
     check_choice("runtime", runtime, RUNTIMES)
     check_choice("precision", precision, ("fp32", "bf16"))
+    retain_freed_memory()  # activations freed by one forward are reused by the next, not unmapped (core.memory)
     device = next(model.parameters()).device  # the inputs go where the model is; autocast for that device
     if runtime == "eager":
         encoder = _Encoder(model.eval())

@@ -35,6 +35,7 @@ from transformers import get_scheduler
 from tdlib.core.errors import ConfigError, check_choice
 from tdlib.core.heads import head_names
 from tdlib.core.io import load_weights, save_model_atomic, write_json_atomic
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.precision import PRECISIONS, autocast, resolve_precision
 from tdlib.data.collate import pad_collate, pad_token_id
 
@@ -222,6 +223,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         load_weights(model, out / "model")
         return json.loads((out / "history.json").read_text())
     end = config.steps if stop_at is None else min(int(stop_at), config.steps)
+    retain_freed_memory()  # each step's activations and gradients reuse the last step's memory (core.memory)
 
     accelerator = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),

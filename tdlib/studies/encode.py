@@ -19,6 +19,7 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 from tdlib.core.export import export_sentence_transformers
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.pretrained import load_model, load_tokenizer, resolve
 from tdlib.data.glue import load_task, task_files
 from tdlib.distill.proxies import Proxies, st_stsb
@@ -32,6 +33,7 @@ def encode_rate(models: dict[str, SentenceTransformer], sentences: list[str], th
                 progress: bool = True) -> dict[str, dict]:
     """Sentences per second of ``encode`` for each model: median and range over ``rounds`` interleaved rounds."""
     torch.set_num_threads(threads)
+    retain_freed_memory()
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():  # warm-up
         model.encode(sentences[:batch_size], batch_size=batch_size)

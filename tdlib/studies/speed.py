@@ -36,6 +36,7 @@ from transformers import BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker
 from tdlib.core.layers import LowRankLinear
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import compress, count_params, set_implementation
 from tdlib.core.modeling_tdlib import get_module, set_module
 from tdlib.core.precision import autocast, native_bf16
@@ -219,6 +220,7 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
               peers: bool = True, memory: bool = True, seed: int = 0) -> dict:
     """Time every model over the (batch, seq_len) grid; return rows with speed-up and MAC ratio."""
     torch.set_num_threads(threads)
+    retain_freed_memory()
     geom: Geometry = GEOMETRIES[geometry]
     models = build_models(geometry, list(configs), peers, seed)
     rows = []
@@ -305,6 +307,7 @@ def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int 
     """
 
     torch.set_num_threads(threads)
+    retain_freed_memory()
     totals = dict.fromkeys([*CATEGORIES, "other"], 0.0)
     with torch.inference_mode(), autocast(precision):
         model(**inputs)

@@ -34,6 +34,7 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import set_implementation
 from tdlib.core.precision import autocast, native_bf16, resolve_precision
 from tdlib.core.pretrained import load_model
@@ -229,6 +230,7 @@ def run_train_bench(teacher: nn.Module, task_teacher: nn.Module, students: dict[
     ``precision``, ``dropout``, ``train_word_embeddings`` and (optionally) ``attention``.
     """
     torch.set_num_threads(threads)
+    retain_freed_memory()
     bf16 = native_bf16()
     rates = {"fp32": matmul_rate(torch.float32, threads)}
     if bf16:
