@@ -209,7 +209,10 @@ if prof:
 # provider), in fp32 and, where native, bf16. Every output is checked against eager fp32 before it is timed.
 # The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
 # speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves
-# both sides of a ratio alike. The C4 row reads the eager fp32 row at batch 8 x 128, and its rule is
+# both sides of a ratio alike. Every runner keeps the memory a forward frees for the next one
+# (`tdlib.core.memory.retain_freed_memory`): with glibc's defaults each forward's activations were unmapped and
+# faulted back in, 35,000-38,000 page faults per 8 x 128 fp32 forward, a fixed cost that weighs most on the faster
+# model. The C4 row reads the eager fp32 row at batch 8 x 128, and its rule is
 # `tdlib.paper.claims.c4_verdict`: reproduced when the interval's lower end reaches the paper's 2.7x, not
 # reproduced when its upper end stays below, else within noise of the target.
 
@@ -327,8 +330,8 @@ if rt:
 # `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
 # profile's (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager
 # attention on a CPU, where SDPA's backward is slow; `compile_teacher`: the online teacher's targets from one
-# compiled graph, `tdlib.distill.forward.CompiledTeacher`), both with foreach AdamW, timed in one process
-# at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
+# compiled graph, `tdlib.distill.forward.CompiledTeacher`), both with foreach AdamW and the freed memory kept for the
+# next step (`tdlib.core.memory`), timed in one process at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
 # (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
 # distillation of the first student (packed sequences: no padding), then sets SDPA against eager attention on a
 # padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and times stage 2 of task

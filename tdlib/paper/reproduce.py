@@ -24,6 +24,7 @@ import papermill
 import transformers
 import yaml
 from jupyter_client.manager import KernelManager
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from tdlib.core.errors import ConfigError, DataError, TdlibError
 from tdlib.core.io import key_of
@@ -321,8 +322,9 @@ class IPCKernelManager(KernelManager):
 def strip_volatile(path: Path) -> None:
     """Drop what differs between two executions of the same notebook from the same records: papermill's and the
     kernel's timestamps and durations, papermill's input and output paths. A re-run from the cache then writes the
-    committed notebook byte for byte, and another profile's executed copy the same each time."""
-    nb = nbformat.read(path, as_version=4)
+    committed notebook byte for byte, and another profile's executed copy the same each time. Consecutive prints to
+    one stream are merged (the kernel splits them where its buffer happened to flush)."""
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nbformat.read(path, as_version=4), {})
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
