@@ -57,6 +57,16 @@ def test_freeze_keeps_outputs_and_leaves_no_bank(models):
                 assert len({id(m.u_t) for m in maps}) == 1
 
 
+def test_freeze_picks_the_attention_kernel_of_the_copy_only(models):
+    model = models["IV-6-16"]
+    kernel = model.config._attn_implementation
+    assert freeze(model).config._attn_implementation == "eager"  # on a CPU: matmuls and a softmax
+    assert freeze(model, attention="sdpa").config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == kernel
+    with pytest.raises(ConfigError, match="attention"):
+        freeze(model, attention="flash")
+
+
 @pytest.mark.parametrize("runtime", ["eager", "compiled", "onnxruntime"])
 def test_every_runtime_gives_the_eager_outputs(models, runtime, tmp_path):
     for name in ("dense", "IV-6-16"):
