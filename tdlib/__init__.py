@@ -12,6 +12,7 @@ from tdlib.core.deploy import encoder_runner, export_onnx, freeze
 from tdlib.core.errors import CheckpointError, ConfigError, DataError, RankError, TdlibError, UnsupportedModelError
 from tdlib.core.export import export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
+from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import (
     ParamCount,
     compress,
@@ -44,6 +45,6 @@ __all__ = [
     "TensorTrain", "Tucker", "TuckerBank", "UnsupportedModelError", "compress", "compression_spec", "count_params",
     "TdlibBertConfig", "TdlibBertForSequenceClassification", "TdlibBertModel", "export_sentence_transformers",
     "model_card", "decompose", "encoder_macs", "from_pretrained", "load_model", "load_tokenizer", "mac_ratio", "make",
-    "pick_ranks", "reconstruct_dense", "freeze", "export_onnx", "encoder_runner", "set_implementation",
-    "stack_weights", "unstack_weights",
+    "pick_ranks", "reconstruct_dense", "freeze", "export_onnx", "encoder_runner", "retain_freed_memory",
+    "set_implementation", "stack_weights", "unstack_weights",
 ]
