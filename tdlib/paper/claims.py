@@ -221,7 +221,8 @@ def scaling(root=None) -> dict[str, dict]:
     else:
         t = fit_trend(main["tokens"], main["scores"], PAPER_GENERAL_TOKENS)
         low, high = t.value_interval
-        out["C3"] = {"cell": f"; trend to ~6e9 tokens (10): {t.value:.0f}% [{low:.0f}, {high:.0f}]",
+        span = f"{len(main['tokens'])} budgets to {max(main['tokens']) / 1e6:.1f}M tokens"
+        out["C3"] = {"cell": f"; {span}, trend to ~6e9 (10): {t.value:.0f}% [{low:.0f}, {high:.0f}]",
                      "verdict": reach_verdict(t, TARGETS["C3"])}
     zero = by_student.get(f"{tucker} init=zero")
     common = sorted(set(main["tokens"]) & set(zero["tokens"])) if main and zero else []
