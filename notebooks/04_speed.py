@@ -327,22 +327,22 @@ if rt:
 # ## Training throughput (what the distillation budget buys)
 #
 # Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.studies.train_speed`,
-# `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this
-# profile's (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager
-# attention on a CPU, where SDPA's backward is slow; `compile_teacher`: the online teacher's targets from one
-# compiled graph, `tdlib.distill.forward.CompiledTeacher`), both with foreach AdamW and the freed memory kept for the
-# next step (`tdlib.core.memory`), timed in one process at a fixed thread count. The roofline is the step's matmul FLOPs over the matmul rate measured in the same run
-# (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one thing at a time on the general
-# distillation of the first student (packed sequences: no padding), then sets SDPA against eager attention on a
-# padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and times stage 2 of task
-# distillation of every student on that batch twice: with the teacher's forward every step (the paper's recipe),
-# and with the teacher's logits read from the file that every student and seed of a task shares (this profile's,
-# `tdlib.distill.teacher_cache.cached_teacher_logits`). Step times vary by tens of percent on a shared 2-core
+# `python -m tdlib bench train`): the paper's recipe (fp32, dropout on, every parameter trained) against this profile's
+# (`precision`, `distill_dropout`, `train_word_embeddings`, `train_attention`: 'auto' trains with eager attention on a
+# CPU, where SDPA's backward is slow; `compile_teacher`: the online teacher's targets from one compiled graph,
+# `tdlib.distill.forward.CompiledTeacher`), both with foreach AdamW and the freed memory kept for the next step
+# (`tdlib.core.memory`), timed in one process at a fixed thread count. The roofline is the step's matmul FLOPs over the
+# matmul rate measured in the same run (bf16 where the CPU has native bf16, fp32 otherwise). The ablation changes one
+# thing at a time on the general distillation of the first student (packed sequences: no padding), then sets SDPA
+# against eager attention on a padded task batch (rows of 1/4 to all of the width, as dynamic padding leaves them), and
+# times stage 2 of task distillation of every student on that batch twice: with the teacher's forward every step (the
+# paper's recipe), and with the teacher's logits read from the file that every student and seed of a task shares (this
+# profile's, `tdlib.distill.teacher_cache.cached_teacher_logits`). Step times vary by tens of percent on a shared 2-core
 # machine, so a stage's settings are timed in `train_rounds` interleaved rounds (`train_min_run_time` seconds per
 # setting in all) and each speed-up over the paper recipe is the geometric mean of the per-round ratios with its 95%
-# interval; the ablation's rows are single measurements. Parity compares fp32 and bf16 losses of the same steps.
-# Target set before the benchmark: every student's general-distillation step >= 2.5x the fp32 paper recipe where
-# bf16 is native, met when the interval's lower end reaches it.
+# interval; the ablation's rows are single measurements. Parity compares fp32 and bf16 losses of the same steps. Target
+# set before the benchmark: every student's general-distillation step >= 2.5x the fp32 paper recipe where bf16 is
+# native, met when the interval's lower end reaches it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
