@@ -102,8 +102,9 @@ def device_info(device: str | torch.device = "cpu") -> dict:
     info = {"device": str(device), "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "cpu_model": cpu_model(), "cpu_bf16": list(cpu_bf16_flags())}
-    if isa_cap():  # the math libraries were capped below the CPU's instruction sets (e.g. an AVX2 host emulated)
-        info["isa_cap"] = isa_cap()
+    cap = isa_cap()
+    if cap:  # the math libraries were capped below the CPU's instruction sets (e.g. an AVX2 host emulated)
+        info["isa_cap"] = cap
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -67,7 +67,8 @@ def host() -> dict:
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     out = {"cpu_model": cpu_model(), "isa": isa, "native_bf16": list(cpu_bf16_flags()) if native_bf16() else []}
-    return {**out, "isa_cap": isa_cap()} if isa_cap() else out
+    cap = isa_cap()
+    return {**out, "isa_cap": cap} if cap else out
 
 
 def run_runtimes(geometry: str = "bert-base", configs: Iterable[tuple[int, int]] = ((72, 384), (96, 128)),
