@@ -368,6 +368,11 @@ if trec:
     tr = trec["result"]
     print("native bf16 on this CPU:", tr["native_bf16"], "| matmul TFLOP/s measured:",
           {k: round(v, 3) for k, v in tr["matmul_tflops"].items()})
+    if {"fp32", "bf16"} <= set(tr["matmul_tflops"]):
+        # what bf16 alone can buy a step whose time is matmul: the host's bf16 over fp32 matmul rate
+        print(f"bf16 / fp32 matmul rate on this host: {tr['matmul_tflops']['bf16'] / tr['matmul_tflops']['fp32']:.2f}x"
+              " (a matmul-bound step gains more than this only from doing less work: dropout off, embeddings frozen,"
+              " targets cached)")
     stages = pd.DataFrame(tr["rows"])
     wide = stages.pivot_table(index=["stage", "model"], columns="setting", values="step_ms", sort=False)
     for label in ("profile", "profile, teacher targets cached"):

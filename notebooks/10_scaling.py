@@ -39,7 +39,9 @@
 # - **C3** (~1/48 keeps 96.7%): *not reached at the paper's budget* when the upper end of IV-16-96's extrapolated
 #   interval is below 96.7; *trending toward the claim* when the interval contains it; *reached* when its lower end
 #   is at or above it.
-# - **Tucker against dense**: *faster* / *slower* when the slope intervals are disjoint, else *level*.
+# - **Tucker against dense**: *faster* / *slower* when the slope intervals are disjoint, else *level*; both slopes
+#   over the budgets both students have measured (`compare_rates`), so a student further along the schedule is
+#   not judged on a different stretch of its curve.
 # - **C6** (the paper's init against zero maps): at the largest budget measured, the difference of the two IV-16-96
 #   students' scores with a 95% Welch interval: *the paper's init ahead* when above 0, *zero maps ahead* when below,
 #   else *level*.
@@ -85,13 +87,13 @@ from tdlib.paper.report import TARGET
 from tdlib.paper.reproduce import scaling_params
 from tdlib.studies.records import shown
 from tdlib.studies.scaling import (
+    compare_rates,
     curves,
     difference,
     fit_trend,
     floor_share,
     init_verdict,
     points,
-    rate_verdict,
     reach_verdict,
     run_study,
     seed_scores,
@@ -192,10 +194,11 @@ if tucker_name in trends:
     lines.append(f"C3: IV-16-96 extrapolates to {t.value:.1f}% of the teacher at the paper's ~6e9 tokens "
                  f"(95% {t.value_interval[0]:.1f} to {t.value_interval[1]:.1f}, {t.slope:+.2f} points per doubling, "
                  f"{t.budgets} budgets): {reach_verdict(t, target)}.")
-    for name, other in trends.items():
-        if name.startswith("dense"):
-            lines.append(f"Tucker against {name}: {rate_verdict(t, other)} ({t.slope:+.2f} vs {other.slope:+.2f} "
-                         "points per doubling).")
+    for name, entry in teacher_curves.items():
+        if name.startswith("dense") and name in trends:
+            verdict, ours, theirs = compare_rates(teacher_curves[tucker_name], entry, PAPER_GENERAL_TOKENS)
+            lines.append(f"Tucker against {name}: {verdict} ({ours.slope:+.2f} vs {theirs.slope:+.2f} points per "
+                         f"doubling over the {ours.budgets} budgets both measured).")
 zero = f"{tucker_name} init=zero"
 if tucker_name in teacher_curves and zero in teacher_curves:
     a, b = teacher_curves[tucker_name], teacher_curves[zero]

@@ -8,6 +8,7 @@ from tdlib.core.errors import ConfigError
 from tdlib.studies.runs import _config
 from tdlib.studies.scaling import (
     ScalingPlan,
+    compare_rates,
     difference,
     fit_trend,
     init_verdict,
@@ -75,3 +76,17 @@ def test_compile_teacher_reaches_general_distillation_only():
     assert keyed({"compile_teacher": False, "seed": 0}) == {"seed": 0}  # earlier records keep their hash
     with pytest.raises(ConfigError, match="compile_teacher"):
         settings({"compile_teacher": "yes"})
+
+
+def test_rates_are_compared_over_the_budgets_both_students_measured():
+    tokens = [2**19 * 2**k for k in range(5)]
+    flat = _scores([0.1, 0.2, 0.3], [60, 60, 60], tokens[:4])
+    # a's curve bends up only at a budget b has not reached: over all of a's budgets a looks faster
+    a = {"tokens": tokens, "scores": flat + [{seed: 90.0 + seed for seed in range(3)}]}
+    b = {"tokens": tokens[:4], "scores": _scores([0.1, 0.25, 0.3], [60, 60, 60], tokens[:4])}
+    assert rate_verdict(fit_trend(a["tokens"], a["scores"], 2**33), fit_trend(b["tokens"], b["scores"], 2**33)) \
+        == "faster"
+    verdict, ta, tb = compare_rates(a, b, 2**33)
+    assert verdict == "level" and ta.budgets == tb.budgets == 4
+    with pytest.raises(ConfigError, match="2 budgets both measured"):
+        compare_rates(a, {"tokens": tokens[4:], "scores": a["scores"][4:]}, 2**33)

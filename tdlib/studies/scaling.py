@@ -376,6 +376,18 @@ def rate_verdict(a: Trend, b: Trend) -> str:
     return "level"
 
 
+def compare_rates(a: dict, b: dict, at_tokens: float) -> tuple[str, Trend, Trend]:
+    """Two students' :func:`curves` entries compared like with like: both trends fitted over the budgets *both*
+    measured (a student further along would otherwise be judged on a different stretch of its curve), and
+    :func:`rate_verdict` of the pair. Returns the verdict and the two trends (``a``'s, ``b``'s)."""
+    common = sorted(set(a["tokens"]) & set(b["tokens"]))
+    if len(common) < 2:
+        raise ConfigError(f"comparing two students' rates needs >= 2 budgets both measured, got {len(common)}")
+    ta, tb = (fit_trend(common, [e["scores"][e["tokens"].index(t)] for t in common], at_tokens)
+              for e in (a, b))
+    return rate_verdict(ta, tb), ta, tb
+
+
 def difference(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> tuple[float, tuple[float, float]]:
     """Mean and ``level`` interval of ``a - b`` over two students' seed scores at one budget (Welch's t)."""
     x, y = np.array(list(a.values())), np.array(list(b.values()))
