@@ -139,6 +139,7 @@ class _Encoder(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = getattr(model, "base_model", model)
+        self.eval()  # the model is an eval copy; the wrapper follows it (torch.onnx.export warns on training mode)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return _hidden(self.model(input_ids=input_ids, attention_mask=attention_mask))
