@@ -411,6 +411,29 @@ if trec:
 
 
 # %% [markdown]
+# Every committed host's training benchmark (the records in `results/04_train/`; a new host adds one as it does a
+# runtime record): the general-distillation step of each student under this profile's settings against the fp32
+# paper recipe, with its interval where the record timed interleaved rounds (older records: one pass, no interval).
+
+# %%
+train_hosts = []
+for r in all_records("04_train"):
+    rows, prov = r["result"]["rows"], r["provenance"]
+    paper = {x["model"]: x["step_ms"] for x in rows if x["stage"] == "general" and x["setting"] == "paper recipe"}
+    for x in rows:
+        if x["stage"] == "general" and x["setting"] == "profile":
+            ratio = x.get("speedup", paper[x["model"]] / x["step_ms"])
+            train_hosts.append({"cpu": prov.get("cpu_model") or "not recorded",
+                                "native bf16": "not recorded" if prov.get("cpu_bf16") is None
+                                else "/".join(prov["cpu_bf16"]) or "none",
+                                "commit": prov["git"]["sha"][:7], "student": x["model"], "precision": x["precision"],
+                                "paper ms": round(paper[x["model"]]), "profile ms": round(x["step_ms"]),
+                                "x paper recipe": round(ratio, 2),
+                                "interval": f"[{x['low']:.2f}, {x['high']:.2f}]" if "low" in x else "one pass",
+                                "record": r["path"].split("/")[-1]})
+pd.DataFrame(train_hosts) if train_hosts else print("no training record committed yet")
+
+# %% [markdown]
 # ## Verdict
 # The claims table's row, computed from the records this notebook read; the rules behind each verdict are under the
 # README's table (notebook 06).
