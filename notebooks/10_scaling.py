@@ -49,7 +49,8 @@
 #
 # The points take many hours on 2 cores; `python -m tdlib scaling` computes the missing ones, budget by budget, and
 # resumes where it stopped. This notebook only reads them (`compute = False`), shows those that exist and names those
-# still missing.
+# still missing. The study's hosts differ: a student trains with bf16 matmuls where its host has native bf16 and in
+# fp32 elsewhere (`precision: auto`); the table names which, and a run resumes only in the precision it began in.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -99,6 +100,7 @@ from tdlib.studies.scaling import (
     seed_scores,
     split_params,
     task_score,
+    trained_in,
 )
 
 params = scaling_params(run.base_profile, run.params)
@@ -129,6 +131,7 @@ for r in sorted(found, key=lambda r: (r["result"]["tokens"], r["result"]["studen
         if "soft_ce" in entry.get("fidelity", {}):
             row[f"{task} soft-CE"] = entry["fidelity"]["soft_ce"]
     row["hours"] = p["seconds"] / 3600
+    row["trained in"] = trained_in(r)  # bf16 on a host with native bf16, else fp32 (the hours differ with it)
     rows.append(row)
 table = pd.DataFrame(rows)
 table.round(2) if rows else print("no point measured yet")

@@ -16,6 +16,7 @@ from tdlib.studies.scaling import (
     reach_verdict,
     schedule,
     split_params,
+    trained_in,
 )
 from tdlib.studies.settings import keyed, settings
 
@@ -90,3 +91,10 @@ def test_rates_are_compared_over_the_budgets_both_students_measured():
     assert verdict == "level" and ta.budgets == tb.budgets == 4
     with pytest.raises(ConfigError, match="2 budgets both measured"):
         compare_rates(a, {"tokens": tokens[4:], "scores": a["scores"][4:]}, 2**33)
+
+
+def test_a_point_names_the_precision_its_host_resolved():
+    record = {"params": {"settings": {"precision": "auto"}}, "provenance": {"cpu_bf16": ["avx512_bf16"]}}
+    assert trained_in(record) == "bf16"
+    assert trained_in({**record, "provenance": {"cpu_bf16": []}}) == "fp32"
+    assert trained_in({**record, "params": {"settings": {"precision": "fp32"}}}) == "fp32"

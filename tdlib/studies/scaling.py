@@ -237,6 +237,16 @@ def point_record(study: Study, spec: StudentSpec, steps: int, profile: str, deca
                   data_files=study.data_files(), extra=extra)
 
 
+def trained_in(record: dict) -> str:
+    """The matmul precision a point's student trained in: the study's ``precision`` as the recording host resolved it
+    (``auto``: bf16 where the host has native bf16, per its provenance). A run's identity holds the resolved
+    precision, so a point is never trained partly in one and partly in the other."""
+    precision = record["params"]["settings"].get("precision", "auto")
+    if precision != "auto":
+        return precision
+    return "bf16" if record["provenance"].get("cpu_bf16") else "fp32"
+
+
 def points(params: dict, profile: str) -> tuple[list[dict], list[str]]:
     """The study's records that exist (without computing any) and the points still missing, by name."""
     s, plan = split_params(params)
