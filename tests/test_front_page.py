@@ -87,6 +87,12 @@ def test_speed_and_method_verdicts(tmp_path):
     c4 = {r["claim"]: r for r in front.rows(tmp_path)}["C4"]
     assert c4["verdict"] == "within noise of the target"
     assert "2.90x [2.65, 3.10]" in c4["ours"] and "Some CPU, avx2" in c4["ours"] and "onnxruntime 2.90x" in c4["ours"]
+    # another host's record (custom parameters, newer) joins notebook 04's host table but does not move the row
+    other = [{**r, "speedup": 3.5, "low": 3.4, "high": 3.6} for r in rows]
+    save_record(tmp_path / "04_runtimes" / "s.json", {"geometry": "bert-base", "rounds": 11},
+                {"threads": 2, "host": {"cpu_model": "Other CPU", "isa": ["amx_bf16"]}, "rows": other},
+                profile="custom")
+    assert {r["claim"]: r for r in front.rows(tmp_path)}["C4"]["ours"] == c4["ours"]
     errors = {"IV": 0.90, "cp": 0.92}
     save_record(tmp_path / "02_methods" / "a.json", {"tensor": "minilm"},
                 [{"method": m, "budget_ratio": 48.0, "rel_error": e} for m, e in errors.items()], profile="cpu")

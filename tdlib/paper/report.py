@@ -137,11 +137,13 @@ def _c1_distilled(res: dict, label: str) -> tuple[str, str]:
 def tiny_speed(root=None) -> tuple[dict, dict] | None:
     """The C4 measurement: the newest BERT-base record and, in it, the factorized config whose compression is closest
     to the paper's 1/48, at batch 8 x 128, fp32, eager. Notebook 04's interleaved runtime benchmark (a row with a
-    95% interval, ``low`` and ``high``) when it exists, else its older single-pass record. None before notebook 04
-    has run."""
+    95% interval, ``low`` and ``high``) when it exists, else its older single-pass record. A record the profile
+    computed comes before one another host added with other parameters (``profile: custom``, notebook 04's host
+    table), so adding a host never moves the claims row. None before notebook 04 has run."""
     raw = 144 * 768 * 768  # BERT-base's decomposable weights
     for name, eager in (("04_runtimes", {"runtime": "eager", "precision": "fp32"}), ("04_speed", {})):
-        for rec in records(name, root):
+        # newest first within each group (records' order; the sort is stable)
+        for rec in sorted(records(name, root), key=lambda r: r["provenance"].get("profile") == "custom"):
             if rec["params"]["geometry"] != "bert-base" or "sweep" in rec["params"]:
                 continue
             rows = [r for r in rec["result"]["rows"] if r["kind"] == "tucker-factorized" and r["batch"] == 8
