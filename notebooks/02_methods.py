@@ -69,6 +69,7 @@ general_objective = "all_layers_cos"
 teacher_cache = True
 curve_points = 2  # the recovery proxies at the general run's start and end
 proxy_sequences = 256
+proxy_pairs = None  # STS-B dev pairs the proxies score (None: all)
 task_seeds = [0, 1, 2]  # each method's task distillation once per seed, the tables give the mean (None: once, seed)
 
 
@@ -210,7 +211,8 @@ base = dict(teacher=teacher, ops=ops, pooling=pooling, task=distill_task, ratio=
 general_settings = dict(general=True, general_steps=general_steps, general_sequences=general_sequences,
                         general_max_length=general_max_length, general_lr=general_lr,
                         general_objective=general_objective, teacher_cache=teacher_cache, curve_points=curve_points,
-                        proxy_sequences=proxy_sequences)
+                        proxy_sequences=proxy_sequences,
+                        **({"proxy_pairs": proxy_pairs} if proxy_pairs is not None else {}))
 VARIANTS = {False: "task distillation only", True: "general + task distillation"}
 drecs = {}
 for general in distill_general:

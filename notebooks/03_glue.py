@@ -81,6 +81,7 @@ train_word_embeddings = False
 teacher_cache = True
 curve_points = 5
 proxy_sequences = 256
+proxy_pairs = None  # STS-B dev pairs the proxies score (None: all)
 controls = [{"objective": "last_layer"}, {"init": "zero"}]
 
 

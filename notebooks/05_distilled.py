@@ -58,7 +58,9 @@ train_word_embeddings = False
 teacher_cache = True
 curve_points = 5
 proxy_sequences = 256
+proxy_pairs = None  # STS-B dev pairs the proxies score (None: all)
 controls = [{"objective": "last_layer"}, {"init": "zero"}]
+encode_sizes = None  # the deploy table's encode timing: None is 512 sentences in 5 rounds of 1 s or more
 
 
 # %%
@@ -127,7 +129,7 @@ pd.DataFrame(zero_shot).set_index("model").round(2)
 # (volatile: which records were read or computed, and where)
 from tdlib.studies.encode import encode_record
 
-encode = encode_record(params, run.profile, extra=run.provenance())
+encode = encode_record(params, run.profile, extra=run.provenance(), **(encode_sizes or {}))
 print(describe(encode))
 
 # %%

@@ -4,7 +4,7 @@ from conftest import tiny_config
 from transformers import BertModel
 
 from tdlib import compress
-from tdlib.distill.forward import CompiledTeacher, LastLayerTaps
+from tdlib.distill.forward import CompiledTeacher, LastLayerTaps, inputs
 from tdlib.distill.loop import TrainConfig, result_fields
 from tdlib.distill.losses import prediction_loss, soft_cross_entropy
 from tdlib.distill.stages import distillation_step
@@ -110,7 +110,7 @@ def test_all_layer_objective_vanishes_for_the_teacher_itself_and_adds_to_the_pap
 
 
 def test_compiled_teacher_gives_the_eager_targets_and_losses(tiny_bert, batch):
-    compiled = CompiledTeacher(tiny_bert)
+    compiled = CompiledTeacher.of(tiny_bert)
     student = compress(tiny_bert, 3, 8).train()
     for objective in ("last_layer", "all_layers_cos"):
         eager = distillation_step(student, tiny_bert, batch, objective)
@@ -122,6 +122,17 @@ def test_compiled_teacher_gives_the_eager_targets_and_losses(tiny_bert, batch):
     assert len(hidden) == tiny_bert.config.num_hidden_layers and scores.shape[1] == tiny_bert.config.num_attention_heads
     assert not any(p.requires_grad for p in compiled.frozen.parameters())
     assert all(p.requires_grad for p in tiny_bert.parameters())  # the teacher itself is left as it was
+    # one graph per teacher while its weights stay as they are; an in-place change builds a new one
+    assert CompiledTeacher.of(tiny_bert) is compiled
+    with torch.no_grad():
+        tiny_bert.encoder.layer[0].output.dense.weight.mul_(2.0)
+    again = CompiledTeacher.of(tiny_bert)
+    assert again is not compiled
+    with LastLayerTaps(tiny_bert) as taps, torch.no_grad():
+        hidden = tiny_bert(**inputs(batch), output_hidden_states=True).hidden_states[1:]
+    scores, fresh = again.targets(batch)
+    torch.testing.assert_close(scores, taps.scores(batch["attention_mask"]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fresh[0], hidden[0], atol=1e-5, rtol=1e-4)
 
 
 def test_compile_teacher_is_keyed_only_when_set():

@@ -6,7 +6,7 @@ from tdlib.core.errors import ConfigError
 from tdlib.core.pretrained import load_model
 from tdlib.studies.experiments import glue_experiment, method_experiment, teacher_experiment
 from tdlib.studies.runs import epoch_ends
-from tdlib.studies.settings import settings
+from tdlib.studies.settings import keyed, settings
 from tdlib.studies.specs import TuckerSpec
 
 PAIR_HEADS = {"rte": "mean", "stsb": "cosine"}  # STS-B read by the cosine of its two sentence embeddings
@@ -150,7 +150,7 @@ def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, mon
               "general_objective": "all_layers_cos", "teacher_cache": True,
               "controls": [{"init": "zero"}, {"objective": "last_layer"}]}
     result = glue_experiment(settings(params), tmp_path, progress=False)
-    assert result["proxies"]["teacher"]["cosine"] == 1.0 and result["proxies"]["stsb_pairs"] == 24
+    assert result["proxies"]["teacher"]["cosine"] == 1.0 and result["proxies"]["stsb_pairs"] == 24  # all of them
     assert list(result["controls"]) == ["IV-8-16 init=zero", "IV-8-16 objective=last_layer"]
     for group in ("students", "controls"):
         for entry in result[group].values():
@@ -162,6 +162,19 @@ def test_recovery_curves_controls_and_the_all_layer_objective(env, tmp_path, mon
     assert zero["curve"][0] != plain["curve"][0], "the zero-map init starts elsewhere than the Tucker init"
     assert result["students"]["IV-8-16"]["objective"] == "all_layers_cos"
     assert result["controls"]["IV-8-16 objective=last_layer"]["objective"] == "last_layer"
+
+
+def test_proxy_pairs_score_the_first_stsb_dev_pairs_and_stay_out_of_the_key_when_all(env, tmp_path, monkeypatch,
+                                                                                    tiny_corpus):
+    monkeypatch.setenv("TDLIB_HELDOUT", str(tiny_corpus))
+    params = {**env, "tasks": ["rte"], "pooling": "mean", "general_steps": 2, "curve_points": 2, "proxy_sequences": 4,
+              "proxy_pairs": 10, "baselines": []}
+    result = glue_experiment(settings(params), tmp_path, progress=False)
+    assert result["proxies"]["stsb_pairs"] == 10
+    assert "proxy_pairs" not in keyed({**params, "proxy_pairs": None}) and keyed(params)["proxy_pairs"] == 10
+    for bad in (1, 2.5, "all", True):
+        with pytest.raises(ConfigError, match="proxy_pairs"):
+            settings({**params, "proxy_pairs": bad})
 
 
 def test_unknown_control_override_is_named(env, tmp_path):

@@ -3,6 +3,8 @@ the query and key maps), the model inputs of a batch, and batched prediction (:f
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -61,6 +63,21 @@ class CompiledTeacher:
     batch shape (packed general-distillation batches have one), tens of seconds; the targets match the eager
     teacher's to rounding (tested). The autocast state of the caller is the graph's.
     """
+
+    _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, teacher: nn.Module) -> CompiledTeacher:
+        """The process's one compiled graph of ``teacher``: built on the first call, reused while the teacher's weights
+        are the same tensors, unmodified (a study that general-distils several students from one teacher compiles it
+        once, not once per run); built anew after any in-place change, move or cast of a weight."""
+        model = _unwrap(teacher)
+        state = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+        kept = cls._shared.get(model)
+        if kept is None or kept[0] != state:
+            kept = (state, cls(teacher))
+            cls._shared[model] = kept
+        return kept[1]
 
     def __init__(self, teacher: nn.Module) -> None:
         self.config = _unwrap(teacher).config

@@ -109,13 +109,16 @@ class Proxies:
     @classmethod
     def from_data(cls, teacher: nn.Module, tokenizer, sequences: int = 256, max_length: int = 128,
                   heldout: str | None = None, glue_dir: str | None = None, precision: str = "fp32",
-                  progress: bool = True) -> Proxies:
-        """The profile's proxies: ``sequences`` packed held-out sequences and the whole STS-B dev set."""
+                  progress: bool = True, pairs: int | None = None) -> Proxies:
+        """The profile's proxies: ``sequences`` packed held-out sequences and the STS-B dev set (``pairs``: its first
+        pairs only; None: all)."""
 
         max_length = min(max_length, teacher.config.max_position_embeddings)
         corpus, _ = load_corpus(tokenizer, heldout_path(heldout), max_length=max_length, max_sequences=sequences,
                                 progress=progress)
         dev = load_task("stsb", "dev", glue_dir)
+        if pairs is not None:
+            dev = dev.select(range(min(pairs, len(dev))))
         return cls(teacher, tokenizer, corpus, (dev["text_a"], dev["text_b"], dev["label"]), precision=precision,
                    max_length=max_length)
 
@@ -124,7 +127,7 @@ class Proxies:
         """The proxies of a GLUE experiment's settings ``s`` (:class:`tdlib.studies.settings.Settings`): notebooks
         03, 07 and 09 build the same ones, so their general-distillation runs (whose identity holds the curve) match."""
         return cls.from_data(teacher, tokenizer, sequences=s.proxy_sequences, max_length=s.general_max_length,
-                             precision=s.precision, progress=progress)
+                             precision=s.precision, progress=progress, pairs=s.proxy_pairs)
 
 
 def st_stsb(model: SentenceTransformer | str | Path, glue_dir: str | None = None, batch_size: int = 64,

@@ -144,7 +144,7 @@ def general_distill(student: nn.Module, teacher: nn.Module, corpus, out_dir: str
     check_vocab(student, teacher)
     check_choice("objective", objective, OBJECTIVES)
     if cache is None:
-        targets = CompiledTeacher(teacher) if config.compile_teacher else teacher
+        targets = CompiledTeacher.of(teacher) if config.compile_teacher else teacher
         loss, frozen = (lambda m, b: distillation_step(m, targets, b, objective)), [teacher]
     else:
         loss, frozen = (lambda m, b: cached_distillation_step(m, cache, b, objective)), []

@@ -81,6 +81,7 @@ class Settings:
     # recovery curves (tdlib.distill.proxies) at this many geometric steps of general distillation; 0: no curve
     curve_points: int = 0
     proxy_sequences: int = 256
+    proxy_pairs: int | None = None  # the first STS-B dev pairs the proxies score; None: all (quick runs: fewer)
     # curve-only runs of the first Tucker student, each a dict of spec overrides: {"init": "zero"},
     # {"objective": "last_layer"} (protocol 1's controls, the paper's loss as the reference line)
     controls: list = field(default_factory=list)
@@ -96,6 +97,10 @@ class Settings:
     def validate(self) -> Settings:
         if not isinstance(self.compile_teacher, bool):
             raise ConfigError(f"compile_teacher must be true or false, got {self.compile_teacher!r}")
+        if self.proxy_pairs is not None and (isinstance(self.proxy_pairs, bool) or not isinstance(self.proxy_pairs, int)
+                                             or self.proxy_pairs < 2):
+            raise ConfigError(f"proxy_pairs must be None (every STS-B dev pair) or a number of pairs >= 2, "
+                              f"got {self.proxy_pairs!r}")
         check_pooling(self.pooling, self.tasks)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("general_objective", self.general_objective, OBJECTIVES)
@@ -175,7 +180,7 @@ GLUE_DEFAULTS: dict = {f.name: getattr(Settings(), f.name) for f in dataclasses.
 # GLUE parameters that notebooks 03 and 05 gained after their records were made: left out of a record's key at
 # this value (the one that computes what those records computed), so every earlier record keeps its hash and
 # notebooks 07 and 09, keyed by 03's settings, keep theirs
-UNKEYED_AT: dict = {"finetune_head_lr": None, "compile_teacher": False}
+UNKEYED_AT: dict = {"finetune_head_lr": None, "compile_teacher": False, "proxy_pairs": None}
 
 
 def keyed(params: dict) -> dict:
