@@ -116,9 +116,7 @@ class Proxies:
         max_length = min(max_length, teacher.config.max_position_embeddings)
         corpus, _ = load_corpus(tokenizer, heldout_path(heldout), max_length=max_length, max_sequences=sequences,
                                 progress=progress)
-        dev = load_task("stsb", "dev", glue_dir)
-        if pairs is not None:
-            dev = dev.select(range(min(pairs, len(dev))))
+        dev = stsb_dev(glue_dir, pairs)
         return cls(teacher, tokenizer, corpus, (dev["text_a"], dev["text_b"], dev["label"]), precision=precision,
                    max_length=max_length)
 
@@ -130,15 +128,19 @@ class Proxies:
                              precision=s.precision, progress=progress, pairs=s.proxy_pairs)
 
 
+def stsb_dev(glue_dir: str | None = None, pairs: int | None = None):
+    """The STS-B dev set the proxies score: its first ``pairs`` pairs, or all of them (None)."""
+    dev = load_task("stsb", "dev", glue_dir)
+    return dev if pairs is None else dev.select(range(min(pairs, len(dev))))
+
+
 def st_stsb(model: SentenceTransformer | str | Path, glue_dir: str | None = None, batch_size: int = 64,
             max_pairs: int | None = None) -> float:
     """Zero-shot STS-B dev Spearman x 100 of a sentence-transformers model, by sentence-transformers' own
     ``EmbeddingSimilarityEvaluator`` (cosine): the measure the teacher's users read, beside :class:`Proxies`'
     ``stsb`` (tdlib's own pooling code). ``max_pairs``: the first pairs only (tests)."""
     st = model if isinstance(model, SentenceTransformer) else SentenceTransformer(str(model), device="cpu")
-    dev = load_task("stsb", "dev", glue_dir)
-    if max_pairs is not None:
-        dev = dev.select(range(min(max_pairs, len(dev))))
+    dev = stsb_dev(glue_dir, max_pairs)
     evaluator = EmbeddingSimilarityEvaluator(list(dev["text_a"]), list(dev["text_b"]), [g / 5 for g in dev["label"]],
                                              main_similarity=SimilarityFunction.COSINE, batch_size=batch_size,
                                              show_progress_bar=False)

@@ -6,9 +6,9 @@ or trained again to the same key when the folder lacks them); each is exported w
 :func:`tdlib.core.export.export_sentence_transformers` (the teacher's pooling and normalisation), then scored by
 :func:`tdlib.distill.proxies.st_stsb` on the STS-B dev set (all of it unless the settings' ``proxy_pairs`` says
 fewer). Throughput: sentences per second of ``SentenceTransformer.encode`` on a fixed set of STS-B dev sentences at
-a fixed thread count, every model timed in
-turn in each of ``rounds`` rounds (interleaved, so a slow spell of the host hits every model alike), by
-``torch.utils.benchmark``; the table gives each model's median over rounds and the range.
+a fixed thread count, every model timed in turn in each of ``rounds`` rounds (interleaved, so a slow spell of the
+host hits every model alike), by ``torch.utils.benchmark``; the table gives each model's median over rounds and the
+range.
 """
 
 from __future__ import annotations
