@@ -38,6 +38,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed
 
 SMOKE := $(abspath .smoke)
+# make test spreads its three pytest runs over pytest-xdist workers, one thread each (OpenMP threads of two
+# processes on two cores stall each other's barriers); nbval needs a notebook's cells on one worker, in order
+WORKERS ?= 2
+XDIST   := -n $(WORKERS)
+NBXDIST := -n $(WORKERS) --dist loadscope
 
 # 1. pytest over tests/;
 # 2. nbval over the committed notebooks that hold outputs (tests/test_notebooks.py lists, strictly, the ones
@@ -46,15 +51,15 @@ SMOKE := $(abspath .smoke)
 #    tagged NBVAL_IGNORE_OUTPUT (which records were read, and from where); figures go to a scratch folder;
 # 3. every notebook on the smoke profile (papermill), which exercises the training code path, checked by nbval.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(XDIST) tests
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
 	cp README.md $(SMOKE)/README.md
-	TDLIB_CACHE_ONLY=1 TDLIB_FIGURES=$(SMOKE)/figures-committed TDLIB_README=$(SMOKE)/README.md \
-	  $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $$(grep -l '"output_type"' notebooks/*.ipynb)
+	OMP_NUM_THREADS=1 TDLIB_CACHE_ONLY=1 TDLIB_FIGURES=$(SMOKE)/figures-committed TDLIB_README=$(SMOKE)/README.md \
+	  $(BIN)/python -m pytest -q $(NBXDIST) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $$(grep -l '"output_type"' notebooks/*.ipynb)
 	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs FORCE=1 \
 	  $(BIN)/python -m tdlib.paper.reproduce --profile smoke --out $(SMOKE)/notebooks
-	TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \
-	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(SMOKE)/notebooks
+	OMP_NUM_THREADS=1 TDLIB_RESULTS=$(SMOKE)/results TDLIB_FIGURES=$(SMOKE)/figures TDLIB_RUNS=$(SMOKE)/runs \
+	  $(BIN)/python -m pytest -q $(NBXDIST) --nbval-lax -p no:cacheprovider $(SMOKE)/notebooks
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow" tests

@@ -9,7 +9,11 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+# two threads, shared among pytest-xdist's workers (make test runs `-n 2`): a worker that spins up as many threads
+# as the host has cores would stall the other one's OpenMP barriers; the processes a test starts inherit the count
+THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 def tiny_config(**overrides) -> BertConfig:
