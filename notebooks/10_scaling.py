@@ -95,6 +95,7 @@ from tdlib.studies.scaling import (
     floor_share,
     init_verdict,
     points,
+    precision_mix,
     reach_verdict,
     run_study,
     seed_scores,
@@ -200,8 +201,9 @@ if tucker_name in trends:
     for name, entry in teacher_curves.items():
         if name.startswith("dense") and name in trends:
             verdict, ours, theirs = compare_rates(teacher_curves[tucker_name], entry, PAPER_GENERAL_TOKENS)
+            mix = precision_mix({tucker_name: teacher_curves[tucker_name], name: entry})
             lines.append(f"Tucker against {name}: {verdict} ({ours.slope:+.2f} vs {theirs.slope:+.2f} points per "
-                         f"doubling over the {ours.budgets} budgets both measured).")
+                         f"doubling over the {ours.budgets} budgets both measured{'; ' + mix if mix else ''}).")
 zero = f"{tucker_name} init=zero"
 if tucker_name in teacher_curves and zero in teacher_curves:
     a, b = teacher_curves[tucker_name], teacher_curves[zero]
@@ -209,6 +211,8 @@ if tucker_name in teacher_curves and zero in teacher_curves:
     if common:
         last = common[-1]
         d, interval = difference(a["scores"][a["tokens"].index(last)], b["scores"][b["tokens"].index(last)])
+        mix = precision_mix({tucker_name: a, zero: b}, [last])
         lines.append(f"C6: at {last / 1e6:.1f}M tokens the paper's init minus zero maps = {d:+.2f} points "
-                     f"(95% {interval[0]:+.2f} to {interval[1]:+.2f}): {init_verdict(interval)}.")
+                     f"(95% {interval[0]:+.2f} to {interval[1]:+.2f}{'; ' + mix if mix else ''}): "
+                     f"{init_verdict(interval)}.")
 print("\n".join(lines) if lines else f"no verdict yet: {len(missing)} points missing")

@@ -12,6 +12,7 @@ from tdlib.studies.scaling import (
     difference,
     fit_trend,
     init_verdict,
+    precision_mix,
     rate_verdict,
     reach_verdict,
     schedule,
@@ -98,3 +99,14 @@ def test_a_point_names_the_precision_its_host_resolved():
     assert trained_in(record) == "bf16"
     assert trained_in({**record, "provenance": {"cpu_bf16": []}}) == "fp32"
     assert trained_in({**record, "params": {"settings": {"precision": "fp32"}}}) == "fp32"
+
+
+def test_a_comparison_names_the_points_trained_in_another_precision():
+    tokens = [2**20 * 2**k for k in range(3)]
+    bf16 = {"tokens": tokens, "trained_in": ["bf16"] * 3}
+    assert precision_mix({"a": bf16, "b": bf16}) == ""
+    later = {"tokens": tokens + [2**23], "trained_in": ["bf16", "bf16", "fp32", "fp32"]}
+    assert precision_mix({"a": bf16, "b": later}) == "b at 4.2M tokens trained in fp32, the other 5 points in bf16"
+    assert precision_mix({"a": bf16, "b": later}, [tokens[0]]) == ""  # only the budgets asked about
+    assert precision_mix({"a": bf16, "b": later}, [tokens[2]]) == \
+        "b at 4.2M tokens trained in fp32, the other 1 point in bf16"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,15 +313,18 @@ def seed_scores(point: dict, tasks: list[str], share: str = "teacher") -> dict[i
 
 def curves(found: list[dict], tasks: list[str], share: str = "teacher") -> dict[str, dict]:
     """Per student (constant-schedule points that measured every one of ``tasks``), in budget order: ``tokens``,
-    per-seed ``scores`` (:func:`seed_scores`) and the zero-shot ``proxies``."""
+    per-seed ``scores`` (:func:`seed_scores`), the zero-shot ``proxies`` and the precision each point
+    ``trained_in``."""
     out: dict[str, dict] = {}
-    rows = sorted((r["result"] for r in found if r["result"]["schedule"] != "linear"), key=lambda r: r["tokens"])
-    for point in rows:
+    records = sorted((r for r in found if r["result"]["schedule"] != "linear"), key=lambda r: r["result"]["tokens"])
+    for record in records:
+        point = record["result"]
         if all(t in point["tasks"] for t in tasks):
-            entry = out.setdefault(point["student"], {"tokens": [], "scores": [], "proxies": []})
+            entry = out.setdefault(point["student"], {"tokens": [], "scores": [], "proxies": [], "trained_in": []})
             entry["tokens"].append(point["tokens"])
             entry["scores"].append(seed_scores(point, tasks, share))
             entry["proxies"].append(point["proxies"])
+            entry["trained_in"].append(trained_in(record))
     return out
 
 
@@ -396,6 +400,26 @@ def compare_rates(a: dict, b: dict, at_tokens: float) -> tuple[str, Trend, Trend
     ta, tb = (fit_trend(common, [e["scores"][e["tokens"].index(t)] for t in common], at_tokens)
               for e in (a, b))
     return rate_verdict(ta, tb), ta, tb
+
+
+def precision_mix(curves_by_name: dict[str, dict], tokens: list[float] | None = None) -> str:
+    """Which points of these :func:`curves` entries, over the budgets all of them measured (or those of ``tokens``),
+    trained in another precision than most (hosts differ, see :func:`trained_in`): ``""`` when all trained in one,
+    else e.g. ``"dense-1L-144-484 at 16.8M tokens trained in fp32, the other 11 points in bf16"``."""
+    common = set.intersection(*(set(e["tokens"]) for e in curves_by_name.values()))
+    if tokens is not None:
+        common &= set(tokens)
+    points = [(name, t, p) for name, e in curves_by_name.items()
+              for t, p in zip(e["tokens"], e["trained_in"], strict=True) if t in common]
+    counts = Counter(p for *_, p in points)
+    if len(counts) < 2:
+        return ""
+    most = max(sorted(counts), key=counts.get)
+    odd = [(name, t, p) for name, t, p in points if p != most]
+    where = ", ".join(f"{name} at {t / 1e6:.1f}M tokens" for name, t, _ in odd)
+    other = "/".join(sorted({p for *_, p in odd}))
+    n = counts[most]
+    return f"{where} trained in {other}, the other {n} point{'s' if n != 1 else ''} in {most}"
 
 
 def difference(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> tuple[float, tuple[float, float]]:
