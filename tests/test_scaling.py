@@ -110,3 +110,27 @@ def test_a_comparison_names_the_points_trained_in_another_precision():
     assert precision_mix({"a": bf16, "b": later}, [tokens[0]]) == ""  # only the budgets asked about
     assert precision_mix({"a": bf16, "b": later}, [tokens[2]]) == \
         "b at 4.2M tokens trained in fp32, the other 1 point in bf16"
+
+
+def test_the_figure_opens_the_markers_of_points_trained_in_the_rarer_precision():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tdlib.paper.plots import scaling_figure
+
+    tokens = [2**20, 2**21, 2**22]
+    scores = _scores([0.1, 0.2, 0.3], [80, 80, 80], tokens)
+    entries = {"a": {"tokens": tokens, "scores": scores, "trained_in": ["bf16"] * 3},
+               "b": {"tokens": tokens, "scores": scores, "trained_in": ["bf16", "bf16", "fp32"]}}
+
+    def open_markers(curves):
+        fig = scaling_figure(curves, {}, 30.0, 96.7, 2**32, "score")
+        ax = fig.axes[0]
+        points = [ln for ln in ax.lines if ln.get_markerfacecolor() == "white" and len(ln.get_xdata())]
+        return points, [t.get_text() for t in ax.get_legend().get_texts()]
+
+    points, labels = open_markers(entries)
+    assert [list(ln.get_xdata()) for ln in points] == [[2**22]]
+    assert "open: trained in fp32 (the rest bf16)" in labels
+    points, labels = open_markers({"a": entries["a"]})  # one precision: every marker filled, no legend entry
+    assert not points and not any(label.startswith("open") for label in labels)

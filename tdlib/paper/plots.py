@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -63,8 +64,11 @@ def recovery_figure(curves: dict[str, dict], teacher: dict[str, float], dashed=(
 def scaling_figure(curves: dict[str, dict], trends: dict, floor: float, target: float, paper_tokens: float,
                    ylabel: str) -> plt.Figure:
     """Score against general-distillation tokens (log), one line per student (seed mean, seed range as bars), its
-    fitted trend dashed out to the paper's budget; the teacher (100), the majority-class floor and ``target``."""
+    fitted trend dashed out to the paper's budget; the teacher (100), the majority-class floor and ``target``. Where
+    the points trained in more than one precision (hosts differ), those of the rarer one have open markers."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
+    precisions = Counter(p for entry in curves.values() for p in entry.get("trained_in", []))
+    rare = min(sorted(precisions), key=precisions.get) if len(precisions) > 1 else None
     for name, entry in curves.items():
         xs = np.asarray(entry["tokens"], dtype=float)
         values = [np.array(list(s.values())) for s in entry["scores"]]
@@ -72,10 +76,16 @@ def scaling_figure(curves: dict[str, dict], trends: dict, floor: float, target: 
         err = np.array([[m - v.min() for m, v in zip(mean, values, strict=True)],
                         [v.max() - m for m, v in zip(mean, values, strict=True)]])
         line = ax.errorbar(xs, mean, yerr=err, marker="o", ms=4, capsize=2, label=name)
+        odd = np.array([p == rare for p in entry.get("trained_in", [])], dtype=bool)
+        if odd.any():
+            ax.plot(xs[odd], mean[odd], "o", ms=6, color=line[0].get_color(), mfc="white", zorder=3)
         trend = trends.get(name)
         if trend is not None:
             ends = np.array([xs[0], paper_tokens])
             ax.plot(ends, [_fitted(trend, e) for e in ends], "--", color=line[0].get_color(), lw=1)
+    if rare is not None:
+        ax.plot([], [], "o", ms=6, mfc="white", mec="grey", ls="none",
+                label=f"open: trained in {rare} (the rest {'/'.join(sorted(set(precisions) - {rare}))})")
     ax.axhline(100, color="k", lw=1, label="teacher")
     ax.axhline(floor, color="grey", lw=1, ls=":", label="majority class")
     ax.axhline(target, color="tab:red", lw=1, ls="-.", label=f"paper's claim ({target:g}%)")
