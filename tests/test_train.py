@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -17,6 +16,7 @@ from tdlib.core.errors import ConfigError
 from tdlib.core.modeling import compress
 from tdlib.distill.loop import TrainConfig, TrainingInterrupted, train
 from tdlib.distill.stages import distillation_step
+from tdlib.studies.experiments import launch_command
 
 
 def _data(n=24, t=10, seed=0):
@@ -129,14 +129,24 @@ train(student, lambda m, b: distillation_step(m, teacher, b), data, TrainConfig(
 """
 
 
+def test_each_launch_names_a_port_free_at_launch_time():
+    """accelerate's fixed default port (29500) would make two launches at once (two pytest-xdist workers, two
+    notebooks) collide; each launch names a port that is free when it is built."""
+    import socket
+
+    cmd = launch_command(2)
+    port = int(cmd[cmd.index("--main_process_port") + 1])
+    assert port != 29500 and cmd[cmd.index("--num_processes") + 1] == "2"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free: nothing listens there
+
+
 def test_two_cpu_processes_with_accelerate(tmp_path):
     script = tmp_path / "dist.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # with no GPU present, accelerate's torchrun launcher (--multi_gpu) starts CPU processes that join over gloo
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
-           str(tmp_path / "run")]
+    cmd = [*launch_command(2), str(script), str(tmp_path / "run")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -153,10 +154,8 @@ def run_experiment(kind: str, s: Settings, workdir: str | os.PathLike, progress:
         return EXPERIMENTS[kind](s, workdir, progress)
     with tempfile.TemporaryDirectory(prefix="tdlib-launch-") as tmp:
         write_json_atomic(Path(tmp) / "params.json", s.as_dict())
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tdlib",
-               "experiment", kind, "--params", str(Path(tmp) / "params.json"), "--workdir", str(workdir),
-               "--out", str(Path(tmp) / "result.json")]
+        cmd = [*launch_command(n), "-m", "tdlib", "experiment", kind, "--params", str(Path(tmp) / "params.json"),
+               "--workdir", str(workdir), "--out", str(Path(tmp) / "result.json")]
         env = dict(os.environ)
 
         if not torch.cuda.is_available():  # CPU processes over gloo: share the cores instead of oversubscribing
@@ -169,6 +168,18 @@ def run_experiment(kind: str, s: Settings, workdir: str | os.PathLike, progress:
             tail = "\n".join(proc.stderr.strip().splitlines()[-80:])
             raise TdlibError(f"the {n}-process {kind} experiment failed (exit {proc.returncode}):\n{tail}")
         return json.loads((Path(tmp) / "result.json").read_text())
+
+
+def launch_command(num_processes: int) -> list[str]:
+    """``accelerate launch`` of ``num_processes`` processes on this machine, its script and arguments to follow. The
+    processes meet on a port free now (not accelerate's fixed 29500), so two launches at once on one machine (two
+    notebooks, two test workers) do not collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+            "--dynamo_backend", "no"]
 
 
 def glue_record(params: dict, profile: str, force: bool | None = None, extra: dict | None = None) -> dict:
