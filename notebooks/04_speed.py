@@ -139,7 +139,7 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (volatile: which records were read or computed, and where)
-from tdlib.studies.speed import breakdown, time_tucker
+from tdlib.studies.speed import breakdown, kernel_rates, time_tucker
 
 sweep_configs = [[72, d] for d in sweep_rank_dims]
 sweep = cached("04_speed", {"geometry": "bert-base", "sweep": sweep_configs, "grid": [headline], "threads": threads,
@@ -199,6 +199,24 @@ if prof:
     fig.tight_layout()
     savefig(fig, "04_speed_breakdown")
     plt.show()
+
+# %% [markdown]
+# What the kernels achieve (`tdlib.studies.speed.kernel_rates`): the GEMMs' and attention's multiply-adds per
+# second, and the **ceiling**, the speed-up if every op but the GEMMs costs what it costs in dense (the same
+# activations in both models), beside the multiply-add limit. A ceiling below 0.85 of the limit means the fp32
+# target needs attention and the elementwise ops faster, in dense and compressed alike, not faster GEMMs. (In bf16
+# autocast casts the weights on every forward, a cost that shrinks with them, so there the ceiling is no bound.)
+
+# %%
+if prof:
+    kr = pd.DataFrame(kernel_rates(prof["result"]))
+    display(kr.round(2))
+    for r in kr[(kr.model == f"IV-{profile_configs[-1][0]}-{profile_configs[-1][1]} factorized")
+                & (kr.precision == "fp32")].itertuples():
+        dense = kr[(kr.model == "dense") & (kr.batch == r.batch) & (kr.precision == "fp32")].iloc[0]
+        print(f"{r.model} at {r.batch} x {r.seq_len} fp32: {r.total_speedup:.2f}x measured, ceiling {r.ceiling:.2f}x "
+              f"= {r.ceiling_of_limit:.2f} of its {r.mac_limit:.2f}x limit; attention runs at "
+              f"{r.attention_gmac_s:.0f} GMAC/s against the dense GEMMs' {dense.gemm_gmac_s:.0f}")
 
 # %% [markdown]
 # ### Runtimes side by side: the C4 benchmark

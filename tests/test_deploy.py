@@ -14,9 +14,10 @@ from tdlib import compress, set_implementation
 from tdlib.core.deploy import FrozenMap, encoder_runner, export_onnx, freeze, onnx_session
 from tdlib.core.errors import ConfigError
 from tdlib.core.modeling_tdlib import BankLinear
+from tdlib.core.ranks import BERT_BASE, encoder_macs, mac_ratio
 from tdlib.paper.claims import c4_verdict
 from tdlib.studies.runtimes import interleaved, ratio_interval, run_runtimes
-from tdlib.studies.speed import dense_model, op_category
+from tdlib.studies.speed import dense_model, kernel_rates, op_category
 
 
 def _inputs(batch=2, seq=16, seed=0):
@@ -137,6 +138,22 @@ def test_profiler_ops_fall_in_the_breakdown_categories():
     assert op_category("aten::addmm") == "gemm" and op_category("aten::gelu") == "gelu"
     assert op_category("aten::native_layer_norm") == "layernorm" and op_category("aten::add") == "adds"
     assert op_category("aten::_to_copy") == "copies" and op_category("aten::embedding") == "other"
+
+
+def test_kernel_rates_give_each_rows_rates_and_the_ceiling_its_non_gemm_ops_allow():
+    common = {"geometry": "bert-base", "batch": 8, "seq_len": 128, "precision": "fp32"}
+    rows = [{**common, "model": "dense", "kind": "dense", "gemm_ms": 900.0, "attention_ms": 60.0, "total_ms": 1000.0,
+             "total_speedup": 1.0},
+            {**common, "model": "IV-96-128 factorized", "kind": "tucker-factorized", "rank_dim": 128,
+             "gemm_ms": 200.0, "attention_ms": 60.0, "total_ms": 300.0, "total_speedup": 1000 / 300}]
+    dense, tiny = kernel_rates(rows)
+    assert dense["ceiling"] == 1.0 and dense["mac_limit"] == 1.0
+    assert math.isclose(tiny["ceiling"], 1000 / (1000 - 900 + 200))  # the non-GEMM 100 ms stay
+    assert math.isclose(tiny["mac_limit"], mac_ratio(BERT_BASE, 128, 128))
+    assert math.isclose(tiny["ceiling_of_limit"], tiny["ceiling"] / tiny["mac_limit"])
+    macs = encoder_macs(BERT_BASE, 128, 128)
+    assert math.isclose(tiny["gemm_gmac_s"], macs["linear"] * 8 * 128 / 200.0 / 1e6)
+    assert math.isclose(tiny["attention_gmac_s"], dense["attention_gmac_s"])  # the same attention in both models
 
 
 RETAIN_PROBE = """

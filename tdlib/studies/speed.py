@@ -344,6 +344,32 @@ def breakdown(geometry: str, configs: Iterable[tuple[int, int]], grid: Iterable[
     return rows
 
 
+def kernel_rates(rows: list[dict]) -> list[dict]:
+    """What each :func:`breakdown` row's kernels achieve, and what that allows.
+
+    Per row: the GEMMs' and attention's multiply-adds per second (GMAC/s, from
+    :func:`tdlib.core.ranks.encoder_macs`), and the **ceiling**: the speed-up over dense if every op other than the
+    GEMMs costs what it costs in dense (attention, GELU, LayerNorm, adds, copies: the same activations in both
+    models), ``dense_total / (dense_total - dense_gemm + gemm)``, beside the multiply-add limit and its fraction.
+    A ceiling below a target's fraction of the limit says the target needs the non-GEMM ops faster, not the GEMMs.
+    """
+    out = []
+    for row in rows:
+        geom = GEOMETRIES[row["geometry"]]
+        macs = encoder_macs(geom, row["seq_len"], row.get("rank_dim"))
+        tokens = row["batch"] * row["seq_len"]
+        dense = next(r for r in rows if r["kind"] == "dense" and all(r[k] == row[k] for k in
+                                                                   ("geometry", "batch", "seq_len", "precision")))
+        ceiling = dense["total_ms"] / (dense["total_ms"] - dense["gemm_ms"] + row["gemm_ms"])
+        limit = encoder_macs(geom, row["seq_len"])["total"] / macs["total"]
+        out.append({"model": row["model"], "batch": row["batch"], "seq_len": row["seq_len"],
+                    "precision": row["precision"], "gemm_gmac_s": macs["linear"] * tokens / row["gemm_ms"] / 1e6,
+                    "attention_gmac_s": macs["attention"] * tokens / row["attention_ms"] / 1e6,
+                    "total_speedup": row["total_speedup"], "ceiling": ceiling, "mac_limit": limit,
+                    "ceiling_of_limit": ceiling / limit})
+    return out
+
+
 def time_tucker(shape: tuple[int, int, int] = (144, 768, 768), rank_layer: int = 72, rank_dim: int = 384,
                 seed: int = 0, threads: int = 2) -> dict:
     """Wall time of Tucker-HOOI on a random tensor of the given shape (BERT-base: 144 x 768 x 768)."""
