@@ -41,7 +41,7 @@ from tdlib.core.modeling import compress, count_params, set_implementation
 from tdlib.core.modeling_tdlib import get_module, set_module
 from tdlib.core.precision import autocast, native_bf16
 from tdlib.core.pretrained import load_model
-from tdlib.core.ranks import BERT_BASE, MINILM, Geometry, encoder_macs
+from tdlib.core.ranks import BERT_BASE, MINILM, Geometry, encoder_macs, mac_ratio
 from tdlib.core.stacking import encoder_layers
 
 GEOMETRIES = {"bert-base": BERT_BASE, "minilm": MINILM, "tiny": Geometry(2, 64, 4)}
@@ -321,6 +321,12 @@ def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int 
             **{f"{k}_share": v / total for k, v in totals.items()}}
 
 
+def _dense_row(rows: list[dict], row: dict) -> dict:
+    """The dense model's row at ``row``'s geometry, batch, sequence length and precision."""
+    return next(r for r in rows if r["kind"] == "dense" and all(r[k] == row[k] for k in
+                                                                ("geometry", "batch", "seq_len", "precision")))
+
+
 def breakdown(geometry: str, configs: Iterable[tuple[int, int]], grid: Iterable[tuple[int, int]] = ((8, 128),),
               threads: int = 2, seed: int = 0) -> list[dict]:
     """:func:`op_breakdown` of the dense model and each Tucker config (factorized), per grid point, in fp32 and (where
@@ -337,8 +343,7 @@ def breakdown(geometry: str, configs: Iterable[tuple[int, int]], grid: Iterable[
         rows.append({"geometry": geometry, "model": name, **info, "batch": batch, "seq_len": seq_len,
                      "precision": precision, **op_breakdown(model, inputs, threads, precision=precision)})
     for row in rows:
-        dense = next(r for r in rows if r["kind"] == "dense" and all(r[k] == row[k] for k in
-                                                                   ("batch", "seq_len", "precision")))
+        dense = _dense_row(rows, row)
         row["gemm_speedup"] = dense["gemm_ms"] / row["gemm_ms"]
         row["total_speedup"] = dense["total_ms"] / row["total_ms"]
     return rows
@@ -358,10 +363,9 @@ def kernel_rates(rows: list[dict]) -> list[dict]:
         geom = GEOMETRIES[row["geometry"]]
         macs = encoder_macs(geom, row["seq_len"], row.get("rank_dim"))
         tokens = row["batch"] * row["seq_len"]
-        dense = next(r for r in rows if r["kind"] == "dense" and all(r[k] == row[k] for k in
-                                                                   ("geometry", "batch", "seq_len", "precision")))
+        dense = _dense_row(rows, row)
         ceiling = dense["total_ms"] / (dense["total_ms"] - dense["gemm_ms"] + row["gemm_ms"])
-        limit = encoder_macs(geom, row["seq_len"])["total"] / macs["total"]
+        limit = mac_ratio(geom, row["rank_dim"], row["seq_len"]) if row.get("rank_dim") else 1.0
         out.append({"model": row["model"], "batch": row["batch"], "seq_len": row["seq_len"],
                     "precision": row["precision"], "gemm_gmac_s": macs["linear"] * tokens / row["gemm_ms"] / 1e6,
                     "attention_gmac_s": macs["attention"] * tokens / row["attention_ms"] / 1e6,
