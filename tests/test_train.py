@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -132,8 +133,6 @@ train(student, lambda m, b: distillation_step(m, teacher, b), data, TrainConfig(
 def test_each_launch_names_a_port_free_at_launch_time():
     """accelerate's fixed default port (29500) would make two launches at once (two pytest-xdist workers, two
     notebooks) collide; each launch names a port that is free when it is built."""
-    import socket
-
     cmd = launch_command(2)
     port = int(cmd[cmd.index("--main_process_port") + 1])
     assert port != 29500 and cmd[cmd.index("--num_processes") + 1] == "2"
