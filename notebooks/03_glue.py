@@ -90,8 +90,7 @@ from tdlib.paper.reproduce import notebook_parameters
 from tdlib.studies.records import describe
 
 run = notebook_parameters("03_glue", globals())  # papermill -p strings are coerced; a wrong type stops here
-print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
-                                   if run.overrides else ""))
+print(run)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

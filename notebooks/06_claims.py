@@ -33,8 +33,7 @@ update_readme = True
 from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("06_claims", globals())  # papermill -p strings are coerced; a wrong type stops here
-print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
-                                   if run.overrides else ""))
+print(run)
 
 # %%
 import pandas as pd

@@ -73,8 +73,7 @@ decay_check = 2
 from tdlib.paper.reproduce import notebook_parameters
 
 run = notebook_parameters("10_scaling", globals())  # papermill -p strings are coerced; a wrong type stops here
-print(f"profile: {run.profile}" + (f" (from {run.base_profile}, overriding {', '.join(run.overrides)})"
-                                   if run.overrides else ""))
+print(run)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

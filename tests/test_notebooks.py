@@ -99,8 +99,9 @@ def test_papermill_strings_are_coerced_and_a_wrong_type_is_one_error():
     assert run.profile == "custom" and run.base_profile == "cpu"
     assert run.overrides == ("baselines", "general_lr", "students")
     assert run.record_kwargs()["extra"] == {"base_profile": "cpu", "overrides": ["baselines", "general_lr", "students"]}
+    assert str(run) == "profile: custom (from cpu, overriding baselines, general_lr, students)"
     same = notebook_parameters("03_glue", dict(load_profile(COMMITTED)["03_glue"]))
-    assert same.profile == "cpu" and same.provenance() == {}
+    assert same.profile == "cpu" and same.provenance() == {} and str(same) == "profile: cpu"
     peers = {**load_profile(COMMITTED)["04_speed"], "peers": "false"}
     notebook_parameters("04_speed", peers)
     assert peers["peers"] is False

@@ -128,6 +128,11 @@ class NotebookRun:
     base_profile: str
     overrides: tuple[str, ...] = ()
 
+    def __str__(self) -> str:
+        """The line a notebook prints under its parameters: the profile, and what a custom run overrides."""
+        over = f" (from {self.base_profile}, overriding {', '.join(self.overrides)})" if self.overrides else ""
+        return f"profile: {self.profile}{over}"
+
     def provenance(self) -> dict:
         return {"base_profile": self.base_profile, "overrides": list(self.overrides)} if self.overrides else {}
 

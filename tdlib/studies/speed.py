@@ -246,8 +246,7 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
         d = info.get("rank_dim")
         # the analytic model of tdlib.core.ranks, for the rows it describes (a cross-check of the counter)
         if info["kind"] in ("dense", "tucker-factorized"):
-            row["mac_ratio_analytic"] = (encoder_macs(geom, seq_len)["total"]
-                                         / encoder_macs(geom, seq_len, d)["total"]) if d else 1.0
+            row["mac_ratio_analytic"] = mac_ratio(geom, d, seq_len) if d else 1.0
         rows.append(row)
     bf16 = bf16_column(models, rows, threads, min_run_time, seed)
     if memory:  # at the largest grid point only: one fresh process per model
