@@ -68,7 +68,7 @@ pd.DataFrame(claims()).set_index("claim")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-# (volatile: whether this run changed the README)
+# (the file's path differs where TDLIB_README names another)
 from tdlib.paper.readme import block_name, readme_path, write_block
 from tdlib.paper.reproduce import COMMITTED
 from tdlib.studies.records import shown
@@ -79,8 +79,10 @@ if update_readme and run.profile != "custom":  # a run with parameters of its ow
                                        "../notebooks/{}.py")}
     if run.base_profile == COMMITTED:
         blocks.update(budget=front.budget_sentence(), departures=front.departures())
-    changed = [write_block(block_name(name, run.base_profile), text, path) for name, text in blocks.items()]
-    print(shown(path), "updated" if any(changed) else "already current")
+    for name, text in blocks.items():
+        write_block(block_name(name, run.base_profile), text, path)
+    # the same line whether or not this run changed the file, so a second `make reproduce` leaves git status clean
+    print(f"{shown(path)}: the {', '.join(blocks)} blocks now match the records")
 
 # %% [markdown]
 # **Verdict.** The table as the README shows it:
