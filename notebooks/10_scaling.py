@@ -92,6 +92,7 @@ from tdlib.studies.scaling import (
     difference,
     fit_trend,
     floor_share,
+    hours_spent,
     init_verdict,
     points,
     precision_mix,
@@ -130,11 +131,15 @@ for r in sorted(found, key=lambda r: (r["result"]["tokens"], r["result"]["studen
         row[f"{task} % gain"] = 100 * (score - floor) / (teacher - floor)
         if "soft_ce" in entry.get("fidelity", {}):
             row[f"{task} soft-CE"] = entry["fidelity"]["soft_ce"]
-    row["hours"] = p["seconds"] / 3600
+    row["task hours"] = sum(e["seconds"] for e in p["tasks"].values()) / 3600
     row["trained in"] = trained_in(r)  # bf16 on a host with native bf16, else fp32 (the hours differ with it)
     rows.append(row)
 table = pd.DataFrame(rows)
 table.round(2) if rows else print("no point measured yet")
+
+# %%
+for hours in hours_spent(found):  # per precision: general distillation once per run, teachers once per task
+    print(hours)
 
 # %%
 print("still missing:" if missing else "every point of the plan is measured")

@@ -11,6 +11,7 @@ from tdlib.studies.scaling import (
     compare_rates,
     difference,
     fit_trend,
+    hours_spent,
     init_verdict,
     precision_mix,
     rate_verdict,
@@ -134,3 +135,23 @@ def test_the_figure_opens_the_markers_of_points_trained_in_the_rarer_precision()
     assert "open: trained in fp32 (the rest bf16)" in labels
     points, labels = open_markers({"a": entries["a"]})  # one precision: every marker filled, no legend entry
     assert not points and not any(label.startswith("open") for label in labels)
+
+
+def test_hours_count_a_run_once_by_its_own_clock_and_each_teacher_once():
+    def record(student, steps, general, run=None, bf16=False, teacher=None):
+        task = {"seconds": 360.0, **({"teacher_seconds": teacher} if teacher is not None else {})}
+        return {"params": {"settings": {"precision": "auto"}},
+                "provenance": {"cpu_bf16": ["avx512_bf16"] if bf16 else []},
+                "result": {"student": student, "schedule": "constant_with_warmup", "steps": steps,
+                           "general_seconds": general, "run_seconds": run, "tasks": {"rte": task}}}
+
+    found = [record("a", 4, 3600.0), record("a", 8, 360.0, run=7200.0, teacher=1800.0),  # resumed: its clock
+             record("a", 16, 3600.0),  # a later point without the clock adds its call's time
+             record("b", 4, 720.0, teacher=1800.0), record("b", 8, 720.0),  # never clocked: the calls' sum
+             record("a", 4, 36.0, bf16=True)]
+    fp32, bf16 = {h.precision: h for h in hours_spent(found)}["fp32"], hours_spent(found)[0]
+    assert bf16.precision == "bf16" and bf16.points == 1 and bf16.general == pytest.approx(0.01)
+    assert fp32.points == 5 and fp32.runs == 2 and fp32.runs_clocked == 1
+    assert fp32.general == pytest.approx(2 + 1 + 0.4)
+    assert fp32.tasks == pytest.approx(0.5) and fp32.teachers == pytest.approx(0.5) and fp32.teachers_timed == 1
+    assert "a lower bound" in str(fp32)

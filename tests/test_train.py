@@ -15,7 +15,7 @@ from transformers import BertModel
 
 from tdlib.core.errors import ConfigError
 from tdlib.core.modeling import compress
-from tdlib.distill.loop import TrainConfig, TrainingInterrupted, train
+from tdlib.distill.loop import RUN_TIME, TrainConfig, TrainingInterrupted, run_seconds, train
 from tdlib.distill.stages import distillation_step
 from tdlib.studies.experiments import launch_command
 
@@ -279,3 +279,10 @@ def test_stop_at_keeps_models_and_a_later_call_continues_the_same_run(tmp_path):
         a = load_file(tmp_path / "a" / "at" / name / "model.safetensors")
         b = load_file(tmp_path / "b" / "at" / name / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # the kept models' training time is the run's, across the resume: at 6 it includes the session that reached 2
+    at2, at6 = (run_seconds(tmp_path / "b" / "at" / n) for n in ("2", "6"))
+    assert 0 < at2 <= at6
+    (tmp_path / "b" / "at" / "6" / RUN_TIME).unlink()  # a model kept before the file existed: the run's history
+    assert run_seconds(tmp_path / "b" / "at" / "6") == h2["seconds"]
+    (tmp_path / "b" / "at" / "2" / RUN_TIME).unlink()  # ... which says nothing of a step the run did not end at
+    assert run_seconds(tmp_path / "b" / "at" / "2") is None

@@ -41,6 +41,7 @@ from tdlib.data.collate import pad_collate, pad_token_id
 
 SCHEDULES = ("linear", "constant", "constant_with_warmup")
 ATTENTIONS = ("auto", "eager", "sdpa")
+RUN_TIME = "run_time.json"  # in a kept model's folder (out/at/<step>): the run's training seconds up to that step
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,21 @@ def is_done(out_dir: str | Path) -> bool:
     return (Path(out_dir) / "model" / "config.json").is_file() and (Path(out_dir) / "history.json").is_file()
 
 
+def run_seconds(kept: str | Path) -> float | None:
+    """Training seconds of a run up to its model kept in ``kept`` (``out/at/<step>``), summed over every session the
+    run resumed in (evaluation excluded): from the kept model's ``run_time.json``, or, for a model kept before that
+    file was written, from the finished run's history when the run ended at that step. None when neither says."""
+    kept = Path(kept)
+    if (kept / RUN_TIME).is_file():
+        return float(json.loads((kept / RUN_TIME).read_text())["seconds"])
+    history = kept.parent.parent / "history.json"
+    if history.is_file():
+        h = json.loads(history.read_text())
+        if h.get("steps") and h["steps"][-1] == int(kept.name):
+            return float(h["seconds"])
+    return None
+
+
 def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_dir: str | Path, *,
           identity: dict | None = None, frozen: Sequence[nn.Module] = (), desc: str = "train",
           progress: bool = True, accelerator=None, evaluate: Callable[[nn.Module], dict] | None = None,
@@ -279,6 +295,9 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         if step in keep_at and accelerator.is_main_process and not (kept / "config.json").is_file():
             stamp()
             save_model_atomic(accelerator.unwrap_model(model), kept)
+            # the run's training time to this step over every session it resumed in (what run_seconds reads)
+            seconds = elapsed + time.perf_counter() - start - history.get("eval_seconds", 0.0)
+            write_json_atomic(kept / RUN_TIME, {"step": step, "seconds": seconds})
 
     def take_point() -> None:
         keep()

@@ -36,7 +36,7 @@ from tdlib.core.io import sha256_file
 from tdlib.core.pretrained import load_model, load_tokenizer
 from tdlib.data.corpus import corpus_files, load_corpus
 from tdlib.data.glue import task_files
-from tdlib.distill.loop import TrainConfig, check_run, is_main_process
+from tdlib.distill.loop import TrainConfig, check_run, is_main_process, run_seconds
 from tdlib.distill.proxies import Proxies, proxy_files
 from tdlib.distill.stages import general_distill
 from tdlib.studies.aggregate import over_seeds
@@ -198,7 +198,11 @@ class Study:
         return list(self.s.tasks) if steps in ends else list(self.plan.scaling_tasks)
 
     def measure(self, spec: StudentSpec, steps: int, decay: bool = False) -> dict:
-        """A point's result: the kept model's proxies, and its task protocol per task and seed."""
+        """A point's result: the kept model's proxies, and its task protocol per task and seed.
+
+        Times: ``general_seconds`` and ``seconds``, this call's (reaching the budget, and in all); ``run_seconds``, the
+        general run's own training seconds up to the budget over every session it resumed in (None for a model kept
+        before runs recorded it); per task the students' ``seconds`` and the teacher's ``teacher_seconds``."""
         start = time.perf_counter()
         encoder_dir = self.advance(spec, steps, decay)
         general_seconds = time.perf_counter() - start
@@ -206,14 +210,15 @@ class Study:
         out = {"student": spec.name, "spec": spec.as_dict(), "steps": steps, "tokens": steps * tokens_per_step(self.s),
                "params": student_params(encoder, spec), "schedule": "linear" if decay else "constant_with_warmup",
                "proxies": self.proxies()(encoder), "teacher_proxies": self.proxies().teacher, "tasks": {},
-               "general_seconds": general_seconds}
+               "general_seconds": general_seconds, "run_seconds": run_seconds(encoder_dir)}
         for task in self.tasks_at(steps):
             teacher_dir, info = self.teacher(task)
             runs = {seed: run_task_student(self.s, spec, self.data, task, encoder_dir, teacher_dir, self.workdir,
                                            self.progress, seed=seed) for seed in self.s.seeds_for_tasks()}
             for run in runs.values():
                 run.pop("loss", None)  # the per-step losses stay in the run folder
-            out["tasks"][task] = {"teacher": info["metrics"], "majority": info["majority"], **over_seeds(runs)}
+            out["tasks"][task] = {"teacher": info["metrics"], "teacher_seconds": info["seconds"],
+                                  "majority": info["majority"], **over_seeds(runs)}
         out["seconds"] = time.perf_counter() - start
         return out
 
@@ -246,6 +251,55 @@ def trained_in(record: dict) -> str:
     if precision != "auto":
         return precision
     return "bf16" if record["provenance"].get("cpu_bf16") else "fp32"
+
+
+@dataclass(frozen=True)
+class Hours:
+    """What the recorded points of one precision cost, in hours on the hosts that recorded them."""
+
+    precision: str
+    points: int
+    general: float  # general distillation, once per run (a student, its schedule)
+    runs: int
+    runs_clocked: int  # runs whose hours are their own clock across sessions; the others', a lower bound
+    tasks: float  # the students' task runs, every point's
+    teachers: float  # each task's teacher fine-tuning, once
+    teachers_timed: int
+    task_count: int
+
+    def __str__(self) -> str:
+        lower = self.runs - self.runs_clocked
+        bound = f" ({lower} a lower bound: timed by the calls that wrote their records)" if lower else ""
+        return (f"{self.precision}, {self.points} points: {self.general + self.tasks + self.teachers:.1f} h = general "
+                f"distillation {self.general:.1f} h over {self.runs} runs{bound} + task runs {self.tasks:.1f} h + "
+                f"teachers {self.teachers:.1f} h (timed for {self.teachers_timed} of {self.task_count} tasks)")
+
+
+def hours_spent(found: list[dict]) -> list[Hours]:
+    """The hours the points in ``found`` (records) took, per precision they trained in.
+
+    A run's general distillation counts once: its own clock at its last recorded budget (``run_seconds``: its
+    training seconds summed over every session it resumed in), plus the ``general_seconds`` of any later point that
+    lacks it; a run no record clocks counts the sum of its points' ``general_seconds``, the time of the calls that
+    wrote them. Each task's teacher counts once per precision, where a record gives its time.
+    """
+    out = []
+    for precision in sorted({trained_in(r) for r in found}):
+        mine = sorted((r["result"] for r in found if trained_in(r) == precision), key=lambda p: p["steps"])
+        runs: dict[tuple, list[dict]] = {}
+        for p in mine:
+            runs.setdefault((p["student"], p["schedule"]), []).append(p)
+        general, clocked = 0.0, 0
+        for entries in runs.values():
+            last = max((i for i, p in enumerate(entries) if p.get("run_seconds") is not None), default=None)
+            clocked += last is not None
+            general += (0.0 if last is None else entries[last]["run_seconds"]) + sum(
+                p["general_seconds"] for p in entries[(-1 if last is None else last) + 1:])
+        teachers = {t: e["teacher_seconds"] for p in mine for t, e in p["tasks"].items() if "teacher_seconds" in e}
+        tasks = sum(e["seconds"] for p in mine for e in p["tasks"].values())
+        out.append(Hours(precision, len(mine), general / 3600, len(runs), clocked, tasks / 3600,
+                         sum(teachers.values()) / 3600, len(teachers), len({t for p in mine for t in p["tasks"]})))
+    return out
 
 
 def points(params: dict, profile: str) -> tuple[list[dict], list[str]]:
