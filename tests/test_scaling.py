@@ -149,8 +149,9 @@ def test_hours_count_a_run_once_by_its_own_clock_and_each_teacher_once():
              record("a", 16, 3600.0),  # a later point without the clock adds its call's time
              record("b", 4, 720.0, teacher=1800.0), record("b", 8, 720.0),  # never clocked: the calls' sum
              record("a", 4, 36.0, bf16=True)]
-    fp32, bf16 = {h.precision: h for h in hours_spent(found)}["fp32"], hours_spent(found)[0]
-    assert bf16.precision == "bf16" and bf16.points == 1 and bf16.general == pytest.approx(0.01)
+    by_precision = {h.precision: h for h in hours_spent(found)}
+    fp32, bf16 = by_precision["fp32"], by_precision["bf16"]
+    assert bf16.points == 1 and bf16.general == pytest.approx(0.01)
     assert fp32.points == 5 and fp32.runs == 2 and fp32.runs_clocked == 1
     assert fp32.general == pytest.approx(2 + 1 + 0.4)
     assert fp32.tasks == pytest.approx(0.5) and fp32.teachers == pytest.approx(0.5) and fp32.teachers_timed == 1

@@ -293,8 +293,8 @@ def hours_spent(found: list[dict]) -> list[Hours]:
         for entries in runs.values():
             last = max((i for i, p in enumerate(entries) if p.get("run_seconds") is not None), default=None)
             clocked += last is not None
-            general += (0.0 if last is None else entries[last]["run_seconds"]) + sum(
-                p["general_seconds"] for p in entries[(-1 if last is None else last) + 1:])
+            clock = 0.0 if last is None else entries[last]["run_seconds"]
+            general += clock + sum(p["general_seconds"] for p in entries[0 if last is None else last + 1:])
         teachers = {t: e["teacher_seconds"] for p in mine for t, e in p["tasks"].items() if "teacher_seconds" in e}
         tasks = sum(e["seconds"] for p in mine for e in p["tasks"].values())
         out.append(Hours(precision, len(mine), general / 3600, len(runs), clocked, tasks / 3600,
