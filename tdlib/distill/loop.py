@@ -268,6 +268,12 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         step, history, elapsed = state["step"], state["history"], state["seconds"]
     resumed_from = step
 
+    def clock() -> float:  # the run's seconds so far, over every session it resumed in; evaluations included
+        return elapsed + time.perf_counter() - start
+
+    def training_seconds() -> float:  # the clock less the evaluations (history["seconds"], run_time.json)
+        return clock() - history.get("eval_seconds", 0.0)
+
     def save_checkpoint() -> None:
         accelerator.wait_for_everyone()
         tmp = out / "checkpoint.tmp"
@@ -275,8 +281,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
-            write_json_atomic(tmp / "trainer_state.json", {"step": step, "history": history,
-                                                          "seconds": elapsed + time.perf_counter() - start})
+            write_json_atomic(tmp / "trainer_state.json", {"step": step, "history": history, "seconds": clock()})
             shutil.rmtree(ckpt, ignore_errors=True)
             tmp.rename(ckpt)
         accelerator.wait_for_everyone()
@@ -296,8 +301,7 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
             stamp()
             save_model_atomic(accelerator.unwrap_model(model), kept)
             # the run's training time to this step over every session it resumed in (what run_seconds reads)
-            seconds = elapsed + time.perf_counter() - start - history.get("eval_seconds", 0.0)
-            write_json_atomic(kept / RUN_TIME, {"step": step, "seconds": seconds})
+            write_json_atomic(kept / RUN_TIME, {"step": step, "seconds": training_seconds()})
 
     def take_point() -> None:
         keep()
@@ -354,8 +358,8 @@ def train(model: nn.Module, loss_fn: LossFn, dataset, config: TrainConfig, out_d
         if step > resumed_from or not (ckpt / "trainer_state.json").exists():
             save_checkpoint()
         accelerator.unwrap_model(model).eval()
-        return {**history, "stopped_at": step, "seconds": elapsed + time.perf_counter() - start}
-    history.update({"seconds": elapsed + time.perf_counter() - start - history.get("eval_seconds", 0.0),
+        return {**history, "stopped_at": step, "seconds": clock()}
+    history.update({"seconds": training_seconds(),
                     "resumed_from": resumed_from,
                     "num_processes": accelerator.num_processes, "device": str(accelerator.device),
                     "precision": config.precision, "attention": config.attention})
