@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from tdlib import compress, set_implementation
-from tdlib.core.deploy import FrozenMap, encoder_runner, export_onnx, freeze, onnx_session
+from tdlib.core import deploy
+from tdlib.core.deploy import FrozenMap, cpu_attention, encoder_runner, export_onnx, freeze, onnx_session
 from tdlib.core.errors import ConfigError
 from tdlib.core.modeling_tdlib import BankLinear
 from tdlib.core.ranks import BERT_BASE, encoder_macs, mac_ratio
 from tdlib.paper.claims import c4_verdict
-from tdlib.studies.runtimes import interleaved, ratio_interval, run_runtimes
+from tdlib.studies.runtimes import TOLERANCE, interleaved, ratio_interval, run_runtimes
 from tdlib.studies.speed import dense_model, kernel_rates, op_category
 
 
@@ -31,7 +32,8 @@ def _inputs(batch=2, seq=16, seed=0):
 @pytest.fixture(scope="module")
 def models():
     dense = dense_model("tiny")
-    # fold (a = 1) and chained (rank_dim close to D) maps, factorized and rebuilt
+    # factorized maps of both forms (fold: a = 1, fold_in: FFN down), maps that save no multiply-adds (rank_dim close
+    # to D), and rebuilt ones
     return {"dense": dense, "IV-6-16": compress(dense, 6, 16, init="random").eval(),
             "IV-6-56": compress(dense, 6, 56, init="random").eval(),
             "IV-6-16 rebuilt": set_implementation(compress(dense, 6, 16, init="random"), "reconstructed").eval()}
@@ -54,18 +56,48 @@ def test_freeze_keeps_outputs_and_leaves_no_bank(models):
         if name != "dense":
             maps = [m for m in frozen.modules() if isinstance(m, FrozenMap)]
             assert len(maps) == 6 * 2  # every decomposed map of the 2 layers
-            if "rebuilt" not in name:  # one U^T tensor, shared by every map
-                assert len({id(m.u_t) for m in maps}) == 1
+            if name == "IV-6-16":  # one U^T tensor, shared by every map that starts with xU; FFN down reads x
+                assert len({id(m.u_t) for m in maps if m.u_t is not None}) == 1
+                assert [m.u_t is None and m.v is not None for m in maps].count(True) == 2
+            else:  # rebuilt, or (d = 56 of D = 64) no map saves multiply-adds: each runs as its dense matrix
+                assert all(m.u_t is None and m.v is None for m in maps), name
+
+
+def test_freeze_runs_as_dense_only_the_maps_that_save_no_multiply_adds(models):
+    half = compress(models["dense"], 6, 32, init="random").eval()  # d = D/2
+    dense_maps = {name: m.u_t is None and m.v is None for name, m in freeze(half).named_modules()
+                  if isinstance(m, FrozenMap)}
+    # attention output: xU then M V^T, 2*D*d = D*D, no saving; Q, K, V share one xU; FFN up and down save
+    assert {name.split(".", 3)[-1] for name, dense in dense_maps.items() if dense} == {"attention.output.dense"}
+    kept = freeze(half, keep_factorized=True)
+    assert not any(m.u_t is None and m.v is None for m in kept.modules() if isinstance(m, FrozenMap))
+    inputs = _inputs()
+    with torch.inference_mode():
+        expected = half(**inputs).last_hidden_state
+        for frozen in (freeze(half), kept):
+            torch.testing.assert_close(frozen(**inputs).last_hidden_state, expected, atol=1e-4, rtol=0)
 
 
 def test_freeze_picks_the_attention_kernel_of_the_copy_only(models):
     model = models["IV-6-16"]
     kernel = model.config._attn_implementation
-    assert freeze(model).config._attn_implementation == "eager"  # on a CPU: matmuls and a softmax
+    assert freeze(model).config._attn_implementation == cpu_attention()  # on a CPU: the host's faster kernel
     assert freeze(model, attention="sdpa").config._attn_implementation == "sdpa"
     assert model.config._attn_implementation == kernel
     with pytest.raises(ConfigError, match="attention"):
         freeze(model, attention="flash")
+
+
+def test_cpu_attention_is_sdpa_only_where_onednn_has_amx(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(deploy, "cpu_flags", lambda: ["avx512f", "avx512_bf16", "amx_bf16"])
+    assert cpu_attention() == "sdpa"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AMX capped off
+    assert cpu_attention() == "eager"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu_attention() == "sdpa"
+    monkeypatch.setattr(deploy, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    assert cpu_attention() == "eager"
 
 
 @pytest.mark.parametrize("runtime", ["eager", "compiled", "onnxruntime"])
@@ -78,6 +110,16 @@ def test_every_runtime_gives_the_eager_outputs(models, runtime, tmp_path):
             expected = encoder_runner(models[name], "eager")(inputs)
             torch.testing.assert_close(run(inputs), expected, atol=1e-4, rtol=0)
         assert reference.dtype == torch.float32
+
+
+def test_eager_bf16_runs_a_bf16_copy_and_leaves_the_model_fp32(models):
+    inputs = _inputs()
+    for name in ("dense", "IV-6-16"):
+        expected = encoder_runner(models[name], "eager")(inputs)
+        out = encoder_runner(models[name], "eager", "bf16")(inputs)
+        assert out.dtype == torch.float32 and 0 < float((out - expected).abs().max()) < TOLERANCE["bf16"]
+        assert all(p.dtype == torch.float32 for p in models[name].parameters())
+        torch.testing.assert_close(encoder_runner(models[name], "eager")(inputs), expected, atol=0, rtol=0)
 
 
 def test_runtime_errors_name_the_fix(models, tmp_path):
@@ -123,7 +165,7 @@ def test_run_runtimes_rows_carry_interval_limit_and_host():
     assert {(r["runtime"], r["precision"]) for r in fact} >= {("eager", "fp32"), ("onnxruntime", "fp32")}
     for r in fact:
         assert r["low"] <= r["speedup"] <= r["high"] and len(r["ms"]) == 2
-        assert r["mac_ratio"] > 1 and r["max_abs_diff"] < 1e-3
+        assert r["mac_ratio"] > 1 and r["max_abs_diff"] < TOLERANCE[r["precision"]]
         assert r["fraction_of_mac_limit"] == pytest.approx(r["speedup"] / r["mac_ratio"])
 
 

@@ -130,8 +130,9 @@ def test_qkv_share_one_projection_per_layer(tiny_bert, batch):
     model = compress(tiny_bert, 5, 12).eval()
     bank = bank_of(model)
     hidden(model, batch)
-    # per layer: 1 (Q/K/V) + 1 (attention output) + 1 (FFN up) + 1 (FFN down) = 4 projections
-    assert bank.n_projections == 4 * 2
+    # per layer: 1 (Q/K/V) + 1 (attention output) + 1 (FFN up) = 3 projections; FFN down reads x through U M
+    assert bank.n_projections == 3 * 2
+    assert [m.form for m in model.modules() if isinstance(m, BankLinear)].count("fold_in") == 2
     assert not bank._shared  # nothing left dangling after the forward
 
 

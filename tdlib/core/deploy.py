@@ -1,19 +1,24 @@
 """Inference runtimes: the eager model (the reference), a compiled graph, and ONNX Runtime.
 
-The eager compressed model keeps its trainable factors and builds its small matrices (M_i V^T, folded) into Python-side
-caches on the first eval forward. A graph compiler or exporter needs those as constants instead. :func:`freeze`
-returns a copy in which every bank map is a :class:`FrozenMap`: the projection U^T (one tensor, shared by every map,
-so the three identical x U^T products of a layer's Q, K and V are one common subexpression for the compiler) and the
-folded matrix, as plain tensors. Nothing is rebuilt per forward. The dense model freezes to itself (a copy).
+The eager compressed model keeps its trainable factors and builds its small matrices (M_i V^T or U M_i, folded) into
+Python-side caches on the first eval forward. A graph compiler or exporter needs those as constants instead.
+:func:`freeze` returns a copy in which every bank map is a :class:`FrozenMap`: the projection U^T (one tensor, shared
+by every map that starts with xU, so the three identical x U^T products of a layer's Q, K and V are one common
+subexpression for the compiler), the folded matrix and V, as plain tensors; a map that saves no multiply-adds runs as
+its dense matrix. Nothing is rebuilt per forward. The dense model freezes to itself (a copy).
 
 Runtimes (:data:`RUNTIMES`), each run through :func:`encoder_runner`, which returns a callable from the inputs to
 the last hidden state (float32):
 
-- ``eager``: the model as trained, transformers' SDPA attention; bf16 by autocast.
-- ``compiled``: ``torch.compile`` (inductor, ``freezing``: weights folded as constants and pre-packed for oneDNN)
-  of the frozen model, its attention as matmuls and a softmax on a CPU (:func:`freeze`): bias + GELU, residual +
-  LayerNorm and the scaled, masked softmax become fused loops. One compile per input shape (tens of seconds on 2
-  cores).
+- ``eager``: the model as trained, transformers' SDPA attention. In bf16, a copy with its weights cast to bf16 once
+  (as ``from_pretrained(..., torch_dtype=torch.bfloat16)`` loads a model), no autocast: autocast casts every weight
+  at every forward, which took about half of the dense forward (measured on a 2-core AMX host at 1 x 128: dense
+  71 -> 42 ms, IV-96-128 34 -> 26 ms).
+- ``compiled``: ``torch.compile`` (inductor, ``freezing``: weights folded as constants, cast and pre-packed for
+  oneDNN once; bf16 by autocast)
+  of the frozen model, its attention SDPA or matmuls and a softmax, whichever is faster on this CPU
+  (:func:`cpu_attention`): bias + GELU, residual + LayerNorm (and the scaled, masked softmax) become fused
+  loops. One compile per input shape (tens of seconds on 2 cores).
 - ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes, attention
   as matmuls and a softmax) and run by ONNX Runtime's CPU provider with all graph optimisations (its GELU and
   LayerNorm fusions, common subexpressions merged). fp32 only: the CPU provider has no bf16 matmul.
@@ -40,7 +45,7 @@ from torch import nn
 from tdlib.core.errors import ConfigError, check_choice
 from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling_tdlib import BANK_NAME, BankLinear
-from tdlib.core.precision import autocast
+from tdlib.core.precision import autocast, cpu_flags, isa_cap
 
 RUNTIMES = ("eager", "compiled", "onnxruntime")
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -48,15 +53,17 @@ RECOMPILE_LIMIT = 256  # compiled graphs of one process (a model per shape and p
 
 
 class FrozenMap(nn.Module):
-    """A bank map with its matrices computed once: y = (x U) G + b, as two plain matmuls.
+    """A bank map with its matrices computed once, as plain matmuls: y = ((x U) W) V^T + b, each outer factor only
+    where the map's form has it.
 
-    ``u_t`` is U^T (d x D), the one tensor every map of the encoder reads; ``weight`` the map's matrix in F.linear's
-    layout: the folded M V^T ((b*D) x (a*d)), or M^T when the map keeps V^T as a third product (``v``), or the
-    reconstructed dense W (then ``u_t`` is None).
+    ``u_t`` is U^T (d x D), the one tensor every map that starts with xU reads (``fold``; None for ``fold_in`` and a
+    dense map); ``weight`` the map's matrix in F.linear's layout: the folded M V^T ((b*D) x (a*d)), the folded U M
+    ((b*d) x (a*D)), or the reconstructed dense W; ``v`` is V where the map ends with V^T (``fold_in``), applied to
+    each of its ``blocks_out`` d-wide blocks.
     """
 
-    def __init__(self, u_t: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None, blocks_in: int,
-                 d_model: int, v: torch.Tensor | None = None, blocks_out: int = 1) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, d_model: int, u_t: torch.Tensor | None = None,
+                 v: torch.Tensor | None = None, blocks_in: int = 1, blocks_out: int = 1) -> None:
         super().__init__()
         self.u_t, self.v = u_t, v
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
@@ -70,24 +77,40 @@ class FrozenMap(nn.Module):
         with torch.no_grad():
             weight = module.weight_for_forward()
         if module.implementation == "reconstructed":
-            return cls(None, weight, module.bias, module.a, module.bank.d_model)
-        return cls(u_t, weight, module.bias, module.a, module.bank.d_model, None if module.fold else v, module.b)
+            return cls(weight, module.bias, module.bank.d_model)
+        return cls(weight, module.bias, module.bank.d_model, u_t=None if module.form == "fold_in" else u_t,
+                   v=None if module.form == "fold" else v, blocks_in=module.a, blocks_out=module.b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.u_t is None:
-            return F.linear(x, self.weight, self.bias)
-        if self.blocks_in == 1:
-            xu = F.linear(x, self.u_t)
-        else:
-            xu = F.linear(x.unflatten(-1, (self.blocks_in, self.d_model)), self.u_t).flatten(-2)
+        if self.u_t is not None:
+            if self.blocks_in == 1:
+                x = F.linear(x, self.u_t)
+            else:
+                x = F.linear(x.unflatten(-1, (self.blocks_in, self.d_model)), self.u_t).flatten(-2)
         if self.v is None:
-            return F.linear(xu, self.weight, self.bias)
-        z = F.linear(xu, self.weight)
+            return F.linear(x, self.weight, self.bias)
+        z = F.linear(x, self.weight)
+        if self.blocks_out == 1:
+            return F.linear(z, self.v, self.bias)
         y = F.linear(z.unflatten(-1, (self.blocks_out, z.shape[-1] // self.blocks_out)), self.v).flatten(-2)
         return y if self.bias is None else y + self.bias
 
 
-def freeze(model: nn.Module, attention: str = "auto") -> nn.Module:
+def cpu_attention() -> str:
+    """The faster attention kernel of a frozen model on this CPU: ``'sdpa'`` where oneDNN has AMX, else ``'eager'``
+    (matmuls and a softmax).
+
+    Measured (2 cores, compiled, one process, interleaved rounds): on an AVX512-BF16 host without AMX, one BERT-base
+    layer's attention at 8 x 128 took 3.6 ms with SDPA in fp32 and in bf16, 3.4 ms and 1.8 ms as matmuls, and
+    IV-96-128 ran 1.18x, dense 1.05x faster with the matmuls in bf16; on an AMX host the matmuls' fused softmax took
+    0.31 ms per layer at 1 x 128 in bf16, and SDPA ran IV-96-128 1.28x (1 x 128) and 1.36x (8 x 128), dense 1.11x
+    and 1.16x faster in bf16, and both 1.03-1.08x faster in fp32.
+    """
+    cap = isa_cap().get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return "sdpa" if "amx_bf16" in cpu_flags() and (not cap or "AMX" in cap or cap == "ALL") else "eager"
+
+
+def freeze(model: nn.Module, attention: str = "auto", keep_factorized: bool = False) -> nn.Module:
     """An eval copy whose bank maps are :class:`FrozenMap` (constants, no caches); ``model`` is left unchanged.
 
     Parameters
@@ -96,10 +119,13 @@ def freeze(model: nn.Module, attention: str = "auto") -> nn.Module:
         A compressed (or dense) BERT model.
     attention : str
         The copy's attention kernel: ``'eager'`` (matmuls and a softmax, which a compiler fuses), ``'sdpa'``, or
-        ``'auto'``: eager on a CPU, the model's own elsewhere. Measured on a 2-core AVX512-BF16 host, one BERT-base
-        layer's attention at 8 x 128: SDPA 3.6 ms in fp32 and in bf16, the matmuls 3.4 ms in fp32 and 1.8 ms in
-        bf16; compiled in bf16 at 8 x 128, IV-96-128 ran 1.18x and dense 1.05x faster with it (one process, 6
-        interleaved rounds).
+        ``'auto'`` (:func:`cpu_attention` on a CPU, the model's own elsewhere).
+    keep_factorized : bool
+        Keep every map factorized. By default a map whose factorized forward costs no fewer multiply-adds than its
+        dense matrix (:meth:`BankLinear.macs`; e.g. the attention output map at d = D/2: xU then the folded M V^T,
+        2*D*d = D*D) runs as that matrix, rebuilt once here: one GEMM instead of two of the same total, at the cost
+        of D*D parameters of memory. Measured on a 2-core AMX host, compiled in bf16 at 1 x 128, such a map's two
+        products took 182 us against the dense map's 138 us.
 
     Returns
     -------
@@ -111,7 +137,7 @@ def freeze(model: nn.Module, attention: str = "auto") -> nn.Module:
     with torch.inference_mode(False):  # called under inference_mode, the copy would be made of inference tensors
         frozen = copy.deepcopy(model).eval()
         if attention == "auto":
-            attention = "eager" if next(model.parameters()).device.type == "cpu" else None
+            attention = cpu_attention() if next(model.parameters()).device.type == "cpu" else None
         if attention and hasattr(frozen, "set_attn_implementation"):
             frozen.set_attn_implementation(attention)
         base = getattr(frozen, "base_model", frozen)
@@ -121,6 +147,9 @@ def freeze(model: nn.Module, attention: str = "auto") -> nn.Module:
             v = nn.Parameter(bank.V.detach().clone(), requires_grad=False)
             for name, module in list(frozen.named_modules()):
                 if isinstance(module, BankLinear):
+                    if (not keep_factorized and module.implementation == "factorized"
+                            and module.macs() >= module.in_features * module.out_features):
+                        module.implementation = "reconstructed"  # on the copy
                     parent, _, attr = name.rpartition(".")
                     setattr(frozen.get_submodule(parent), attr, FrozenMap.from_bank_linear(module, u_t, v))
             delattr(base.encoder, BANK_NAME)
@@ -227,7 +256,8 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     runtime : str
         One of :data:`RUNTIMES`.
     precision : str
-        ``'fp32'`` or ``'bf16'`` (autocast, as in training); ``onnxruntime`` takes fp32 only.
+        ``'fp32'`` or ``'bf16'`` (``eager``: a bf16 copy of the model; ``compiled``: autocast, its casts of the
+        weights folded into the graph's constants); ``onnxruntime`` takes fp32 only.
     threads : int
         Intra-op threads (torch's are set by the caller; ONNX Runtime's here). The process keeps freed memory
         for reuse from here on (:func:`tdlib.core.memory.retain_freed_memory`).
@@ -245,10 +275,11 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     retain_freed_memory()  # activations freed by one forward are reused by the next, not unmapped (core.memory)
     device = next(model.parameters()).device  # the inputs go where the model is; autocast for that device
     if runtime == "eager":
-        encoder = _Encoder(model.eval())
+        with torch.inference_mode(False):
+            encoder = _Encoder(model.eval() if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16))
 
         def run(inputs: dict) -> torch.Tensor:
-            with torch.inference_mode(), autocast(precision, device):
+            with torch.inference_mode():
                 return encoder(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if runtime == "compiled":

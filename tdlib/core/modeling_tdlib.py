@@ -13,10 +13,11 @@ the stacked tensor is W_i = U M_i V^T with M_i = sum_j P_ij C_j.
 (a = b = 1 for Q, K, V, O; 1 x k for the FFN up-projection; k x 1 for the FFN down-projection).
 Two implementations (the paper's reconstruction protocol and its naive alternative):
 
-* ``factorized``: x -> xU -> (M V^T) or x -> xU -> M -> V^T, whichever costs fewer multiply-adds
-  for this block shape, never forming a D x D matrix. Maps that read the same input tensor (Q, K
-  and V) share one xU through the bank's input cache (in eval, one fused xU [G_q|G_k|G_v] matmul);
-  the k FFN-up blocks share it by construction.
+* ``factorized``: x -> xU -> (M V^T) or x -> (U M) -> V^T (:data:`FORMS`), whichever costs fewer
+  multiply-adds for this block shape (:func:`map_macs`), never forming a D x D matrix. Maps that
+  read the same input tensor (Q, K and V) share one xU through the bank's input cache (in eval, one fused
+  xU [G_q|G_k|G_v] matmul); the k FFN-up blocks share it by construction; the k FFN-down blocks sum into one
+  d-wide product through U M, which V^T maps back once.
 * ``reconstructed``: W = U M V^T is built and applied as a dense matrix.
 
 In ``eval()`` mode the small matrices (M, M V^T, or W) are built once, without autograd, and reused
@@ -129,13 +130,26 @@ def set_module(layer: nn.Module, path: str, new: nn.Module) -> None:
 IMPLEMENTATIONS = ("factorized", "reconstructed")
 
 
-def map_macs(a: int, b: int, d_model: int, rank_dim: int) -> tuple[int, int]:
-    """Per-token multiply-adds of an (a*D) -> (b*D) bank map: (folded M V^T, M then V^T).
+FORMS = ("fold", "fold_in")  # a factorized map's forms, in the order that breaks a tie
 
-    Both start with xU (a*D*d); folding costs a*d*b*D more, the chain a*d*b*d + b*d*D.
+
+def map_macs(a: int, b: int, d_model: int, rank_dim: int) -> dict[str, int]:
+    """Per-token multiply-adds of an (a*D) -> (b*D) bank map in each of its :data:`FORMS`.
+
+    ``fold``: xU (a*D*d), then the folded M V^T (a*d*b*D). ``fold_in``: x through the folded U M (a*D*b*d), then
+    V^T (b*d*D). For a = 1 the two cost the same and ``fold`` wins the tie, since its xU can be shared (Q, K, V);
+    for a > 1, b = 1 (FFN down) ``fold_in`` is the cheaper: its a blocks sum into one d-wide product before V^T.
+    (M and V^T applied one after the other, after xU, costs a*d*b*d more than ``fold_in`` where b = 1, and more
+    than ``fold`` where a = 1: it is never the cheapest for BERT's maps.)
     """
-    project = a * d_model * rank_dim
-    return project + a * rank_dim * b * d_model, project + a * rank_dim * b * rank_dim + b * rank_dim * d_model
+    D, d = d_model, rank_dim
+    return {"fold": a * D * d + a * d * b * D, "fold_in": a * D * b * d + b * d * D}
+
+
+def cheapest_form(a: int, b: int, d_model: int, rank_dim: int) -> str:
+    """The :data:`FORMS` entry with fewest multiply-adds (the earlier one on a tie)."""
+    macs = map_macs(a, b, d_model, rank_dim)
+    return min(FORMS, key=macs.__getitem__)
 
 
 def _full_precision(like: torch.Tensor):
@@ -312,9 +326,7 @@ class BankLinear(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         self.group, self.group_uses = group, group_uses
         self.implementation = implementation
-        # fold M V^T into one (a*d) x (b*D) matrix when that is cheaper than applying M, then V^T
-        folded, chained = map_macs(self.a, self.b, bank.d_model, bank.rank_dim)
-        self.fold = folded <= chained
+        self.form = cheapest_form(self.a, self.b, bank.d_model, bank.rank_dim)
         self.n_builds = 0
         self._cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -340,6 +352,15 @@ class BankLinear(nn.Module):
         self._implementation = check_choice("implementation", value, IMPLEMENTATIONS)
         self._cache = None
 
+    def macs(self) -> int:
+        """Per-token multiply-adds of this map's forward: its form's (:func:`map_macs`), a shared xU counted as its
+        share, or a*b*D*D reconstructed."""
+        D, d = self.bank.d_model, self.bank.rank_dim
+        if self.implementation == "reconstructed":
+            return self.in_features * self.out_features
+        shared = self.a * D * d * (self.group_uses - 1) // self.group_uses if self.form == "fold" else 0
+        return map_macs(self.a, self.b, D, d)[self.form] - shared
+
     # -- the small matrices ---------------------------------------------------------------------
     def _mblock(self) -> torch.Tensor:
         """M arranged as an (a*d) x (b*d) block matrix (rows: input blocks, columns: output blocks)."""
@@ -355,10 +376,12 @@ class BankLinear(nn.Module):
             m = mb.reshape(self.a, d, self.b, d)
             w = torch.einsum("ip,apbq,jq->aibj", bank.U, m, bank.V)  # (a, D, b, D), y = x W
             return w.reshape(self.in_features, self.out_features).T.contiguous()
-        if self.fold:  # G = M blockdiag(V^T): (a*d) x (b*D)
+        if self.form == "fold":  # G = M blockdiag(V^T): (a*d) x (b*D)
             g = torch.einsum("apbq,jq->apbj", mb.reshape(self.a, d, self.b, d), bank.V)
             return g.reshape(self.a * d, self.out_features).T.contiguous()
-        return mb.T.contiguous()
+        # fold_in: H = blockdiag(U) M: (a*D) x (b*d)
+        h = torch.einsum("ip,apbq->aibq", bank.U, mb.reshape(self.a, d, self.b, d))
+        return h.reshape(self.in_features, self.b * d).T.contiguous()
 
     def weight_for_forward(self) -> torch.Tensor:
         if not self.bank.caching():
@@ -375,16 +398,15 @@ class BankLinear(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.group is not None and self.fold and self.implementation == "factorized" and self.bank.caching()
-                and self.group in self.bank._groups):
+        if (self.group is not None and self.form == "fold" and self.implementation == "factorized"
+                and self.bank.caching() and self.group in self.bank._groups):
             return self.bank.fused_group_forward(self, x)
         w = self.weight_for_forward()
         if self.implementation == "reconstructed":
             return F.linear(x, w, self.bias)
-        xu = self.bank.project(x, self.a, self.group, self.group_uses)
-        if self.fold:
-            return F.linear(xu, w, self.bias)
-        z = F.linear(xu, w)  # (..., b*d)
+        if self.form == "fold":
+            return F.linear(self.bank.project(x, self.a, self.group, self.group_uses), w, self.bias)
+        z = F.linear(x, w)  # fold_in: (..., b*d)
         if self.b == 1:
             return F.linear(z, self.bank.V, self.bias)
         y = F.linear(z.unflatten(-1, (self.b, self.bank.rank_dim)), self.bank.V).flatten(-2)
@@ -392,7 +414,7 @@ class BankLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, blocks={self.a}x{self.b}, "
-                f"implementation={self.implementation!r}, fold={self.fold}, group={self.group!r}")
+                f"implementation={self.implementation!r}, form={self.form!r}, group={self.group!r}")
 
 
 

@@ -76,9 +76,9 @@ def encoder_macs(geom: Geometry, seq_len: int, rank_dim: int | None = None, ops:
         linear = dense_san + dense_ffn
     else:
         d = rank_dim
-        qkv = 3 * min(map_macs(1, 1, D, d)) - 2 * D * d  # three maps, but one shared xU
-        san = qkv + min(map_macs(1, 1, D, d))
-        ffn = min(map_macs(1, k, D, d)) + min(map_macs(k, 1, D, d))
+        qkv = 3 * map_macs(1, 1, D, d)["fold"] - 2 * D * d  # three folded maps, but one shared xU
+        san = qkv + min(map_macs(1, 1, D, d).values())
+        ffn = min(map_macs(1, k, D, d).values()) + min(map_macs(k, 1, D, d).values())
         linear = (san if ops != "ffn" else dense_san) + (ffn if ops != "san" else dense_ffn)
     per_layer = linear + attention
     return {"linear": linear * geom.n_layers, "attention": attention * geom.n_layers,

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from transformers import BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker
+from tdlib.core.deploy import encoder_runner
 from tdlib.core.layers import LowRankLinear
 from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import compress, count_params, set_implementation
@@ -302,17 +303,15 @@ def op_breakdown(model: nn.Module, inputs: dict, threads: int = 2, repeats: int 
     """Where one eager forward's time goes (``torch.profiler``, self CPU time, mean of ``repeats``), by
     :data:`CATEGORIES`: ``gemm`` (what compression shrinks), ``attention`` (SDPA and softmax), ``gelu``,
     ``layernorm``, ``adds`` (bias, residual and elementwise), ``copies`` (casts, layout, views), ``other``.
-    ``precision='bf16'`` runs the forward under autocast (its casts land in ``copies``).
+    The forward is the eager runtime's (:func:`tdlib.core.deploy.encoder_runner`): in bf16, a bf16 copy of the model.
     """
-
     torch.set_num_threads(threads)
-    retain_freed_memory()
+    run = encoder_runner(model, "eager", precision, threads)
     totals = dict.fromkeys([*CATEGORIES, "other"], 0.0)
-    with torch.inference_mode(), autocast(precision):
-        model(**inputs)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(repeats):
-                model(**inputs)
+    run(inputs)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            run(inputs)
     for event in prof.key_averages():
         totals[op_category(event.key)] += event.self_cpu_time_total / 1e3 / repeats
     total = sum(totals.values())
