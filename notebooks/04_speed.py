@@ -167,9 +167,11 @@ if sweep:
 #
 # `torch.profiler` self-CPU time of one eager forward, by category (`tdlib.studies.speed.CATEGORIES`): `gemm` (the
 # matmul kernels: what compression shrinks), `attention` (SDPA and softmax), `gelu`, `layernorm`, `adds` (bias,
-# residual, elementwise), `copies` (casts, layout changes, views), `other` (embeddings, masks). In bf16 (autocast,
-# where the CPU has it natively) the GEMMs run ~3x faster and the rest does not, so what compression cannot shrink
-# is a larger share: the speed-up's ceiling is dense_total / (dense_total - dense_gemm + compressed_gemm).
+# residual, elementwise), `copies` (casts, layout changes, views), `other` (embeddings, masks). The forward is the
+# eager runtime's (`tdlib.core.deploy.encoder_runner`); in bf16 (where the CPU has it natively) that is a copy of the
+# model with its weights cast to bf16 once. There the GEMMs run several times faster and the rest does not, so what
+# compression cannot shrink is a larger share: the speed-up's ceiling is
+# dense_total / (dense_total - dense_gemm + compressed_gemm).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -203,8 +205,7 @@ if prof:
 # What the kernels achieve (`tdlib.studies.speed.kernel_rates`): the GEMMs' and attention's multiply-adds per
 # second, and the **ceiling**, the speed-up if every op but the GEMMs costs what it costs in dense (the same
 # activations in both models), beside the multiply-add limit. A ceiling below 0.85 of the limit means the fp32
-# target needs attention and the elementwise ops faster, in dense and compressed alike, not faster GEMMs. (In bf16
-# autocast casts the weights on every forward, a cost that shrinks with them, so there the ceiling is no bound.)
+# target needs attention and the elementwise ops faster, in dense and compressed alike, not faster GEMMs.
 
 # %%
 if prof:
@@ -221,9 +222,11 @@ if prof:
 # ### Runtimes side by side: the C4 benchmark
 #
 # Dense against each factorized config under three runtimes (`tdlib.core.deploy`): `eager` (the model as trained,
-# the reference), `compiled` (`torch.compile` with inductor's freezing, of the model with its small matrices
-# computed once, `tdlib.freeze`) and `onnxruntime` (exported, fused by ONNX Runtime's BERT optimizer, CPU
-# provider), in fp32 and, where native, bf16. Every output is checked against eager fp32 before it is timed.
+# the reference; in bf16 a copy with its weights cast to bf16 once), `compiled` (`torch.compile` with inductor's
+# freezing, of the model with its small matrices computed once, `tdlib.freeze`: a map that saves no multiply-adds
+# runs as its dense matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax) and
+# `onnxruntime` (exported, fused by ONNX Runtime's BERT optimizer, CPU provider), in fp32 and, where native, bf16.
+# Every output is checked against eager fp32 before it is timed.
 # The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
 # speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves
 # both sides of a ratio alike. Every runner keeps the memory a forward frees for the next one
@@ -284,13 +287,15 @@ if rt:
 
 # %% [markdown]
 # Every committed host's benchmark (the records in `results/04_runtimes/`; a new host adds one by running this
-# notebook with `FORCE=1` and a new `rounds` or `min_block_s`), at the C4 point:
+# notebook with `FORCE=1` and a new `rounds` or `min_block_s`), at the C4 point, with the commit that measured it
+# (the inference path changed between commits: `git log tdlib/core/deploy.py`):
 
 # %%
 hosts = [{"cpu": r["result"]["host"]["cpu_model"], "isa": "/".join(r["result"]["host"]["isa"]),
           "threads": r["result"]["threads"], "runtime": x["runtime"], "precision": x["precision"],
           "model": x["model"], "speedup": round(x["speedup"], 2), "interval": f"[{x['low']:.2f}, {x['high']:.2f}]",
-          "fraction_of_mac_limit": round(x["fraction_of_mac_limit"], 2), "record": r["path"].split("/")[-1]}
+          "fraction_of_mac_limit": round(x["fraction_of_mac_limit"], 2), "commit": r["provenance"]["git"]["sha"][:7],
+          "record": r["path"].split("/")[-1]}
          for r in all_records("04_runtimes") if r["params"]["geometry"] == "bert-base"
          for x in r["result"]["rows"] if x["kind"] != "dense" and (x["batch"], x["seq_len"]) == tuple(headline)]
 pd.DataFrame(hosts) if hosts else print("no bert-base runtime record committed yet")
