@@ -5,8 +5,10 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -139,6 +141,10 @@ def test_onnx_file_runs_without_tdlib(models, tmp_path):
     expected = encoder_runner(models["IV-6-16"], "eager")(inputs).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    ops = Counter(node.op_type for node in onnx.load(path).graph.node)  # ONNX Runtime's fused kernels, per layer
+    assert ops["Attention"] == ops["BiasGelu"] == 2 and ops["SkipLayerNormalization"] == 4 and not ops["Softmax"]
+    assert Counter(n.op_type for n in onnx.load(export_onnx(models["IV-6-16"], tmp_path / "u.onnx",
+                                                            fuse=False)).graph.node)["Softmax"] == 2
 
 
 def test_ratio_interval_is_the_geometric_mean_with_a_t_interval():

@@ -34,12 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx_ir
 import onnxruntime as ort
 import torch
 import torch._dynamo.config as dynamo_config
 import torch._inductor.config as inductor_config
 import torch.nn.functional as F
-from onnxruntime.transformers import optimizer as ort_optimizer
+from onnxscript.rewriter.ort_fusions import optimize_for_ort
 from torch import nn
 
 from tdlib.core.errors import ConfigError, check_choice
@@ -200,8 +201,12 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool 
     opset : int
         The ONNX opset.
     fuse : bool
-        Run ONNX Runtime's BERT graph optimizer (``onnxruntime.transformers.optimizer``) over it: its fused kernels
-        (bias + GELU, residual + LayerNorm) are the form ONNX Runtime deploys BERT in.
+        Rewrite it into ONNX Runtime's fused kernels with onnxscript's ORT fusions
+        (``onnxscript.rewriter.ort_fusions.optimize_for_ort``, written for this exporter's graphs): attention as one
+        ``Attention`` op (Q, K and V packed; for a compressed model, over the shared xU), bias + GELU, residual +
+        LayerNorm, the form ONNX Runtime deploys BERT in. ONNX Runtime's own BERT optimizer
+        (``onnxruntime.transformers.optimizer``) matches the older TorchScript exporter's attention pattern, and
+        fused no attention here (transformers' boolean mask).
 
     Returns
     -------
@@ -226,11 +231,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool 
                               output_names=["last_hidden_state"], dynamic_shapes=shapes, opset_version=opset,
                               dynamo=True, external_data=False, verbose=False)
         if fuse:
-            config = getattr(model, "config", None)
-            fused = ort_optimizer.optimize_model(str(part), model_type="bert", opt_level=0,
-                                                 num_heads=getattr(config, "num_attention_heads", 0),
-                                                 hidden_size=getattr(config, "hidden_size", 0))
-            fused.save_model_to_file(str(part))
+            graph, _ = optimize_for_ort(onnx_ir.load(str(part)))
+            onnx_ir.save(graph, str(part))
         part.replace(path)
     return path
 
