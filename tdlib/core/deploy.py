@@ -15,13 +15,12 @@ the last hidden state (float32):
   at every forward, which took about half of the dense forward (measured on a 2-core AMX host at 1 x 128: dense
   71 -> 42 ms, IV-96-128 34 -> 26 ms).
 - ``compiled``: ``torch.compile`` (inductor, ``freezing``: weights folded as constants, cast and pre-packed for
-  oneDNN once; bf16 by autocast)
-  of the frozen model, its attention SDPA or matmuls and a softmax, whichever is faster on this CPU
-  (:func:`cpu_attention`): bias + GELU, residual + LayerNorm (and the scaled, masked softmax) become fused
-  loops. One compile per input shape (tens of seconds on 2 cores).
-- ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes, attention
-  as matmuls and a softmax) and run by ONNX Runtime's CPU provider with all graph optimisations (its GELU and
-  LayerNorm fusions, common subexpressions merged). fp32 only: the CPU provider has no bf16 matmul.
+  oneDNN once; bf16 by autocast) of the frozen model, its attention SDPA or matmuls and a softmax, whichever is
+  faster on this CPU (:func:`cpu_attention`): bias + GELU, residual + LayerNorm (and the scaled, masked softmax)
+  become fused loops. One compile per input shape (tens of seconds on 2 cores).
+- ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes; attention,
+  bias + GELU and residual + LayerNorm fused into ONNX Runtime's kernels) and run by ONNX Runtime's CPU provider with
+  all graph optimisations. fp32 only: the CPU provider has no bf16 matmul.
 """
 
 from __future__ import annotations
