@@ -158,6 +158,16 @@ def freeze(model: nn.Module, attention: str = "auto", keep_factorized: bool = Fa
     return frozen
 
 
+def precision_copy(model: nn.Module, precision: str) -> nn.Module:
+    """The model as the eager runtime runs it in ``precision``: the model itself (eval) in fp32; in bf16 an eval copy
+    with its weights cast to bf16 once, run without autocast (which casts every weight at every forward)."""
+    check_choice("precision", precision, ("fp32", "bf16"))
+    if precision == "fp32":
+        return model.eval()
+    with torch.inference_mode(False):  # called under inference_mode, the copy would be made of inference tensors
+        return copy.deepcopy(model).eval().to(torch.bfloat16)
+
+
 def _hidden(output) -> torch.Tensor:
     return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
@@ -276,8 +286,7 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     retain_freed_memory()  # activations freed by one forward are reused by the next, not unmapped (core.memory)
     device = next(model.parameters()).device  # the inputs go where the model is; autocast for that device
     if runtime == "eager":
-        with torch.inference_mode(False):
-            encoder = _Encoder(model.eval() if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16))
+        encoder = _Encoder(precision_copy(model, precision))
 
         def run(inputs: dict) -> torch.Tensor:
             with torch.inference_mode():

@@ -35,12 +35,12 @@ from tqdm import tqdm
 from transformers import BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker
-from tdlib.core.deploy import encoder_runner
+from tdlib.core.deploy import encoder_runner, precision_copy
 from tdlib.core.layers import LowRankLinear
 from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import compress, count_params, set_implementation
 from tdlib.core.modeling_tdlib import get_module, set_module
-from tdlib.core.precision import autocast, native_bf16
+from tdlib.core.precision import native_bf16
 from tdlib.core.pretrained import load_model
 from tdlib.core.ranks import BERT_BASE, MINILM, Geometry, encoder_macs, mac_ratio
 from tdlib.core.stacking import encoder_layers
@@ -110,17 +110,18 @@ MIN_RUNS = 5  # timed blocks per forward, at least
 
 def time_forward(model: nn.Module, inputs: dict, threads: int, min_run_time: float,
                  precision: str = "fp32", min_runs: int = MIN_RUNS) -> dict:
-    """Median wall time of one inference forward (ms), torch.utils.benchmark, fixed threads, matmuls in
-    ``precision`` (bf16 autocast, as CPU deployments with AMX run it).
+    """Median wall time of one inference forward (ms), torch.utils.benchmark, fixed threads, in ``precision`` as the
+    eager runtime runs it (:func:`tdlib.core.deploy.precision_copy`: in bf16 a copy with bf16 weights).
 
     At least ``min_runs`` timed blocks: a forward slower than ``min_run_time`` (BERT-base at batch 8 x 128 takes
     over a second on 2 cores) would otherwise be one sample, and a speed-up is a ratio of two medians.
     """
 
+    model = precision_copy(model, precision)
+
     @torch.inference_mode()
     def forward():
-        with autocast(precision):
-            model(**inputs)
+        model(**inputs)
 
     forward()  # warm-up: builds eval caches, allocator, oneDNN primitives
     timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=threads)
