@@ -225,8 +225,9 @@ if prof:
 # the reference; in bf16 a copy with its weights cast to bf16 once), `compiled` (`torch.compile` with inductor's
 # freezing, of the model with its small matrices computed once, `tdlib.freeze`: a map that saves no multiply-adds
 # runs as its dense matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax) and
-# `onnxruntime` (exported, its attention, bias + GELU and residual + LayerNorm fused into ONNX Runtime's kernels by
-# onnxscript's ORT fusions, CPU provider), in fp32 and, where native, bf16.
+# `onnxruntime` (exported, its attention and bias + GELU fused into ONNX Runtime's kernels by onnxscript's ORT
+# fusions, residual + LayerNorm left as an Add and a LayerNormalization, which ran about 4x faster than ONNX Runtime's
+# fused SkipLayerNormalization; CPU provider), in fp32 and, where native, bf16.
 # Every output is checked against eager fp32 before it is timed.
 # The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
 # speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves

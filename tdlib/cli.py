@@ -16,7 +16,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from tdlib.core.baseline import ffn_for_budget
-from tdlib.core.deploy import export_onnx
+from tdlib.core.deploy import ORT_DISABLED_FUSIONS, export_onnx
 from tdlib.core.errors import ConfigError, TdlibError
 from tdlib.core.export import FORMATS, export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
@@ -108,7 +108,8 @@ def cmd_export(args) -> int:
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} exists: pass --overwrite to replace it, or another --out")
         export_onnx(from_pretrained(args.path), out)
-        print(f"wrote {out}: onnxruntime.InferenceSession('{out}') runs it (inputs input_ids, attention_mask)")
+        print(f"wrote {out}: onnxruntime.InferenceSession('{out}', disabled_optimizers={list(ORT_DISABLED_FUSIONS)})"
+              " runs it (inputs input_ids, attention_mask)")
         return 0
     use_shared_data()
     out = export_sentence_transformers(args.path, args.out, args.teacher, overwrite=args.overwrite)

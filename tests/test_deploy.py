@@ -142,7 +142,12 @@ def test_onnx_file_runs_without_tdlib(models, tmp_path):
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     ops = Counter(node.op_type for node in onnx.load(path).graph.node)  # ONNX Runtime's fused kernels, per layer
-    assert ops["Attention"] == ops["BiasGelu"] == 2 and ops["SkipLayerNormalization"] == 4 and not ops["Softmax"]
+    assert ops["Attention"] == ops["BiasGelu"] == 2 and not ops["Softmax"]
+    assert ops["LayerNormalization"] == 5 and not ops["SkipLayerNormalization"]  # embeddings + 2 per layer, unfused
+    onnx_session(path, 1, optimized_path=tmp_path / "ran.onnx")  # and ONNX Runtime does not fuse them again
+    ran = Counter(node.op_type for node in onnx.load(tmp_path / "ran.onnx").graph.node)
+    assert ran["Attention"] == 2 and ran["LayerNormalization"] == 5 and not ran["SkipLayerNormalization"]
+    (tmp_path / "ran.onnx").unlink()
     assert Counter(n.op_type for n in onnx.load(export_onnx(models["IV-6-16"], tmp_path / "u.onnx",
                                                             fuse=False)).graph.node)["Softmax"] == 2
 

@@ -15,12 +15,14 @@ the last hidden state (float32):
   at every forward, which took about half of the dense forward (measured on a 2-core AMX host at 1 x 128: dense
   71 -> 42 ms, IV-96-128 34 -> 26 ms).
 - ``compiled``: ``torch.compile`` (inductor, ``freezing``: weights folded as constants, cast and pre-packed for
-  oneDNN once; bf16 by autocast) of the frozen model, its attention SDPA or matmuls and a softmax, whichever is
+  oneDNN once; bf16 by autocast; ``max_autotune``: each GEMM oneDNN's or inductor's C++ template, whichever times
+  faster, :func:`compile_frozen`) of the frozen model, its attention SDPA or matmuls and a softmax, whichever is
   faster on this CPU (:func:`cpu_attention`): bias + GELU, residual + LayerNorm (and the scaled, masked softmax)
-  become fused loops. One compile per input shape (tens of seconds on 2 cores).
-- ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes; attention,
-  bias + GELU and residual + LayerNorm fused into ONNX Runtime's kernels) and run by ONNX Runtime's CPU provider with
-  all graph optimisations. fp32 only: the CPU provider has no bf16 matmul.
+  become fused loops. One compile per input shape (about a minute for BERT-base on 2 cores).
+- ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes; attention
+  and bias + GELU fused into ONNX Runtime's kernels) and run by ONNX Runtime's CPU provider with all graph
+  optimisations but its slower fused residual + LayerNorm (:data:`ORT_DISABLED_FUSIONS`). fp32 only: the CPU provider
+  has no bf16 matmul.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ from tdlib.core.precision import autocast, cpu_flags, isa_cap
 
 RUNTIMES = ("eager", "compiled", "onnxruntime")
 INPUT_NAMES = ("input_ids", "attention_mask")
+# ONNX Runtime's graph fusions left off: its fused residual + LayerNorm kernel (SkipLayerNormalization, onnxruntime
+# 1.31 CPU provider) ran about 4x slower than an Add and a LayerNormalization on a 2-core AMX host (1 x 128 x 768:
+# 0.27 vs 0.08 ms; 8 x 128: 2.1 vs 0.5 ms), and unfusing it made BERT-base dense 98.7 -> 93.2 ms and IV-96-128
+# 34.3 -> 30.3 ms at 1 x 128 (8 x 128: 746 -> 693 and 273 -> 220 ms). export_onnx writes it unfused; onnx_session
+# keeps ONNX Runtime from fusing it again (a session of your own: pass disabled_optimizers=ORT_DISABLED_FUSIONS).
+ORT_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 RECOMPILE_LIMIT = 256  # compiled graphs of one process (a model per shape and precision), dynamo's default is 8
 
 
@@ -184,15 +192,23 @@ class _Encoder(nn.Module):
         return _hidden(self.model(input_ids=input_ids, attention_mask=attention_mask))
 
 
-def compile_frozen(fn: Callable) -> Callable:
+def compile_frozen(fn: Callable, autotune: bool = False) -> Callable:
     """``torch.compile`` of a frozen model's forward (or a function of one): one graph (a graph break is an error),
     one compile per input shape, run under inductor's ``freezing`` (weights as constants, pre-packed), which applies
     only where grad is off. Every such graph of a process compiles the same forward code, and dynamo counts them all
-    against one recompile limit (8 by default): the calls raise it to :data:`RECOMPILE_LIMIT`."""
+    against one recompile limit (8 by default): the calls raise it to :data:`RECOMPILE_LIMIT`.
+
+    ``autotune``: inductor's ``max_autotune``, each GEMM timed at compile as oneDNN's kernel and as inductor's own C++
+    GEMM template (AMX or AVX-512 micro-kernels, with its epilogue fused), the faster kept; it adds about half a
+    minute per BERT-base compile on 2 cores. Measured on a 2-core AMX host (one process, interleaved rounds, BERT-base
+    geometry), autotuned against not: bf16 at 1 x 128 dense 1.11x [1.08, 1.14] and IV-96-128 1.42x [1.39, 1.45]
+    faster, at 8 x 128 dense 1.51x [1.46, 1.57] and IV-96-128 0.99x [0.94, 1.04]; fp32 0.97-1.09 at both sizes.
+    """
     compiled = torch.compile(fn, dynamic=False, fullgraph=True)
+    options = {"freezing": True, **({"max_autotune": True, "autotune_num_choices_displayed": 0} if autotune else {})}
 
     def call(*args):
-        with inductor_config.patch(freezing=True), dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
+        with inductor_config.patch(options), dynamo_config.patch(recompile_limit=RECOMPILE_LIMIT):
             return compiled(*args)
     return call
 
@@ -212,8 +228,9 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool 
     fuse : bool
         Rewrite it into ONNX Runtime's fused kernels with onnxscript's ORT fusions
         (``onnxscript.rewriter.ort_fusions.optimize_for_ort``, written for this exporter's graphs): attention as one
-        ``Attention`` op (Q, K and V packed; for a compressed model, over the shared xU), bias + GELU, residual +
-        LayerNorm, the form ONNX Runtime deploys BERT in. ONNX Runtime's own BERT optimizer
+        ``Attention`` op (Q, K and V packed; for a compressed model, over the shared xU) and bias + GELU, the form
+        ONNX Runtime deploys BERT in; residual + LayerNorm is left as an Add and a LayerNormalization
+        (:data:`ORT_DISABLED_FUSIONS`). ONNX Runtime's own BERT optimizer
         (``onnxruntime.transformers.optimizer``) matches the older TorchScript exporter's attention pattern, and
         fused no attention here (transformers' boolean mask).
 
@@ -241,18 +258,41 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, fuse: bool 
                               dynamo=True, external_data=False, verbose=False)
         if fuse:
             graph, _ = optimize_for_ort(onnx_ir.load(str(part)))
+            _unfuse_skip_layer_norm(graph.graph)
             onnx_ir.save(graph, str(part))
         part.replace(path)
     return path
 
 
-def onnx_session(path: str | Path, threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with every graph optimisation, ``threads`` intra-op threads, one inter-op."""
+def _unfuse_skip_layer_norm(graph: onnx_ir.Graph) -> None:
+    """Rewrite each ``SkipLayerNormalization`` (residual + bias + LayerNorm in one contrib op) back into ``Add`` and
+    ``LayerNormalization``, in place (see :data:`ORT_DISABLED_FUSIONS` for why). Only its first output may be in use
+    (the fusion of a post-LN BERT writes no other)."""
+    for node in [n for n in graph if n.op_type == "SkipLayerNormalization" and n.domain == "com.microsoft"]:
+        if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+            raise RuntimeError(f"{node.name}: a SkipLayerNormalization whose mean, inverse std or sum is read")
+        x, skip, gamma, beta, *rest = node.inputs
+        total = onnx_ir.node("Add", [x, skip])
+        added = [total]
+        if rest and rest[0] is not None:  # the bias of the map before it
+            added.append(onnx_ir.node("Add", [total.outputs[0], rest[0]]))
+        norm = onnx_ir.node("LayerNormalization", [added[-1].outputs[0], gamma, beta],
+                            {"axis": -1, "epsilon": node.attributes.get_float("epsilon", 1e-12)})
+        onnx_ir.convenience.replace_nodes_and_values(graph, node, [node], [*added, norm], [node.outputs[0]],
+                                                     [norm.outputs[0]])
+
+
+def onnx_session(path: str | Path, threads: int, optimized_path: str | Path | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with every graph optimisation but :data:`ORT_DISABLED_FUSIONS`, ``threads``
+    intra-op threads, one inter-op; ``optimized_path``, where given, receives the graph it runs."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(ORT_DISABLED_FUSIONS))
 
 
 def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "fp32", threads: int = 2,
@@ -293,7 +333,7 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
                 return encoder(*(inputs[k].to(device) for k in INPUT_NAMES)).float()
         return run
     if runtime == "compiled":
-        compiled = compile_frozen(_Encoder(freeze(model)))
+        compiled = compile_frozen(_Encoder(freeze(model)), autotune=True)
 
         def run(inputs: dict) -> torch.Tensor:
             with torch.inference_mode(), autocast(precision, device):
