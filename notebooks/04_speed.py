@@ -223,8 +223,9 @@ if prof:
 #
 # Dense against each factorized config under three runtimes (`tdlib.core.deploy`): `eager` (the model as trained,
 # the reference; in bf16 a copy with its weights cast to bf16 once), `compiled` (`torch.compile` with inductor's
-# freezing, of the model with its small matrices computed once, `tdlib.freeze`: a map that saves no multiply-adds
-# runs as its dense matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax) and
+# freezing and max-autotune, each GEMM oneDNN's kernel or inductor's C++ template, whichever times faster, of the
+# model with its small matrices computed once, `tdlib.freeze`: a map that saves no multiply-adds runs as its dense
+# matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax) and
 # `onnxruntime` (exported, its attention and bias + GELU fused into ONNX Runtime's kernels by onnxscript's ORT
 # fusions, residual + LayerNorm left as an Add and a LayerNormalization, which ran about 4x faster than ONNX Runtime's
 # fused SkipLayerNormalization; CPU provider), in fp32 and, where native, bf16.
