@@ -18,7 +18,7 @@ the last hidden state (float32):
   oneDNN once; bf16 by autocast; ``max_autotune``: each GEMM oneDNN's or inductor's C++ template, whichever times
   faster, :func:`compile_frozen`) of the frozen model, its attention SDPA or matmuls and a softmax, whichever is
   faster on this CPU (:func:`cpu_attention`): bias + GELU, residual + LayerNorm (and the scaled, masked softmax)
-  become fused loops. One compile per input shape (about a minute for BERT-base on 2 cores).
+  become fused loops. One compile per input shape (tens of seconds or more on 2 cores, autotuning included).
 - ``onnxruntime``: the frozen model exported to ONNX (:func:`export_onnx`, dynamic batch and sequence axes; attention
   and bias + GELU fused into ONNX Runtime's kernels) and run by ONNX Runtime's CPU provider with all graph
   optimisations but its slower fused residual + LayerNorm (:data:`ORT_DISABLED_FUSIONS`). fp32 only: the CPU provider
@@ -199,8 +199,9 @@ def compile_frozen(fn: Callable, autotune: bool = False) -> Callable:
     against one recompile limit (8 by default): the calls raise it to :data:`RECOMPILE_LIMIT`.
 
     ``autotune``: inductor's ``max_autotune``, each GEMM timed at compile as oneDNN's kernel and as inductor's own C++
-    GEMM template (AMX or AVX-512 micro-kernels, with its epilogue fused), the faster kept; it adds about half a
-    minute per BERT-base compile on 2 cores. Measured on a 2-core AMX host (one process, interleaved rounds, BERT-base
+    GEMM template (AMX or AVX-512 micro-kernels, with its epilogue fused), the faster kept. It costs compile time
+    (the test suite's four compiles of two tiny models: 11 -> 74 s on 2 cores; inductor caches the timings on disk).
+    Measured on a 2-core AMX host (one process, interleaved rounds, BERT-base
     geometry), autotuned against not: bf16 at 1 x 128 dense 1.11x [1.08, 1.14] and IV-96-128 1.42x [1.39, 1.45]
     faster, at 8 x 128 dense 1.51x [1.46, 1.57] and IV-96-128 0.99x [0.94, 1.04]; fp32 0.97-1.09 at both sizes.
     """
