@@ -31,6 +31,11 @@ def _inputs(batch=2, seq=16, seed=0):
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _runs_dense(m: FrozenMap) -> bool:
+    """A frozen map that runs as its dense matrix: neither xU nor V^T."""
+    return m.u_t is None and m.v is None
+
+
 @pytest.fixture(scope="module")
 def models():
     dense = dense_model("tiny")
@@ -62,17 +67,17 @@ def test_freeze_keeps_outputs_and_leaves_no_bank(models):
                 assert len({id(m.u_t) for m in maps if m.u_t is not None}) == 1
                 assert [m.u_t is None and m.v is not None for m in maps].count(True) == 2
             else:  # rebuilt, or (d = 56 of D = 64) no map saves multiply-adds: each runs as its dense matrix
-                assert all(m.u_t is None and m.v is None for m in maps), name
+                assert all(_runs_dense(m) for m in maps), name
 
 
 def test_freeze_runs_as_dense_only_the_maps_that_save_no_multiply_adds(models):
     half = compress(models["dense"], 6, 32, init="random").eval()  # d = D/2
-    dense_maps = {name: m.u_t is None and m.v is None for name, m in freeze(half).named_modules()
+    dense_maps = {name: _runs_dense(m) for name, m in freeze(half).named_modules()
                   if isinstance(m, FrozenMap)}
     # attention output: xU then M V^T, 2*D*d = D*D, no saving; Q, K, V share one xU; FFN up and down save
     assert {name.split(".", 3)[-1] for name, dense in dense_maps.items() if dense} == {"attention.output.dense"}
     kept = freeze(half, keep_factorized=True)
-    assert not any(m.u_t is None and m.v is None for m in kept.modules() if isinstance(m, FrozenMap))
+    assert not any(_runs_dense(m) for m in kept.modules() if isinstance(m, FrozenMap))
     inputs = _inputs()
     with torch.inference_mode():
         expected = half(**inputs).last_hidden_state

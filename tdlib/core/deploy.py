@@ -201,9 +201,9 @@ def compile_frozen(fn: Callable, autotune: bool = False) -> Callable:
     ``autotune``: inductor's ``max_autotune``, each GEMM timed at compile as oneDNN's kernel and as inductor's own C++
     GEMM template (AMX or AVX-512 micro-kernels, with its epilogue fused), the faster kept. It costs compile time
     (the test suite's four compiles of two tiny models: 11 -> 74 s on 2 cores; inductor caches the timings on disk).
-    Measured on a 2-core AMX host (one process, interleaved rounds, BERT-base
-    geometry), autotuned against not: bf16 at 1 x 128 dense 1.11x [1.08, 1.14] and IV-96-128 1.42x [1.39, 1.45]
-    faster, at 8 x 128 dense 1.51x [1.46, 1.57] and IV-96-128 0.99x [0.94, 1.04]; fp32 0.97-1.09 at both sizes.
+    Measured on a 2-core AMX host (one process, interleaved rounds, BERT-base geometry), autotuned against not: bf16
+    at 1 x 128 dense 1.11x [1.08, 1.14] and IV-96-128 1.42x [1.39, 1.45] faster, at 8 x 128 dense 1.51x [1.46, 1.57]
+    and IV-96-128 0.99x [0.94, 1.04]; fp32 0.97-1.09 at both sizes.
     """
     compiled = torch.compile(fn, dynamic=False, fullgraph=True)
     options = {"freezing": True, **({"max_autotune": True, "autotune_num_choices_displayed": 0} if autotune else {})}
