@@ -349,6 +349,50 @@ if rt:
     display(pd.DataFrame(checks))
 
 # %% [markdown]
+# ### What this host allows
+#
+# Whether a target is within reach on this host at all (`tdlib.studies.runtimes.host_ceiling`): each model's floor is
+# its multiply-adds at the fastest GEMM rate measured here (the best of dense's three GEMM shapes, for both models)
+# plus, per layer, what no compression shrinks, timed as single kernels: GELU over the FFN width, attention's softmax
+# and two LayerNorms. Adds, embeddings and copies are left out and the small compressed GEMMs get the dense rate, so
+# the **ceiling** (dense floor over compressed floor per round, geometric mean and 95% interval) bounds what any
+# runtime with these kernels can reach. Rule set before the run: a target above the ceiling's upper end is beyond
+# this host, one below its lower end within reach, else undecided.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (volatile: which records were read or computed, and where)
+from tdlib.studies.runtimes import host_ceiling
+
+cparams = {"geometry": runtime_geometry, "rank_dims": [d for _, d in runtime_configs], "grid": runtime_grid,
+           "threads": threads, "rounds": rounds, "min_run_time": min_block_s}
+ceil = cached("04_host_ceiling", cparams, lambda: host_ceiling(
+    runtime_geometry, [d for _, d in runtime_configs], [tuple(g) for g in runtime_grid], threads, rounds,
+    min_block_s), seed=seed, **run.record_kwargs()) if runtime_configs else None
+if ceil:
+    print(describe(ceil))
+
+# %%
+if ceil:
+    chost = ceil["result"]["host"]
+    print(f"host: {chost['cpu_model']} ({'/'.join(chost['isa'])}), {ceil['result']['threads']} threads")
+    display(pd.DataFrame([{"precision": k["precision"], "batch": k["batch"], "seq_len": k["seq_len"],
+                           **pd.DataFrame(k["rounds"]).median().round(3).to_dict()}
+                          for k in ceil["result"]["kernels"]]))
+    tiny_d = runtime_configs[-1][1]
+    reach = []
+    for r in ceil["result"]["rows"]:
+        target = (0.85 * r["mac_limit"] if r["precision"] == "fp32" else 3.0) if r["rank_dim"] == tiny_d else None
+        verdict = ("" if target is None else "beyond this host" if r["high"] < target
+                   else "within reach" if r["low"] >= target else "undecided")
+        reach.append({"precision": r["precision"], "batch": r["batch"], "seq_len": r["seq_len"],
+                      "rank_dim": r["rank_dim"], "ceiling": round(r["ceiling"], 2),
+                      "interval": f"[{r['low']:.2f}, {r['high']:.2f}]", "mac_limit": round(r["mac_limit"], 2),
+                      "ceiling_of_limit": round(r["ceiling_of_limit"], 2),
+                      "target": "" if target is None else f">= {target:.2f}x", "target_is": verdict})
+    display(pd.DataFrame(reach))
+
+# %% [markdown]
 # ## Training throughput (what the distillation budget buys)
 #
 # Tokens per second of each training stage on the MiniLM teacher and the GLUE students (`tdlib.studies.train_speed`,

@@ -17,10 +17,11 @@ from tdlib.core import deploy
 from tdlib.core.deploy import FrozenMap, cpu_attention, encoder_runner, export_onnx, freeze, onnx_session
 from tdlib.core.errors import ConfigError
 from tdlib.core.modeling_tdlib import BankLinear
+from tdlib.core.precision import native_bf16
 from tdlib.core.ranks import BERT_BASE, encoder_macs, mac_ratio
 from tdlib.paper.claims import c4_verdict
-from tdlib.studies.runtimes import TOLERANCE, interleaved, ratio_interval, run_runtimes
-from tdlib.studies.speed import dense_model, kernel_rates, op_category
+from tdlib.studies.runtimes import TOLERANCE, host_ceiling, interleaved, ratio_interval, run_runtimes
+from tdlib.studies.speed import GEOMETRIES, dense_model, kernel_rates, op_category
 
 
 def _inputs(batch=2, seq=16, seed=0):
@@ -183,6 +184,21 @@ def test_run_runtimes_rows_carry_interval_limit_and_host():
         assert r["low"] <= r["speedup"] <= r["high"] and len(r["ms"]) == 2
         assert r["mac_ratio"] > 1 and r["max_abs_diff"] < TOLERANCE[r["precision"]]
         assert r["fraction_of_mac_limit"] == pytest.approx(r["speedup"] / r["mac_ratio"])
+
+
+def test_host_ceiling_is_each_rounds_dense_floor_over_the_models_below_the_mac_limit():
+    result = host_ceiling("tiny", [16], [(2, 16)], threads=1, rounds=2, min_run_time=0.0)
+    geom = GEOMETRIES["tiny"]
+    assert {r["precision"] for r in result["rows"]} == ({"fp32", "bf16"} if native_bf16() else {"fp32"})
+    for row, cell in zip(result["rows"], result["kernels"], strict=True):
+        assert (row["precision"], row["batch"], row["seq_len"]) == (cell["precision"], 2, 16)
+        for t, dense, model in zip(cell["rounds"], row["dense_floor_ms"], row["floor_ms"], strict=True):
+            fixed = geom.n_layers * (t["gelu_ms"] + t["softmax_ms"] + 2 * t["layernorm_ms"])
+            gemm = {d: encoder_macs(geom, 16, d)["total"] * 32 / t["gemm_gmac_s"] / 1e6 for d in (None, 16)}
+            assert math.isclose(dense, fixed + gemm[None]) and math.isclose(model, fixed + gemm[16])
+        assert row["ceiling"] == pytest.approx(ratio_interval(row["dense_floor_ms"], row["floor_ms"])["speedup"])
+        # the same fixed cost on both sides keeps the ceiling under the multiply-add limit
+        assert 1 < row["ceiling"] < row["mac_limit"] == mac_ratio(geom, 16, 16)
 
 
 def test_c4_rule_reads_the_interval():

@@ -9,6 +9,9 @@ speed-up reported is the geometric mean of those ratios, with a 95% t-interval o
 Runtimes and precisions: :data:`tdlib.core.deploy.RUNTIMES`, fp32 everywhere and bf16 where the CPU has it natively
 (not under ONNX Runtime, whose CPU provider has no bf16 matmul). Every output is checked against the eager fp32
 forward of the same model before it is timed.
+
+:func:`host_ceiling` gives what the benchmark's targets are read against: the speed-up each config could reach on
+this host if both models ran every op at the fastest rate measured here for its kind.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import stats
 from torch.utils import benchmark
 from tqdm import tqdm
 
 from tdlib.core.deploy import RUNTIMES, encoder_runner
 from tdlib.core.precision import cpu_bf16_flags, cpu_flags, isa_cap, native_bf16
+from tdlib.core.ranks import encoder_macs, mac_ratio
 from tdlib.studies.provenance import cpu_model
-from tdlib.studies.speed import _inputs, build_models, count_macs
+from tdlib.studies.speed import GEOMETRIES, _inputs, build_models, count_macs, dense_model
 
 # fp32 paths must agree with eager fp32 to this (max |difference| of hidden states of unit scale); bf16 to this
 TOLERANCE = {"fp32": 1e-3, "bf16": 0.25}
@@ -125,3 +130,84 @@ def run_runtimes(geometry: str = "bert-base", configs: Iterable[tuple[int, int]]
             del runners
         bar.close()
     return {"geometry": geometry, "host": host(), "threads": threads, "rows": rows, "skipped": skipped}
+
+
+def _kernel_ms(fn, threads: int, min_run_time: float) -> float:
+    """Median ms of one call of ``fn()`` (torch.utils.benchmark, warm-up first)."""
+    fn()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _floor_kernels(geometry: str, batch: int, seq_len: int, precision: str, threads: int,
+                   min_run_time: float) -> dict:
+    """One round of :func:`host_ceiling`'s kernel timings (ms per call) and the fastest GEMM rate (GMAC/s)."""
+    geom, heads = GEOMETRIES[geometry], dense_model(geometry).config.num_attention_heads
+    D, wide, tokens = geom.d_model, geom.ffn_blocks * geom.d_model, batch * seq_len
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    x, h = torch.randn(tokens, D, dtype=dtype), torch.randn(tokens, wide, dtype=dtype)
+    scores = torch.randn(batch, heads, seq_len, seq_len, dtype=dtype)
+    gamma, beta = torch.ones(D, dtype=dtype), torch.zeros(D, dtype=dtype)
+    rates = []
+    with torch.inference_mode():
+        for n_in, n_out in ((D, D), (D, wide), (wide, D)):  # the dense model's three GEMM shapes
+            a, w = torch.randn(tokens, n_in, dtype=dtype), torch.randn(n_out, n_in, dtype=dtype)
+            rates.append(tokens * n_in * n_out / _kernel_ms(lambda a=a, w=w: F.linear(a, w), threads, min_run_time)
+                         / 1e6)
+        return {"gemm_gmac_s": max(rates),
+                "gelu_ms": _kernel_ms(lambda: F.gelu(h), threads, min_run_time),
+                "softmax_ms": _kernel_ms(lambda: torch.softmax(scores, -1), threads, min_run_time),
+                "layernorm_ms": _kernel_ms(lambda: F.layer_norm(x, (D,), gamma, beta), threads, min_run_time)}
+
+
+def host_ceiling(geometry: str = "bert-base", rank_dims: Iterable[int] = (384, 128),
+                 grid: Iterable[tuple[int, int]] = ((1, 128), (8, 128)), threads: int = 2, rounds: int = 5,
+                 min_run_time: float = 0.2) -> dict:
+    """The speed-up over dense that each compressed model could reach on this host if both models ran every op at
+    the fastest rate measured here for its kind: the ceiling the benchmark's targets are read against.
+
+    Per precision (fp32, and bf16 where native) and grid point, each of ``rounds`` rounds times with
+    ``torch.utils.benchmark``, as single eager kernels:
+
+    - the dense model's three GEMM shapes over batch x seq tokens (D -> D, D -> kD, kD -> D); the fastest of their
+      multiply-add rates runs every GEMM of both models, attention's QK^T and AV included
+      (:func:`tdlib.core.ranks.encoder_macs`);
+    - per layer, what no compression shrinks: GELU over (tokens, kD), softmax over (batch, heads, seq, seq), and
+      LayerNorm over (tokens, D), twice.
+
+    A model's floor is ``layers * (gelu + softmax + 2 * layernorm) + MACs / rate``; the ceiling is dense's floor over
+    the compressed model's, per round, as a geometric mean with its 95% interval (:func:`ratio_interval`). Bias and
+    residual adds, embeddings, masks and copies are left out (they can fuse into a GEMM or a LayerNorm, or are small),
+    and the small compressed GEMMs get the largest dense GEMM's rate: each of these raises the ceiling, so a target
+    above it is out of this host's reach with these kernels, whatever the runtime.
+
+    Returns
+    -------
+    dict
+        ``{"geometry", "host", "threads", "kernels", "rows"}``: ``kernels`` one entry per (precision, batch,
+        seq_len) with each round's timings; ``rows`` one per (precision, batch, seq_len, rank_dim) with the rounds'
+        ``dense_floor_ms`` and ``floor_ms``, the ``ceiling`` [``low``, ``high``], the multiply-add limit and the
+        ceiling's fraction of it.
+    """
+    torch.set_num_threads(threads)
+    geom = GEOMETRIES[geometry]
+    precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]
+    kernels, rows = [], []
+    cells = [(p, b, s) for p in precisions for b, s in grid]
+    for precision, batch, seq_len in tqdm(cells, desc=f"host ceiling {geometry}"):
+        timed = [_floor_kernels(geometry, batch, seq_len, precision, threads, min_run_time) for _ in range(rounds)]
+        kernels.append({"precision": precision, "batch": batch, "seq_len": seq_len, "rounds": timed})
+        tokens = batch * seq_len
+
+        def floor(rank_dim, t, tokens=tokens, seq_len=seq_len):
+            fixed = geom.n_layers * (t["gelu_ms"] + t["softmax_ms"] + 2 * t["layernorm_ms"])
+            return fixed + encoder_macs(geom, seq_len, rank_dim)["total"] * tokens / t["gemm_gmac_s"] / 1e6
+        dense = [floor(None, t) for t in timed]
+        for rank_dim in rank_dims:
+            model = [floor(rank_dim, t) for t in timed]
+            ratio = ratio_interval(dense, model)
+            limit = mac_ratio(geom, rank_dim, seq_len)
+            rows.append({"precision": precision, "batch": batch, "seq_len": seq_len, "rank_dim": rank_dim,
+                         "dense_floor_ms": dense, "floor_ms": model, "ceiling": ratio["speedup"], "low": ratio["low"],
+                         "high": ratio["high"], "mac_limit": limit, "ceiling_of_limit": ratio["speedup"] / limit})
+    return {"geometry": geometry, "host": host(), "threads": threads, "kernels": kernels, "rows": rows}
