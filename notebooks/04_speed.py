@@ -379,14 +379,14 @@ if ceil:
     display(pd.DataFrame([{"precision": k["precision"], "batch": k["batch"], "seq_len": k["seq_len"],
                            **pd.DataFrame(k["rounds"]).median().round(3).to_dict()}
                           for k in ceil["result"]["kernels"]]))
-    tiny_d = runtime_configs[-1][1]
+    tiny_d, names = runtime_configs[-1][1], {d: f"IV-{l}-{d}" for l, d in runtime_configs}
     reach = []
     for r in ceil["result"]["rows"]:
         target = (0.85 * r["mac_limit"] if r["precision"] == "fp32" else 3.0) if r["rank_dim"] == tiny_d else None
         verdict = ("" if target is None else "beyond this host" if r["high"] < target
                    else "within reach" if r["low"] >= target else "undecided")
         reach.append({"precision": r["precision"], "batch": r["batch"], "seq_len": r["seq_len"],
-                      "rank_dim": r["rank_dim"], "ceiling": round(r["ceiling"], 2),
+                      "model": names[r["rank_dim"]], "ceiling": round(r["ceiling"], 2),
                       "interval": f"[{r['low']:.2f}, {r['high']:.2f}]", "mac_limit": round(r["mac_limit"], 2),
                       "ceiling_of_limit": round(r["ceiling_of_limit"], 2),
                       "target": "" if target is None else f">= {target:.2f}x", "target_is": verdict})
