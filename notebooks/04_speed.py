@@ -351,13 +351,14 @@ if rt:
 # %% [markdown]
 # ### What this host allows
 #
-# Whether a target is within reach on this host at all (`tdlib.studies.runtimes.host_ceiling`): each model's floor is
-# its multiply-adds at the fastest GEMM rate measured here (the best of dense's three GEMM shapes, for both models)
-# plus, per layer, what no compression shrinks, timed as single kernels: GELU over the FFN width, attention's softmax
-# and two LayerNorms. Adds, embeddings and copies are left out and the small compressed GEMMs get the dense rate, so
-# the **ceiling** (dense floor over compressed floor per round, geometric mean and 95% interval) bounds what any
-# runtime with these kernels can reach. Rule set before the run: a target above the ceiling's upper end is beyond
-# this host, one below its lower end within reach, else undecided.
+# Whether this host can meet a target at all (`tdlib.studies.runtimes.host_ceiling`): each model's floor is its
+# multiply-adds at the fastest GEMM rate measured here (the best of dense's three GEMM shapes, for both models) plus,
+# per layer, what no compression shrinks, timed as single kernels: GELU over the FFN width, attention's softmax and
+# two LayerNorms. Adds, embeddings and copies are left out, the small compressed GEMMs get the dense rate and every
+# kernel runs on cache-hot buffers, so the **ceiling** (dense floor over compressed floor per round, geometric mean
+# and 95% interval) bounds what any runtime with these kernels can reach. Rule set before the run: a target above
+# the ceiling's upper end is beyond this host; one below its lower end is not ruled out (the ceiling is an upper
+# bound, not a promise); else undecided.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -384,7 +385,7 @@ if ceil:
     for r in ceil["result"]["rows"]:
         target = (0.85 * r["mac_limit"] if r["precision"] == "fp32" else 3.0) if r["rank_dim"] == tiny_d else None
         verdict = ("" if target is None else "beyond this host" if r["high"] < target
-                   else "within reach" if r["low"] >= target else "undecided")
+                   else "not ruled out" if r["low"] >= target else "undecided")
         reach.append({"precision": r["precision"], "batch": r["batch"], "seq_len": r["seq_len"],
                       "model": names[r["rank_dim"]], "ceiling": round(r["ceiling"], 2),
                       "interval": f"[{r['low']:.2f}, {r['high']:.2f}]", "mac_limit": round(r["mac_limit"], 2),
