@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from tdlib.core.deploy import RUNTIMES, encoder_runner
 from tdlib.core.precision import cpu_bf16_flags, cpu_flags, isa_cap, native_bf16
-from tdlib.core.ranks import encoder_macs, mac_ratio
+from tdlib.core.ranks import Geometry, encoder_macs, mac_ratio
 from tdlib.studies.provenance import cpu_model
 from tdlib.studies.speed import GEOMETRIES, _inputs, build_models, count_macs, dense_model
 
@@ -139,10 +139,9 @@ def _kernel_ms(fn, threads: int, min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def _floor_kernels(geometry: str, batch: int, seq_len: int, precision: str, threads: int,
+def _floor_kernels(geom: Geometry, heads: int, batch: int, seq_len: int, precision: str, threads: int,
                    min_run_time: float) -> dict:
     """One round of :func:`host_ceiling`'s kernel timings (ms per call) and the fastest GEMM rate (GMAC/s)."""
-    geom, heads = GEOMETRIES[geometry], dense_model(geometry).config.num_attention_heads
     D, wide, tokens = geom.d_model, geom.ffn_blocks * geom.d_model, batch * seq_len
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     x, h = torch.randn(tokens, D, dtype=dtype), torch.randn(tokens, wide, dtype=dtype)
@@ -194,12 +193,13 @@ def host_ceiling(geometry: str = "bert-base", rank_dims: Iterable[int] = (384, 1
         ceiling's fraction of it.
     """
     torch.set_num_threads(threads)
-    geom = GEOMETRIES[geometry]
+    geom, heads = GEOMETRIES[geometry], dense_model(geometry).config.num_attention_heads
     precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]
     kernels, rows = [], []
     cells = [(p, b, s) for p in precisions for b, s in grid]
     for precision, batch, seq_len in tqdm(cells, desc=f"host ceiling {geometry}"):
-        timed = [_floor_kernels(geometry, batch, seq_len, precision, threads, min_run_time) for _ in range(rounds)]
+        timed = [_floor_kernels(geom, heads, batch, seq_len, precision, threads, min_run_time)
+                 for _ in range(rounds)]
         kernels.append({"precision": precision, "batch": batch, "seq_len": seq_len, "rounds": timed})
         tokens = batch * seq_len
 
