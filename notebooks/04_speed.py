@@ -356,8 +356,9 @@ if rt:
 # per layer, what no compression shrinks, timed as single kernels: GELU over the FFN width, attention's softmax and
 # two LayerNorms. Adds, embeddings and copies are left out, the small compressed GEMMs get the dense rate and every
 # kernel runs on cache-hot buffers, so the **host ceiling** (dense floor over compressed floor per round, geometric
-# mean and 95% interval) bounds the speed-up of any runtime that runs dense's GEMMs as fast as this host can (only a
-# slower dense baseline lifts the ratio past it); the ceiling above is eager's alone.
+# mean and 95% interval) bounds the speed-up of any runtime that runs dense's GEMMs as fast as this host can and these
+# three ops no faster than PyTorch does (only a slower dense baseline or faster GELU, softmax or LayerNorm kernels
+# lift the ratio past it); the ceiling above is eager's alone.
 # Rule set before the run: a target above the host ceiling's upper end is beyond this host; one below its lower end
 # is not ruled out (the ceiling is an upper bound, not a promise); else undecided.
 

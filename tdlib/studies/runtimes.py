@@ -180,9 +180,10 @@ def host_ceiling(geometry: str = "bert-base", rank_dims: Iterable[int] = (384, 1
     the small compressed GEMMs get the fastest dense GEMM's rate, and each kernel runs call after call on the same
     buffers, which stay in cache (a GELU over 8 x 128 x 3,072 floats ran 0.57 ms so, 1.1 ms on buffers cycled through
     400 MB: a probe on a 2-core AMX host). Each of these raises the ceiling, so a target above it is out of reach
-    for any runtime that runs dense's GEMMs as fast as this host's fastest kernel. Only a slower dense GEMM raises the
-    ratio past it: every GEMM slower, for both models, leaves the fixed costs a smaller share, which is a weaker
-    baseline, not a faster model.
+    for any runtime that runs dense's GEMMs as fast as this host's fastest kernel, with a GELU, softmax and LayerNorm
+    no faster than PyTorch's. Only a slower dense GEMM (every GEMM slower, for both models, leaves the fixed costs a
+    smaller share: a weaker baseline, not a faster model) or faster kernels for those three ops raise the ratio past
+    it.
 
     Returns
     -------
