@@ -201,6 +201,12 @@ def test_host_ceiling_is_each_rounds_dense_floor_over_the_models_below_the_mac_l
         assert 1 < row["ceiling"] < row["mac_limit"] == mac_ratio(geom, 16, 16)
 
 
+def test_speed_studies_name_the_geometries_they_know():
+    for study in (host_ceiling, run_runtimes):
+        with pytest.raises(ConfigError, match="unknown geometry 'bert-large'.*'bert-base'"):
+            study("bert-large")
+
+
 def test_c4_rule_reads_the_interval():
     assert c4_verdict({"speedup": 3.0, "low": 2.8, "high": 3.2}) == "reproduced"
     assert c4_verdict({"speedup": 2.8, "low": 2.6, "high": 3.0}) == "within noise of the target"

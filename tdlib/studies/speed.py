@@ -36,6 +36,7 @@ from transformers import BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker
 from tdlib.core.deploy import encoder_runner, precision_copy
+from tdlib.core.errors import check_choice
 from tdlib.core.layers import LowRankLinear
 from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import compress, count_params, set_implementation
@@ -51,11 +52,16 @@ MAPS = [("attention.self.query", 1, 1), ("attention.self.key", 1, 1), ("attentio
         ("attention.output.dense", 1, 1), ("intermediate.dense", 1, 4), ("output.dense", 4, 1)]
 
 
+def geometry_of(name: str) -> Geometry:
+    """The :class:`Geometry` called ``name`` in :data:`GEOMETRIES`; ConfigError naming the choices otherwise."""
+    return GEOMETRIES[check_choice("geometry", name, tuple(GEOMETRIES))]
+
+
 def dense_model(geometry: str, seed: int = 0) -> BertModel:
     """The dense encoder: MiniLM's real weights, or a random BERT-base (speed is weight-independent)."""
     if geometry == "minilm":
         return load_model("minilm").eval()
-    geom = GEOMETRIES[geometry]
+    geom = geometry_of(geometry)
     torch.manual_seed(seed)
     config = BertConfig(hidden_size=geom.d_model, num_hidden_layers=geom.n_layers,
                         num_attention_heads=geom.d_model // 64, intermediate_size=geom.ffn_blocks * geom.d_model)
@@ -223,7 +229,7 @@ def run_speed(geometry: str = "minilm", configs: Iterable[tuple[int, int]] = ((3
     """Time every model over the (batch, seq_len) grid; return rows with speed-up and MAC ratio."""
     torch.set_num_threads(threads)
     retain_freed_memory()
-    geom: Geometry = GEOMETRIES[geometry]
+    geom = geometry_of(geometry)
     models = build_models(geometry, list(configs), peers, seed)
     rows = []
     grid = list(grid)
