@@ -367,11 +367,12 @@ if rt:
 # (volatile: which records were read or computed, and where)
 from tdlib.studies.runtimes import host_ceiling
 
-cparams = {"geometry": runtime_geometry, "rank_dims": [d for _, d in runtime_configs], "grid": runtime_grid,
-           "threads": threads, "rounds": rounds, "min_run_time": min_block_s}
+rank_dims = [d for _, d in runtime_configs]
+cparams = {"geometry": runtime_geometry, "rank_dims": rank_dims, "grid": runtime_grid, "threads": threads,
+           "rounds": rounds, "min_run_time": min_block_s}
 ceil = cached("04_host_ceiling", cparams, lambda: host_ceiling(
-    runtime_geometry, [d for _, d in runtime_configs], [tuple(g) for g in runtime_grid], threads, rounds,
-    min_block_s), seed=seed, **run.record_kwargs()) if runtime_configs else None
+    runtime_geometry, rank_dims, [tuple(g) for g in runtime_grid], threads, rounds, min_block_s), seed=seed,
+    **run.record_kwargs()) if runtime_configs else None
 if ceil:
     print(describe(ceil))
 
