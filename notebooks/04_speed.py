@@ -40,7 +40,7 @@ profile_grid = [[1, 128], [8, 128]]
 runtime_geometry = "bert-base"
 runtime_configs = [[72, 384], [96, 128]]
 runtime_grid = [[1, 128], [8, 128]]
-runtimes = ["eager", "compiled", "onnxruntime"]
+runtimes = ["eager", "compiled", "onnxruntime", "openvino"]
 rounds = 10
 min_block_s = 0.3
 tucker_shape = [144, 768, 768]
@@ -221,14 +221,15 @@ if prof:
 # %% [markdown]
 # ### Runtimes side by side: the C4 benchmark
 #
-# Dense against each factorized config under three runtimes (`tdlib.core.deploy`): `eager` (the model as trained,
+# Dense against each factorized config under four runtimes (`tdlib.core.deploy`): `eager` (the model as trained,
 # the reference; in bf16 a copy with its weights cast to bf16 once), `compiled` (`torch.compile` with inductor's
 # freezing and max-autotune, each GEMM oneDNN's kernel or inductor's C++ template, whichever times faster, of the
 # model with its small matrices computed once, `tdlib.freeze`: a map that saves no multiply-adds runs as its dense
-# matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax) and
+# matrix, and attention is SDPA where oneDNN has AMX, else matmuls and a softmax),
 # `onnxruntime` (exported, its attention and bias + GELU fused into ONNX Runtime's kernels by onnxscript's ORT
 # fusions, residual + LayerNorm left as an Add and a LayerNormalization, which ran about 4x faster than ONNX Runtime's
-# fused SkipLayerNormalization; CPU provider), in fp32 and, where native, bf16.
+# fused SkipLayerNormalization; CPU provider) and `openvino` (the same export in plain ONNX ops, which OpenVINO's CPU
+# plugin fuses itself, compiled once per input shape), in fp32 and, where native, bf16 (not ONNX Runtime's).
 # Every output is checked against eager fp32 before it is timed.
 # The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
 # speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves

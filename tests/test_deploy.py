@@ -108,12 +108,12 @@ def test_cpu_attention_is_sdpa_only_where_onednn_has_amx(monkeypatch):
     assert cpu_attention() == "eager"
 
 
-@pytest.mark.parametrize("runtime", ["eager", "compiled", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["eager", "compiled", "onnxruntime", "openvino"])
 def test_every_runtime_gives_the_eager_outputs(models, runtime, tmp_path):
     for name in ("dense", "IV-6-16"):
         reference = encoder_runner(models[name], "eager")(_inputs())
         run = encoder_runner(models[name], runtime, "fp32", threads=1, workdir=tmp_path / name)
-        for shape in ((2, 16), (3, 24)):  # a second shape: dynamic axes (onnx), a recompile (compiled)
+        for shape in ((2, 16), (3, 24), (2, 16)):  # dynamic axes (onnx), a recompile (compiled, openvino), a reuse
             inputs = _inputs(*shape, seed=1)
             expected = encoder_runner(models[name], "eager")(inputs)
             torch.testing.assert_close(run(inputs), expected, atol=1e-4, rtol=0)
@@ -130,11 +130,23 @@ def test_eager_bf16_runs_a_bf16_copy_and_leaves_the_model_fp32(models):
         torch.testing.assert_close(encoder_runner(models[name], "eager")(inputs), expected, atol=0, rtol=0)
 
 
-def test_runtime_errors_name_the_fix(models, tmp_path):
+@pytest.mark.skipif(not native_bf16(), reason="openvino's bf16 needs a CPU with native bf16")
+def test_openvino_bf16_is_near_the_eager_outputs(models):
+    inputs = _inputs()
+    for name in ("dense", "IV-6-16"):
+        out = encoder_runner(models[name], "openvino", "bf16", threads=1)(inputs)
+        expected = encoder_runner(models[name], "eager")(inputs)
+        assert out.dtype == torch.float32 and float((out - expected).abs().max()) < TOLERANCE["bf16"]
+
+
+def test_runtime_errors_name_the_fix(models, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="runtime"):
         encoder_runner(models["dense"], "tensorrt")
     with pytest.raises(ConfigError, match="fp32 only"):
         encoder_runner(models["dense"], "onnxruntime", "bf16")
+    monkeypatch.setattr(deploy, "native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="native bf16"):
+        encoder_runner(models["dense"], "openvino", "bf16", workdir=tmp_path)
     with pytest.raises(ConfigError, match=r"\.onnx"):
         export_onnx(models["dense"], tmp_path / "model.bin")
     assert not list(tmp_path.iterdir())  # nothing half-written
