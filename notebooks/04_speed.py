@@ -291,18 +291,26 @@ if rt:
 
 # %% [markdown]
 # Every committed host's benchmark (the records in `results/04_runtimes/`; a new host adds one by running this
-# notebook with `FORCE=1` and a new `rounds` or `min_block_s`), at the C4 point, with the commit that measured it
+# notebook with `FORCE=1` and a new `rounds` or `min_block_s`) at the C4 point: a row per record and model, a column
+# per runtime and precision, each cell the speed-up over dense with its 95% interval, and the commit that measured it
 # (the inference path changed between commits: `git log tdlib/core/deploy.py`):
 
 # %%
-hosts = [{"cpu": r["result"]["host"]["cpu_model"], "isa": "/".join(r["result"]["host"]["isa"]),
-          "threads": r["result"]["threads"], "runtime": x["runtime"], "precision": x["precision"],
-          "model": x["model"], "speedup": round(x["speedup"], 2), "interval": f"[{x['low']:.2f}, {x['high']:.2f}]",
-          "fraction_of_mac_limit": round(x["fraction_of_mac_limit"], 2), "commit": r["provenance"]["git"]["sha"][:7],
-          "record": r["path"].split("/")[-1]}
-         for r in all_records("04_runtimes") if r["params"]["geometry"] == "bert-base"
-         for x in r["result"]["rows"] if x["kind"] != "dense" and (x["batch"], x["seq_len"]) == tuple(headline)]
-pd.DataFrame(hosts) if hosts else print("no bert-base runtime record committed yet")
+hosts = pd.DataFrame([{"cpu": r["result"]["host"]["cpu_model"], "isa": "/".join(r["result"]["host"]["isa"]),
+                       "threads": r["result"]["threads"], "commit": r["provenance"]["git"]["sha"][:7],
+                       "record": r["path"].split("/")[-1], "model": x["model"],
+                       "mac_limit": round(x["mac_ratio"], 2), "path": f"{x['runtime']} {x['precision']}",
+                       "speedup": f"{x['speedup']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"}
+                      for r in all_records("04_runtimes") if r["params"]["geometry"] == "bert-base"
+                      for x in r["result"]["rows"]
+                      if x["kind"] != "dense" and (x["batch"], x["seq_len"]) == tuple(headline)])
+if len(hosts):
+    keys = ["cpu", "isa", "threads", "commit", "record", "model", "mac_limit"]
+    table = hosts.pivot(index=keys, columns="path", values="speedup").fillna("")
+    display(table.reindex(index=pd.MultiIndex.from_frame(hosts[keys].drop_duplicates()),
+                          columns=list(dict.fromkeys(hosts.path))))
+else:
+    print("no bert-base runtime record committed yet")
 
 # %% [markdown]
 # Tucker-HOOI fitting time for a BERT-base-shaped tensor (random weights), the decomposition protocol's one-off cost.
@@ -359,7 +367,8 @@ if rt:
 # kernel runs on cache-hot buffers, so the **host ceiling** (dense floor over compressed floor per round, geometric
 # mean and 95% interval) bounds the speed-up of any runtime that runs dense's GEMMs as fast as this host can and these
 # three ops no faster than PyTorch does (only a slower dense baseline or faster GELU, softmax or LayerNorm kernels
-# lift the ratio past it); the ceiling above is eager's alone.
+# lift the ratio past it: OpenVINO, which runs bias + GELU inside the FFN GEMM, is not bounded by it); the ceiling
+# above is eager's alone.
 # Rule set before the run: a target above the host ceiling's upper end is beyond this host; one below its lower end
 # is not ruled out (the ceiling is an upper bound, not a promise); else undecided.
 
