@@ -8,7 +8,7 @@ a student for sentence-transformers. The layers above it are imported by name: :
 
 from tdlib.core.calibrate import Calibration, calibrate
 from tdlib.core.decompose import CP, METHODS, PerMatrix, Raw, SharedFactors, TensorTrain, Tucker, decompose, make
-from tdlib.core.deploy import encoder_runner, export_onnx, freeze
+from tdlib.core.deploy import encoder_runner, export_onnx, export_openvino, freeze
 from tdlib.core.errors import CheckpointError, ConfigError, DataError, RankError, TdlibError, UnsupportedModelError
 from tdlib.core.export import export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
@@ -45,6 +45,6 @@ __all__ = [
     "TensorTrain", "Tucker", "TuckerBank", "UnsupportedModelError", "compress", "compression_spec", "count_params",
     "TdlibBertConfig", "TdlibBertForSequenceClassification", "TdlibBertModel", "export_sentence_transformers",
     "model_card", "decompose", "encoder_macs", "from_pretrained", "load_model", "load_tokenizer", "mac_ratio", "make",
-    "pick_ranks", "reconstruct_dense", "freeze", "export_onnx", "encoder_runner", "retain_freed_memory",
-    "set_implementation", "stack_weights", "unstack_weights",
+    "pick_ranks", "reconstruct_dense", "freeze", "export_onnx", "export_openvino", "encoder_runner",
+    "retain_freed_memory", "set_implementation", "stack_weights", "unstack_weights",
 ]

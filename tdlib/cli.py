@@ -16,7 +16,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from tdlib.core.baseline import ffn_for_budget
-from tdlib.core.deploy import ORT_DISABLED_FUSIONS, export_onnx
+from tdlib.core.deploy import ORT_DISABLED_FUSIONS, export_onnx, export_openvino
 from tdlib.core.errors import ConfigError, TdlibError
 from tdlib.core.export import FORMATS, export_sentence_transformers
 from tdlib.core.fitting import BlockwiseFit
@@ -103,13 +103,18 @@ def cmd_info(args) -> int:
 def cmd_export(args) -> int:
     """A saved student in a deployment format: a sentence-transformers directory with its model card, or one ONNX
     file (the encoder: input_ids, attention_mask -> last_hidden_state) that ONNX Runtime runs without tdlib."""
-    if args.format == "onnx":
+    if args.format in ("onnx", "openvino"):
         out = Path(args.out)
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} exists: pass --overwrite to replace it, or another --out")
-        export_onnx(from_pretrained(args.path), out)
-        print(f"wrote {out}: onnxruntime.InferenceSession('{out}', disabled_optimizers={list(ORT_DISABLED_FUSIONS)})"
-              " runs it (inputs input_ids, attention_mask)")
+        if args.format == "onnx":
+            export_onnx(from_pretrained(args.path), out)
+            print(f"wrote {out}: onnxruntime.InferenceSession('{out}', "
+                  f"disabled_optimizers={list(ORT_DISABLED_FUSIONS)}) runs it (inputs input_ids, attention_mask)")
+        else:
+            export_openvino(from_pretrained(args.path), out)
+            print(f"wrote {out} and {out.with_suffix('.bin')}: openvino.Core().compile_model('{out}', 'CPU', "
+                  "{'INFERENCE_PRECISION_HINT': 'f32'}) runs it (inputs input_ids, attention_mask)")
         return 0
     use_shared_data()
     out = export_sentence_transformers(args.path, args.out, args.teacher, overwrite=args.overwrite)
@@ -352,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="save a student for its users' tools: a sentence-transformers directory "
                                       "with the teacher's pooling and normalisation, and a model card; or "
-                                      "(--format onnx) one ONNX file for ONNX Runtime")
+                                      "(--format onnx) one ONNX file for ONNX Runtime, or (--format openvino) "
+                                      "OpenVINO's .xml and .bin")
     p.add_argument("path", help="a saved student (tdlib checkpoint or dense baseline)")
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=FORMATS, default="sentence-transformers")

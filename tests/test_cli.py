@@ -116,3 +116,7 @@ def test_export_writes_a_sentence_transformers_directory_with_its_card(tmp_path,
     assert "InferenceSession" in capsys.readouterr().out and onnx_file.stat().st_size > 0
     assert main(["export", str(student), "--out", str(onnx_file), "--format", "onnx"]) == 2  # exists: one error
     assert "--overwrite" in capsys.readouterr().err
+    xml = tmp_path / "ov" / "student.xml"
+    assert main(["export", str(student), "--out", str(xml), "--format", "openvino"]) == 0
+    assert "compile_model" in capsys.readouterr().out and sorted(p.name for p in xml.parent.iterdir()) == [
+        "student.bin", "student.xml"]

@@ -14,7 +14,15 @@ import torch
 
 from tdlib import compress, set_implementation
 from tdlib.core import deploy
-from tdlib.core.deploy import FrozenMap, cpu_attention, encoder_runner, export_onnx, freeze, onnx_session
+from tdlib.core.deploy import (
+    FrozenMap,
+    cpu_attention,
+    encoder_runner,
+    export_onnx,
+    export_openvino,
+    freeze,
+    onnx_session,
+)
 from tdlib.core.errors import ConfigError
 from tdlib.core.modeling_tdlib import BankLinear
 from tdlib.core.precision import native_bf16
@@ -149,6 +157,8 @@ def test_runtime_errors_name_the_fix(models, tmp_path, monkeypatch):
         encoder_runner(models["dense"], "openvino", "bf16", workdir=tmp_path)
     with pytest.raises(ConfigError, match=r"\.onnx"):
         export_onnx(models["dense"], tmp_path / "model.bin")
+    with pytest.raises(ConfigError, match=r"\.xml"):
+        export_openvino(models["dense"], tmp_path / "model.onnx")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
@@ -168,6 +178,19 @@ def test_onnx_file_runs_without_tdlib(models, tmp_path):
     (tmp_path / "ran.onnx").unlink()
     assert Counter(n.op_type for n in onnx.load(export_onnx(models["IV-6-16"], tmp_path / "u.onnx",
                                                             fuse=False)).graph.node)["Softmax"] == 2
+
+
+def test_openvino_files_run_without_tdlib(models, tmp_path):
+    import openvino
+
+    path = export_openvino(models["IV-6-16"], tmp_path / "m.xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                  "INFERENCE_NUM_THREADS": 1})
+    for shape in ((2, 16), (3, 24)):  # dynamic batch and sequence
+        inputs = _inputs(*shape)
+        out = compiled({k: v.numpy() for k, v in inputs.items()})["last_hidden_state"]
+        np.testing.assert_allclose(out, encoder_runner(models["IV-6-16"], "eager")(inputs).numpy(), atol=1e-4, rtol=0)
 
 
 def test_ratio_interval_is_the_geometric_mean_with_a_t_interval():

@@ -23,8 +23,8 @@ the last hidden state (float32):
   and bias + GELU fused into ONNX Runtime's kernels) and run by ONNX Runtime's CPU provider with all graph
   optimisations but its slower fused residual + LayerNorm (:data:`ORT_DISABLED_FUSIONS`). fp32 only: the CPU provider
   has no bf16 matmul.
-- ``openvino``: the frozen model exported to plain ONNX ops (:func:`export_onnx` with ``fuse=False``) and run by
-  OpenVINO's CPU plugin, which fuses them itself (bias + GELU into the FFN GEMM, attention into one subgraph) and
+- ``openvino``: the frozen model exported to OpenVINO's format through plain ONNX ops (:func:`export_openvino`) and
+  run by OpenVINO's CPU plugin, which fuses them itself (bias + GELU into the FFN GEMM, attention into one subgraph) and
   picks its kernels for one input shape (compiled once per shape, as ``compiled`` is); fp32, and bf16 where the CPU
   has it natively (:func:`openvino_runner`).
 """
@@ -362,13 +362,38 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
     return run
 
 
+def export_openvino(model: nn.Module, path: str | Path) -> Path:
+    """Export the frozen encoder to OpenVINO's format: ``path`` (``.xml``, the graph) and the ``.bin`` beside it (the
+    weights, fp32).
+
+    The model goes through plain ONNX ops (:func:`export_onnx` with ``fuse=False``: OpenVINO fuses the standard ops
+    itself, bias + GELU into the FFN GEMM and attention into one subgraph, and reads no ONNX Runtime contrib op).
+    Both files are written whole or not at all. ``openvino.Core().compile_model(path, "CPU")`` runs it without tdlib
+    or torch (inputs ``input_ids``, ``attention_mask``; output ``last_hidden_state``; dynamic batch and sequence);
+    set ``INFERENCE_PRECISION_HINT`` to ``f32`` for fp32, since OpenVINO's default on a CPU with AMX is bf16.
+    """
+    import openvino  # here, not at the top: `import tdlib` stays light
+
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ConfigError(f"export_openvino writes a .xml file (and its .bin), got {str(path)!r}: name it e.g. "
+                          "'model.xml'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        graph = openvino.Core().read_model(str(export_onnx(model, Path(tmp) / "encoder.onnx", fuse=False)))
+        part = Path(tmp) / path.name
+        openvino.save_model(graph, str(part), compress_to_fp16=False)
+        part.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        part.replace(path)
+    return path
+
+
 def openvino_runner(model: nn.Module, precision: str = "fp32", threads: int = 2,
                     workdir: str | Path | None = None) -> Callable[[dict], torch.Tensor]:
     """``run(inputs) -> last hidden state`` of ``model`` under OpenVINO's CPU plugin (the ``openvino`` runtime of
     :func:`encoder_runner`).
 
-    The model is exported once to plain ONNX ops (:func:`export_onnx`, ``fuse=False``: OpenVINO fuses the standard
-    ops itself, and reads no ONNX Runtime contrib op), and compiled once per input shape on first use: the graph
+    The model is exported once (:func:`export_openvino`) and compiled once per input shape on first use: the graph
     reshaped to that static shape, ``threads`` inference threads, one stream, latency hint, and its inference
     precision set explicitly (OpenVINO's default on a CPU with AMX is bf16, not fp32).
 
@@ -379,10 +404,10 @@ def openvino_runner(model: nn.Module, precision: str = "fp32", threads: int = 2,
     if precision == "bf16" and not native_bf16():
         raise ConfigError("openvino runs bf16 only on a CPU with native bf16 (AMX-BF16 or AVX512-BF16, not capped "
                           "by ONEDNN_MAX_CPU_ISA): use precision='fp32' here, or runtime='eager' for emulated bf16")
-    import openvino  # here, not at the top: `import tdlib` stays light
+    import openvino
 
     holder = tempfile.TemporaryDirectory() if workdir is None else None
-    path = export_onnx(model, Path(holder.name if holder else workdir) / "encoder.onnx", fuse=False)
+    path = export_openvino(model, Path(holder.name if holder else workdir) / "encoder.xml")
     core = openvino.Core()
     config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
               "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}

@@ -21,7 +21,7 @@ from tdlib.core.errors import ConfigError
 from tdlib.core.modeling_tdlib import write_model_card
 from tdlib.core.pretrained import load_model, load_tokenizer, resolve
 
-FORMATS = ("sentence-transformers", "onnx")  # onnx: tdlib.core.deploy.export_onnx
+FORMATS = ("sentence-transformers", "onnx", "openvino")  # tdlib.core.deploy.export_onnx, export_openvino
 
 
 def teacher_modules(teacher: str | Path) -> tuple[dict, bool, int | None]:
