@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir
 import onnxruntime as ort
+import openvino
 import torch
 import torch._dynamo.config as dynamo_config
 import torch._inductor.config as inductor_config
@@ -363,17 +364,25 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
 
 
 def export_openvino(model: nn.Module, path: str | Path) -> Path:
-    """Export the frozen encoder to OpenVINO's format: ``path`` (``.xml``, the graph) and the ``.bin`` beside it (the
-    weights, fp32).
+    """Export the frozen encoder (input_ids, attention_mask -> last_hidden_state) to OpenVINO's format.
 
     The model goes through plain ONNX ops (:func:`export_onnx` with ``fuse=False``: OpenVINO fuses the standard ops
     itself, bias + GELU into the FFN GEMM and attention into one subgraph, and reads no ONNX Runtime contrib op).
-    Both files are written whole or not at all. ``openvino.Core().compile_model(path, "CPU")`` runs it without tdlib
-    or torch (inputs ``input_ids``, ``attention_mask``; output ``last_hidden_state``; dynamic batch and sequence);
-    set ``INFERENCE_PRECISION_HINT`` to ``f32`` for fp32, since OpenVINO's default on a CPU with AMX is bf16.
-    """
-    import openvino  # here, not at the top: `import tdlib` stays light
 
+    Parameters
+    ----------
+    model : nn.Module
+        A compressed (or dense) BERT model; it is frozen (:func:`freeze`) first, and left unchanged.
+    path : path
+        The ``.xml`` file to write (the graph); the weights go to the ``.bin`` beside it, in fp32. Both are written
+        whole or not at all.
+
+    Returns
+    -------
+    Path
+        ``path``. ``openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})`` runs it without
+        tdlib or torch, batch and sequence axes dynamic (the hint: OpenVINO's default on a CPU with AMX is bf16).
+    """
     path = Path(path)
     if path.suffix != ".xml":
         raise ConfigError(f"export_openvino writes a .xml file (and its .bin), got {str(path)!r}: name it e.g. "
@@ -404,8 +413,6 @@ def openvino_runner(model: nn.Module, precision: str = "fp32", threads: int = 2,
     if precision == "bf16" and not native_bf16():
         raise ConfigError("openvino runs bf16 only on a CPU with native bf16 (AMX-BF16 or AVX512-BF16, not capped "
                           "by ONEDNN_MAX_CPU_ISA): use precision='fp32' here, or runtime='eager' for emulated bf16")
-    import openvino
-
     holder = tempfile.TemporaryDirectory() if workdir is None else None
     path = export_openvino(model, Path(holder.name if holder else workdir) / "encoder.xml")
     core = openvino.Core()

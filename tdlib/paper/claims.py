@@ -7,6 +7,8 @@ into the README between two markers; the long form of each row is its notebook a
 
 from __future__ import annotations
 
+import re
+
 from tdlib.data.glue import get_task, task_scores
 from tdlib.paper.published import PAPER_GENERAL_TOKENS
 from tdlib.paper.report import PAPER, TARGET, method_ranking, student_near, tiny_speed
@@ -248,7 +250,8 @@ def _c4(root=None) -> dict:
     rec, tiny = found
     host = rec["result"].get("host") or {}
     cpu = host.get("cpu_model") or rec["provenance"].get("cpu_model") or rec["provenance"].get("cpu") or "CPU"
-    isa = f", {'/'.join(host['isa'])}" if host.get("isa") else ""
+    cpu = re.sub(r"\((R|TM)\)| Processor\b", "", cpu).strip()  # "Intel(R) Xeon(R) Processor" -> "Intel Xeon"
+    isa = f", {host['isa'][-1]}" if host.get("isa") else ""  # its widest instruction set (notebook 04 lists them all)
     interval = f" [{tiny['low']:.2f}, {tiny['high']:.2f}]" if "low" in tiny else ""
     ours = (f"IV-{tiny['rank_layer']}-{tiny['rank_dim']}, BERT-base shape, batch 8 x 128, fp32, "
             f"{rec['result']['threads']} threads ({cpu}{isa}): {tiny['speedup']:.2f}x{interval}, "
