@@ -101,8 +101,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """A saved student in a deployment format: a sentence-transformers directory with its model card, or one ONNX
-    file (the encoder: input_ids, attention_mask -> last_hidden_state) that ONNX Runtime runs without tdlib."""
+    """A saved student in a deployment format: a sentence-transformers directory with its model card, one ONNX file
+    (the encoder: input_ids, attention_mask -> last_hidden_state) that ONNX Runtime runs without tdlib, or the same
+    encoder as OpenVINO's .xml and .bin."""
     if args.format in ("onnx", "openvino"):
         out = Path(args.out)
         if out.exists() and not args.overwrite:

@@ -320,7 +320,7 @@ def encoder_runner(model: nn.Module, runtime: str = "eager", precision: str = "f
         Intra-op threads (torch's are set by the caller; ONNX Runtime's and OpenVINO's here). The process keeps
         freed memory for reuse from here on (:func:`tdlib.core.memory.retain_freed_memory`).
     workdir : path, optional
-        Where ``onnxruntime`` and ``openvino`` write their .onnx file (a temporary folder, removed with the
+        Where ``onnxruntime`` and ``openvino`` write their exported files (a temporary folder, removed with the
         runner, when None).
 
     Returns
