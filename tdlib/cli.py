@@ -106,8 +106,10 @@ def cmd_export(args) -> int:
     encoder as OpenVINO's .xml and .bin."""
     if args.format in ("onnx", "openvino"):
         out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise ConfigError(f"{out} exists: pass --overwrite to replace it, or another --out")
+        written = [out, out.with_suffix(".bin")] if args.format == "openvino" else [out]
+        for path in written:
+            if path.exists() and not args.overwrite:
+                raise ConfigError(f"{path} exists: pass --overwrite to replace it, or another --out")
         if args.format == "onnx":
             export_onnx(from_pretrained(args.path), out)
             print(f"wrote {out}: onnxruntime.InferenceSession('{out}', "

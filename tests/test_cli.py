@@ -117,6 +117,11 @@ def test_export_writes_a_sentence_transformers_directory_with_its_card(tmp_path,
     assert main(["export", str(student), "--out", str(onnx_file), "--format", "onnx"]) == 2  # exists: one error
     assert "--overwrite" in capsys.readouterr().err
     xml = tmp_path / "ov" / "student.xml"
+    xml.parent.mkdir()
+    xml.with_suffix(".bin").write_bytes(b"weights of another model")
+    assert main(["export", str(student), "--out", str(xml), "--format", "openvino"]) == 2  # its .bin exists
+    assert "student.bin exists" in capsys.readouterr().err and not xml.exists()
+    xml.with_suffix(".bin").unlink()
     assert main(["export", str(student), "--out", str(xml), "--format", "openvino"]) == 0
     assert "compile_model" in capsys.readouterr().out and sorted(p.name for p in xml.parent.iterdir()) == [
         "student.bin", "student.xml"]
