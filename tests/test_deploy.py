@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import openvino
 import pytest
 import torch
 
@@ -181,8 +182,6 @@ def test_onnx_file_runs_without_tdlib(models, tmp_path):
 
 
 def test_openvino_files_run_without_tdlib(models, tmp_path):
-    import openvino
-
     path = export_openvino(models["IV-6-16"], tmp_path / "m.xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",

@@ -32,7 +32,7 @@ from tdlib.core.deploy import RUNTIMES, encoder_runner
 from tdlib.core.precision import cpu_bf16_flags, cpu_flags, isa_cap, native_bf16
 from tdlib.core.ranks import Geometry, encoder_macs, mac_ratio
 from tdlib.studies.provenance import cpu_model
-from tdlib.studies.speed import _inputs, build_models, count_macs, dense_model, geometry_of
+from tdlib.studies.speed import _inputs, build_models, count_macs, dense_config, geometry_of
 
 # fp32 paths must agree with eager fp32 to this (max |difference| of hidden states of unit scale); bf16 to this
 TOLERANCE = {"fp32": 1e-3, "bf16": 0.25}
@@ -194,7 +194,7 @@ def host_ceiling(geometry: str = "bert-base", rank_dims: Iterable[int] = (384, 1
         ceiling's fraction of it.
     """
     torch.set_num_threads(threads)
-    geom, heads = geometry_of(geometry), dense_model(geometry).config.num_attention_heads
+    geom, heads = geometry_of(geometry), dense_config(geometry).num_attention_heads
     precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]
     kernels, rows = [], []
     cells = [(p, b, s) for p in precisions for b, s in grid]

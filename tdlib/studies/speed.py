@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm import tqdm
-from transformers import BertConfig, BertModel
+from transformers import AutoConfig, BertConfig, BertModel
 
 from tdlib.core.decompose import Tucker
 from tdlib.core.deploy import encoder_runner, precision_copy
@@ -42,7 +42,7 @@ from tdlib.core.memory import retain_freed_memory
 from tdlib.core.modeling import compress, count_params, set_implementation
 from tdlib.core.modeling_tdlib import get_module, set_module
 from tdlib.core.precision import native_bf16
-from tdlib.core.pretrained import load_model
+from tdlib.core.pretrained import load_model, resolve
 from tdlib.core.ranks import BERT_BASE, MINILM, Geometry, encoder_macs, mac_ratio
 from tdlib.core.stacking import encoder_layers
 
@@ -57,14 +57,21 @@ def geometry_of(name: str) -> Geometry:
     return GEOMETRIES[check_choice("geometry", name, tuple(GEOMETRIES))]
 
 
+def dense_config(geometry: str) -> BertConfig:
+    """The dense encoder's config: MiniLM's own, or BERT's for the geometry (64-wide heads)."""
+    if geometry == "minilm":
+        return AutoConfig.from_pretrained(resolve("minilm"))
+    geom = geometry_of(geometry)
+    return BertConfig(hidden_size=geom.d_model, num_hidden_layers=geom.n_layers,
+                      num_attention_heads=geom.d_model // 64, intermediate_size=geom.ffn_blocks * geom.d_model)
+
+
 def dense_model(geometry: str, seed: int = 0) -> BertModel:
     """The dense encoder: MiniLM's real weights, or a random BERT-base (speed is weight-independent)."""
     if geometry == "minilm":
         return load_model("minilm").eval()
-    geom = geometry_of(geometry)
+    config = dense_config(geometry)
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=geom.d_model, num_hidden_layers=geom.n_layers,
-                        num_attention_heads=geom.d_model // 64, intermediate_size=geom.ffn_blocks * geom.d_model)
     return BertModel(config).eval()
 
 
