@@ -184,6 +184,12 @@ def test_onnx_file_runs_without_tdlib(models, tmp_path):
 def test_openvino_files_run_without_tdlib(models, tmp_path):
     path = export_openvino(models["IV-6-16"], tmp_path / "m.xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
+    graph = openvino.Core().read_model(str(path))
+    scores = [n for n in graph.get_ordered_ops() if n.get_type_name() == "MatMul" and n.get_attributes()["transpose_b"]]
+    assert len(scores) == 2  # each layer's score product reads K heads-first, the transpose of K folded into it
+    orders = [list(n.input_value(1).get_node().get_data()) for n in graph.get_ordered_ops()
+              if n.get_type_name() == "Transpose"]
+    assert [0, 2, 3, 1] not in orders
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                                   "INFERENCE_NUM_THREADS": 1})
     for shape in ((2, 16), (3, 24)):  # dynamic batch and sequence

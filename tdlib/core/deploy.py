@@ -367,7 +367,8 @@ def export_openvino(model: nn.Module, path: str | Path) -> Path:
     """Export the frozen encoder (input_ids, attention_mask -> last_hidden_state) to OpenVINO's format.
 
     The model goes through plain ONNX ops (:func:`export_onnx` with ``fuse=False``: OpenVINO fuses the standard ops
-    itself, bias + GELU into the FFN GEMM and attention into one subgraph, and reads no ONNX Runtime contrib op).
+    itself, bias + GELU into the FFN GEMM and attention into one subgraph, and reads no ONNX Runtime contrib op); each
+    attention's K transpose is then folded into its score product (:func:`_transpose_keys_in_matmul`).
 
     Parameters
     ----------
@@ -390,11 +391,41 @@ def export_openvino(model: nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         graph = openvino.Core().read_model(str(export_onnx(model, Path(tmp) / "encoder.onnx", fuse=False)))
+        _transpose_keys_in_matmul(graph)
         part = Path(tmp) / path.name
         openvino.save_model(graph, str(part), compress_to_fp16=False)
         part.with_suffix(".bin").replace(path.with_suffix(".bin"))
         part.replace(path)
     return path
+
+
+def _transpose_keys_in_matmul(graph: openvino.Model) -> int:
+    """Rewrite each attention score product Q x Transpose(K, [0, 2, 3, 1]) as MatMul(Q, Transpose(K, [0, 2, 1, 3]),
+    transpose_b=True), in place; returns how many. The same product: the MatMul transposes K's last two axes itself.
+
+    OpenVINO's CPU plugin fuses the score product, softmax and context product into one subgraph, but not a K
+    transpose that moves the last axis: that ran as a separate copy of K in every layer. A transpose that keeps the
+    last axis is a copy of whole 64-wide rows, and the transposed operand is the kernel's own. Measured on a 2-core
+    AMX host (one process, interleaved rounds, BERT-base geometry): fp32 at 8 x 128 dense 1.02x [1.00, 1.04] and
+    IV-96-128 1.05x [1.02, 1.07] faster, at 1 x 128 1.01x [1.00, 1.02] and 1.02x [1.02, 1.03]; bf16 at 8 x 128
+    1.05x [1.04, 1.06] and 1.08x [1.06, 1.09].
+    """
+    rewritten = 0
+    for node in graph.get_ordered_ops():
+        if node.get_type_name() != "MatMul" or any(node.get_attributes().values()):  # transpose_a or _b already set
+            continue
+        key = node.input_value(1).get_node()
+        order = key.input_value(1).get_node() if key.get_type_name() == "Transpose" else None
+        if order is None or order.get_type_name() != "Constant" or list(order.get_data()) != [0, 2, 3, 1]:
+            continue
+        heads_first = openvino.opset13.transpose(key.input_value(0), np.array([0, 2, 1, 3], np.int64))
+        scores = openvino.opset13.matmul(node.input_value(0), heads_first.output(0), False, True)
+        scores.set_friendly_name(node.get_friendly_name())
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(scores.output(0))
+        rewritten += 1
+    graph.validate_nodes_and_infer_types()
+    return rewritten
 
 
 def openvino_runner(model: nn.Module, precision: str = "fp32", threads: int = 2,
