@@ -229,7 +229,8 @@ if prof:
 # `onnxruntime` (exported, its attention and bias + GELU fused into ONNX Runtime's kernels by onnxscript's ORT
 # fusions, residual + LayerNorm left as an Add and a LayerNormalization, which ran about 4x faster than ONNX Runtime's
 # fused SkipLayerNormalization; CPU provider) and `openvino` (the same export in plain ONNX ops, which OpenVINO's CPU
-# plugin fuses itself, compiled once per input shape), in fp32 and, where native, bf16 (not ONNX Runtime's).
+# plugin fuses itself, each attention's K transpose folded into its score product, compiled once per input shape), in
+# fp32 and, where native, bf16 (not ONNX Runtime's).
 # Every output is checked against eager fp32 before it is timed.
 # The models of a comparison are timed in one process in interleaved rounds (`tdlib.studies.runtimes`): the
 # speed-up is the geometric mean of the per-round ratios with its 95% t-interval, so a drifting machine moves
