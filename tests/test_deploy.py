@@ -29,7 +29,14 @@ from tdlib.core.modeling_tdlib import BankLinear
 from tdlib.core.precision import native_bf16
 from tdlib.core.ranks import BERT_BASE, encoder_macs, mac_ratio
 from tdlib.paper.claims import c4_verdict
-from tdlib.studies.runtimes import TOLERANCE, host_ceiling, interleaved, ratio_interval, run_runtimes
+from tdlib.studies.runtimes import (
+    TOLERANCE,
+    across_processes,
+    host_ceiling,
+    interleaved,
+    ratio_interval,
+    run_runtimes,
+)
 from tdlib.studies.speed import GEOMETRIES, dense_model, kernel_rates, op_category
 
 
@@ -224,6 +231,20 @@ def test_run_runtimes_rows_carry_interval_limit_and_host():
         assert r["low"] <= r["speedup"] <= r["high"] and len(r["ms"]) == 2
         assert r["mac_ratio"] > 1 and r["max_abs_diff"] < TOLERANCE[r["precision"]]
         assert r["fraction_of_mac_limit"] == pytest.approx(r["speedup"] / r["mac_ratio"])
+
+
+def test_across_processes_pools_each_rows_speedup_over_fresh_processes():
+    benchmark = {"geometry": "tiny", "configs": [(4, 16)], "grid": [(2, 16)], "runtimes": ["eager"], "threads": 1,
+                 "rounds": 2, "min_block_s": 0.0, "precisions": ["fp32"]}
+    result = across_processes(2, **benchmark)
+    assert result["processes"] == len(result["runs"]) == 2 and len(result["rows"]) == 2  # dense and IV-4-16
+    fact = next(r for r in result["rows"] if r["kind"] == "tucker-factorized")
+    per = [next(r for r in run["rows"] if r["kind"] == "tucker-factorized")["speedup"] for run in result["runs"]]
+    assert fact["process_speedups"] == per and fact["processes"] == 2 and fact["rounds"] == 2
+    assert fact["speedup"] == pytest.approx(math.sqrt(per[0] * per[1]))
+    assert fact["low"] <= fact["speedup"] <= fact["high"] and (fact["runtime"], fact["precision"]) == ("eager", "fp32")
+    with pytest.raises(ConfigError, match="at least 2 processes"):
+        across_processes(1, **benchmark)
 
 
 def test_host_ceiling_is_each_rounds_dense_floor_over_the_models_below_the_mac_limit():

@@ -11,14 +11,24 @@ import re
 
 from tdlib.data.glue import get_task, task_scores
 from tdlib.paper.published import PAPER_GENERAL_TOKENS
-from tdlib.paper.report import PAPER, TARGET, method_ranking, student_near, tiny_speed
+from tdlib.paper.report import (
+    C4_TARGET,
+    PAPER,
+    TARGET,
+    bert_base_records,
+    c4_verdict,
+    method_ranking,
+    speed_interval,
+    student_near,
+    tiny_speed,
+)
 from tdlib.studies.records import records
 from tdlib.studies.scaling import NAME as SCALING
 from tdlib.studies.scaling import curves, difference, fit_trend, reach_verdict
 
 MAX_CELL = 200
 # the paper's own targets: % of the teacher's GLUE average (C2 "on par", C3), the speed-up (C4), C3's weight cap
-TARGETS = {**TARGET, "C4": 2.7}
+TARGETS = {**TARGET, "C4": C4_TARGET}
 C3_MAX_WEIGHTS = 2_000_000  # on BERT-base; a profile with another teacher keeps the ratio (1/48), not the count
 VERDICTS = {
     "reproduced": "meets the paper's target",
@@ -236,13 +246,6 @@ def scaling(root=None) -> dict[str, dict]:
     return out
 
 
-def c4_verdict(row: dict, target: float = TARGETS["C4"]) -> str:
-    """C4's rule, written before the interleaved benchmark ran: the speed-up's 95% interval decides; a record without
-    an interval (a single pass) is read at its point value."""
-    low, high = row.get("low", row["speedup"]), row.get("high", row["speedup"])
-    return "reproduced" if low >= target else "not reproduced" if high < target else "within noise of the target"
-
-
 def _c4(root=None) -> dict:
     found = tiny_speed(root)
     if found is None:
@@ -252,11 +255,11 @@ def _c4(root=None) -> dict:
     cpu = host.get("cpu_model") or rec["provenance"].get("cpu_model") or rec["provenance"].get("cpu") or "CPU"
     cpu = re.sub(r"\((R|TM)\)| Processor\b", "", cpu).strip()  # "Intel(R) Xeon(R) Processor" -> "Intel Xeon"
     isa = f", {host['isa'][-1]}" if host.get("isa") else ""  # its widest instruction set (notebook 04 lists them all)
-    interval = f" [{tiny['low']:.2f}, {tiny['high']:.2f}]" if "low" in tiny else ""
     ours = (f"IV-{tiny['rank_layer']}-{tiny['rank_dim']}, BERT-base shape, batch 8 x 128, fp32, "
-            f"{rec['result']['threads']} threads ({cpu}{isa}): {tiny['speedup']:.2f}x{interval}, "
-            f"{tiny['fraction_of_mac_limit']:.2f} of its {tiny['mac_ratio']:.2f}x multiply-add limit")
-    others = [r for r in rec["result"]["rows"] if r.get("runtime") not in (None, "eager") and r["batch"] == 8
+            f"{rec['result']['threads']} threads ({cpu}{isa}): {tiny['speedup']:.2f}x{speed_interval(tiny)}, "
+            f"{tiny['fraction_of_mac_limit']:.2f} of its {tiny['mac_ratio']:.2f}x MAC limit")
+    runtimes = next(iter(bert_base_records("04_runtimes", root)), {"result": {"rows": []}})
+    others = [r for r in runtimes["result"]["rows"] if r.get("runtime") not in (None, "eager") and r["batch"] == 8
               and r["seq_len"] == 128 and r.get("precision") == "fp32" and r.get("model") == tiny.get("model")]
     if others:
         ours += "; " + ", ".join(f"{r['runtime']} {r['speedup']:.2f}x" for r in others)
