@@ -240,9 +240,9 @@ if prof:
 # both sides of a ratio alike. Every runner keeps the memory a forward frees for the next one
 # (`tdlib.core.memory.retain_freed_memory`): with glibc's defaults each forward's activations were unmapped and
 # faulted back in, 35,000-38,000 page faults per 8 x 128 fp32 forward, a fixed cost that weighs most on the faster
-# model. The C4 row reads the eager fp32 row at batch 8 x 128, and its rule is
-# `tdlib.paper.claims.c4_verdict`: reproduced when the interval's lower end reaches the paper's 2.7x, not
-# reproduced when its upper end stays below, else within noise of the target.
+# model. C4's rule is `tdlib.paper.claims.c4_verdict`: reproduced when the interval's lower end reaches the paper's
+# 2.7x, not reproduced when its upper end stays below, else within noise of the target. It reads the eager fp32 row
+# at batch 8 x 128, repeated across processes below (this benchmark's row where that record is missing).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -39,7 +39,7 @@ VERDICTS = {
     "not reached at the paper's budget": "the scaling study's trend, extrapolated to the paper's ~6e9 tokens, stays "
                                          "below the target with its whole 95% interval (notebook 10)",
     "trending toward the claim": "the scaling study's extrapolated 95% interval contains the target (notebook 10)",
-    "within noise of the target": "the speed-up's 95% interval over interleaved rounds contains the target (C4)",
+    "within noise of the target": "the speed-up's 95% interval over fresh processes contains the target (C4)",
     "mixed": "one part of the claim reproduced, another not",
     "pending": "no record yet",
 }
