@@ -81,7 +81,8 @@ def across_processes(processes: int, **benchmark) -> dict:
     The interleaved rounds of one process share its state (where its allocations landed, what else ran on the host
     in those minutes), and its interval covers only the noise within it. Measured on one 2-core AMX host with the
     same eager code, IV-96-128's fp32 speed-up at 8 x 128 was 2.68x [2.64, 2.73] in one process and 2.88x
-    [2.83, 2.92] in another (records b48adccf246d at 43213a1 and at 0e2cb4d): intervals that exclude each other.
+    [2.83, 2.92] in another (the runtime record b48adccf246d as made at 43213a1, and as made again at 0e2cb4d):
+    intervals that exclude each other.
 
     Returns
     -------
